@@ -1,0 +1,6 @@
+"""Tunables, as module constants so tests can patch them."""
+
+#: Chunks per thread in the parallel drivers (more chunks balance uneven work).
+CHUNKS_PER_THREAD = 4
+#: Smallest number of elements per chunk (below this, fewer chunks are used).
+MIN_CHUNK = 1 << 14

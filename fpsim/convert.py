@@ -1,0 +1,145 @@
+"""Public array API: :func:`quantize`, :func:`encode`, :func:`decode`.
+
+Thin validated wrappers: each checks its arguments, turns names into kernel ints, and hands
+contiguous arrays to :mod:`fpsim.backend`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .format import Format
+from .formats import format as _format
+from .instrument import Stats
+from .kernels.rng import stream_key
+from .kernels.round import SR_BITS_MAX
+from .modes import Overflow, RoundMode
+
+
+def _as_float_array(x, what: str = "x") -> np.ndarray:
+    """``x`` as a contiguous float32 or float64 array, converting exactly or refusing."""
+    if backend.is_device_array(x):
+        backend._cuda()
+    arr = np.asarray(x)
+    if arr.dtype in (np.float32, np.float64):
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.float16 or arr.dtype.kind in "iub" or _is_ml_dtype(arr.dtype):
+        if arr.dtype.kind in "iu" and arr.size and np.max(np.abs(arr.astype(object))) > 2**53:
+            raise ValueError(f"{what} holds integers beyond 2^53, which float64 cannot hold exactly")
+        return np.ascontiguousarray(arr.astype(np.float64))
+    raise TypeError(
+        f"{what} must hold real floating-point (or integer) values, got dtype {arr.dtype}"
+        + (" (long double would lose precision: convert it to float64 yourself)"
+           if arr.dtype.kind == "f" else "")
+    )
+
+
+def _is_ml_dtype(dtype: np.dtype) -> bool:
+    return dtype.kind == "V" and type(dtype).__module__.startswith("ml_dtypes") or (
+        getattr(dtype.type, "__module__", "").startswith("ml_dtypes")
+    )
+
+
+def _sr_bits(sr_bits) -> int:
+    if sr_bits is None:
+        return SR_BITS_MAX
+    if isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) or not (
+        1 <= int(sr_bits) <= SR_BITS_MAX
+    ):
+        raise ValueError(f"sr_bits={sr_bits!r} is invalid: use None or an int in 1..{SR_BITS_MAX}")
+    return int(sr_bits)
+
+
+def _prepare(x, fmt, rounding, overflow, seed, stream, sr_bits):
+    fmt = _format(fmt)
+    mode = RoundMode.parse(rounding)
+    policy = Overflow.parse(overflow)
+    key = stream_key(seed, stream)
+    return _as_float_array(x), fmt, int(mode), int(policy), key, _sr_bits(sr_bits)
+
+
+def _shape_like(out: np.ndarray, x):
+    return out[()] if np.ndim(x) == 0 else out
+
+
+def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int = 0,
+             stats: bool = False, *, stream: int = 0, sr_bits: int | None = None):
+    """Round every element of ``x`` to the nearest value of ``fmt`` under a rounding mode.
+
+    Args:
+        x: array-like of real numbers (float32/float64; float16, ml_dtypes floats and integers up
+            to 2^53 are converted to float64 exactly).
+        fmt: a :class:`Format`, a name (``"bfloat16"``, ``"e4m3"``) or a spec (``"e5m10"``).
+        rounding: ``rne``, ``rna``, ``rtz``, ``rup``, ``rdn``, ``rto`` or ``sr``.
+        overflow: ``ieee`` (Inf, or NaN without Inf) or ``saturate`` (±max; Inf saturates too).
+        seed, stream: key of the counter-based random bits of ``sr`` (element ``i`` of the
+            flattened array always gets the same bits for the same seed and stream).
+        stats: also return a :class:`Stats` with event counts and the input exponent histogram,
+            counted in the same pass.
+        sr_bits: number of random bits ``sr`` compares (None: 62, i.e. exact for every input not
+            below 2^-10 of the smallest subnormal).
+
+    Returns:
+        The rounded values, same shape, in a float32 array when ``x`` is float32 and every value
+        of ``fmt`` is a float32, else float64; with ``stats=True`` a tuple ``(values, Stats)``.
+        NaN inputs stay NaN (sign kept), even for formats that cannot encode NaN.
+    """
+    arr, fmt, mode, policy, key, srk = _prepare(x, fmt, rounding, overflow, seed, stream, sr_bits)
+    out, st = backend.quantize(arr, fmt, mode, policy, key, srk, bool(stats))
+    out = _shape_like(out, x)
+    return (out, st) if stats else out
+
+
+def code_dtype(fmt: "str | Format") -> np.dtype:
+    """Smallest unsigned dtype that holds a code of ``fmt`` (uint8/16/32/64)."""
+    bits = _format(fmt).bits
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if bits <= np.dtype(dt).itemsize * 8:
+            return np.dtype(dt)
+    raise AssertionError("formats are at most 64 bits wide")
+
+
+def encode(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int = 0, *,
+           stream: int = 0, sr_bits: int | None = None) -> np.ndarray:
+    """Round ``x`` into ``fmt`` (as :func:`quantize`) and return the bit codes.
+
+    Returns:
+        An array of the smallest unsigned dtype holding a code (:func:`code_dtype`), same shape.
+        NaN in a format without NaN (``float4_e2m1fn``, ``float6_*``) encodes as ml_dtypes does:
+        the sign-only code of the opposite sign.
+    """
+    arr, fmt, mode, policy, key, srk = _prepare(x, fmt, rounding, overflow, seed, stream, sr_bits)
+    codes = backend.encode(arr, fmt, mode, policy, key, srk)
+    out = codes.view(np.uint64).astype(code_dtype(fmt))
+    return _shape_like(out, x)
+
+
+def decode(codes, fmt: "str | Format") -> np.ndarray:
+    """float64 values of the codes of ``fmt``.
+
+    Args:
+        codes: array-like of non-negative integers below ``2**fmt.bits``.
+
+    Raises:
+        ValueError: a code is out of range (the message gives the first offending index).
+    """
+    fmt = _format(fmt)
+    if backend.is_device_array(codes):
+        backend._cuda()
+    arr = np.asarray(codes)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"codes must be integers, got dtype {arr.dtype}")
+    if arr.dtype == np.uint64:
+        arr64 = np.ascontiguousarray(arr).view(np.int64)
+        bad = (arr >> np.uint64(fmt.bits)) != 0 if fmt.bits < 64 else np.zeros(arr.shape, bool)
+    else:
+        arr64 = np.ascontiguousarray(arr, dtype=np.int64)
+        bad = (arr64 < 0) | ((arr64 >> fmt.bits) != 0 if fmt.bits < 63 else False)
+    if np.any(bad):
+        where = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
+        raise ValueError(
+            f"code {arr[where]!r} at index {where} is outside 0..{(1 << fmt.bits) - 1} "
+            f"of the {fmt.bits}-bit format {fmt}"
+        )
+    return _shape_like(backend.decode(arr64, fmt), codes)

@@ -1,0 +1,257 @@
+"""THE rounding routine (:func:`round_bits`) and the code packers built on its result.
+
+Everything that produces a value in a target format calls :func:`round_bits`: quantization,
+encoding, and (later) the emulated arithmetic, which hands it an exact result as carrier bits.
+
+The routine works on *carrier bits*: the IEEE bit pattern of a float32 or float64 carrier with the
+sign cleared, held in an int64. Three facts about those patterns make the routine short:
+
+1. For non-negative floats, integer order is value order, and adding 1 to a pattern gives the next
+   float up, carrying from the fraction into the exponent field exactly when the binade ends.
+2. If the target's unit in the last place (ulp) at |x| is ``2^q`` and the carrier's is ``2^c``,
+   the target's representable numbers near |x| are exactly the carrier patterns whose low
+   ``d = q - c`` bits are zero. So "truncate toward zero" is ``a & ~(2^d - 1)`` and "the next
+   representable number up" is that plus ``2^d`` -- a carry into the exponent lands exactly on the
+   next binade's first value, which is representable.
+3. Fact 2 holds while the target binade's leading bit ``2^E`` is itself a multiple of ``2^q``,
+   i.e. for |x| at or above the target's smallest positive value T. Below T the only neighbours
+   are 0 and T, which the routine handles by comparison with T/2.
+
+With ``E = max(exponent of |x|, 1 - carrier bias)`` (carrier subnormals share the lowest binade's
+ulp) and ``emin`` the target's lowest normal exponent, the target ulp exponent is
+``q = max(E, emin) - man_bits`` and the carrier's is ``c = E - cm``, so
+``d = cm - man_bits + max(0, emin - E)``; ``0 <= d <= cm`` whenever |x| >= T.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..modes import Event, Overflow, RoundMode
+from .bits import bit_length
+
+RNE = int(RoundMode.RNE)
+RNA = int(RoundMode.RNA)
+RTZ = int(RoundMode.RTZ)
+RUP = int(RoundMode.RUP)
+RDN = int(RoundMode.RDN)
+RTO = int(RoundMode.RTO)
+SR = int(RoundMode.SR)
+SATURATE = int(Overflow.SATURATE)
+
+EV_UNDERFLOW = int(Event.UNDERFLOW)
+EV_SUBNORMAL = int(Event.SUBNORMAL)
+EV_OVERFLOW = int(Event.OVERFLOW)
+EV_NAN = int(Event.NAN)
+EV_INEXACT = int(Event.INEXACT)
+
+#: Number of random bits used by stochastic rounding when the caller does not limit them.
+SR_BITS_MAX = 62
+
+
+@njit(cache=True, inline="always")
+def overflow_result(P, mode, overflow, sign):
+    """Carrier bits an overflowing magnitude becomes: SoftFloat's rule, then the format's means.
+
+    ±max when the policy saturates, when the rounding direction points toward zero (rtz, rto, rup
+    for negatives, rdn for positives), or when the format has neither Inf nor NaN; else Inf, or
+    NaN for formats without Inf.
+    """
+    toward_zero = (mode == RTZ) | (mode == RTO) | ((mode == RUP) & (sign == 1)) | (
+        (mode == RDN) & (sign == 0))
+    if (overflow == SATURATE) | toward_zero | ((P.has_inf == 0) & (P.has_nan == 0)):
+        return np.int64(P.max_bits)
+    return np.int64(P.cinf) if P.has_inf == 1 else np.int64(P.cnan)
+
+
+@njit(cache=True, inline="always")
+def round_bits(a, sign, P, mode, overflow, rnd, srk):
+    """Round one carrier value into the format described by ``P``.
+
+    Written as straight-line selects (no stores, no calls, ``&``/``|`` rather than the branching
+    ``and``/``or``) so that array loops vectorize; the drivers pass ``mode`` as a compile-time
+    constant so that only one mode's logic remains.
+
+    Args:
+        a: carrier bits of |x| (int64, sign cleared); NaN and Inf patterns allowed.
+        sign: 1 if x is negative (sign bit set, -0 and -NaN included), else 0.
+        P: :class:`fpsim.format.KernelParams` of the target format for this carrier.
+        mode: a :class:`~fpsim.modes.RoundMode` int.
+        overflow: an :class:`~fpsim.modes.Overflow` int.
+        rnd: 62 random bits (int64 in [0, 2^62)); read only when ``mode == SR``.
+        srk: number of random bits stochastic rounding compares (1..62).
+
+    Returns:
+        ``(r, sign_out, events)``: ``r`` the carrier bits of |result|, the canonical quiet NaN
+        pattern ``P.cnan`` when the result is NaN; ``sign_out`` the result's sign bit (0/1);
+        ``events`` the ORed :class:`~fpsim.modes.Event` bits.
+    """
+    # 1. Neighbours of |x|: `lower` (toward zero) and `lower + step` (one target ulp above), the
+    #    remainder `rem` = |x| - lower and `half` = half an ulp, as carrier bit distances. Above
+    #    T (the smallest positive value) they come from bit masks (module docstring). Below T the
+    #    neighbours are 0 and T: rem = a and half = bits(T/2) compare the same way, because bit
+    #    order is value order (bits(T/2) is 0 when T/2 is no carrier value; then only a = 0 is
+    #    below T).
+    below = a < P.t_bits
+    be = a >> P.cm
+    # d = cm - m + max(0, emin - E) with E = max(be, 1) - cbias, clamped (d > cm only below T).
+    d = min(max(P.cm - P.m, P.cm - P.m + P.emin + P.cbias - max(be, 1)), 62)
+    ulp = np.int64(1) << d
+    rem = a if below else a & (ulp - 1)
+    half = np.int64(P.h_bits) if below else ulp >> 1
+    step = np.int64(P.t_bits) if below else ulp
+    lower = a - rem
+    inexact = rem != 0
+    above = rem > half
+    tie = inexact & (rem == half)
+    # Last code bit of `lower`. Bit d of the pattern is that bit except where d == cm makes it an
+    # exponent bit: at lower == T (code 1 with subnormals, else the lowest normal's code) and in
+    # formats without fraction bits, whose code's last bit is the exponent field's (the pattern's
+    # bit cm, flipped when the format's and the carrier's biases differ in parity).
+    odd = (((lower >> d) & 1) ^ P.odd_flip) == 1
+    odd = (P.t_odd == 1) if lower == P.t_bits else odd
+    odd = False if lower == 0 else odd
+
+    # 2. Round: take `lower + step` or `lower`.
+    if mode == RNE:
+        up = above | (tie & odd)
+    elif mode == RNA:
+        up = above | tie
+    elif mode == RUP:
+        up = inexact & (sign == 0)
+    elif mode == RDN:
+        up = inexact & (sign == 1)
+    elif mode == RTO:
+        up = inexact & (not odd)
+    elif mode == SR:
+        # Up iff floor(frac * 2^srk) + R >= 2^srk, R uniform on [0, 2^srk): probability
+        # floor(frac * 2^srk) / 2^srk with frac = rem / step, the distance in ulps.
+        if below:
+            # frac = |x| / T = sig * 2^(E - cm - t_log2); one shift scales it by 2^srk.
+            sig = (a & ((np.int64(1) << P.cm) - 1)) | (np.int64(be != 0) << P.cm)
+            s = P.cm + P.t_log2 - srk - (max(be, 1) - P.cbias)
+            if s >= 63:
+                frac = np.int64(0)
+            elif s >= 0:
+                frac = sig >> s
+            else:
+                frac = sig << -s
+        elif d >= srk:
+            frac = rem >> (d - srk)
+        else:
+            frac = rem << (srk - d)
+        up = frac + (rnd >> (SR_BITS_MAX - srk)) >= (np.int64(1) << srk)
+    else:  # RTZ
+        up = False
+    r = lower + step if up else lower
+    # Formats without zero: T is the only neighbour below T (r_floor = T, else 0).
+    r = max(r, np.int64(P.r_floor))
+
+    # 3. Overflow: the magnitude, rounded with unbounded exponent (the carrier is wider), exceeds
+    #    max. Inf inputs count too unless the format keeps them (ovf_end = cinf then, else cinf+1);
+    #    NaN inputs never do.
+    ovf = (r > P.max_bits) & (a < P.ovf_end)
+    if ovf:
+        r = overflow_result(P, mode, overflow, 1) if sign == 1 else overflow_result(P, mode, overflow, 0)
+
+    # 4. NaN results: NaN input, zero into a format without zero, negative into an unsigned one.
+    x_nan = a > P.cinf
+    invalid = (sign == 1) & (P.signed == 0) & (a != 0)
+    if x_nan | invalid | ((a == 0) & (P.has_zero == 0)):
+        r = np.int64(P.cnan)
+    sign_out = sign if (r != 0) | (P.has_negzero == 1) else 0
+
+    # 5. Events (dead code, removed by the compiler, in loops that do not count them).
+    is_nan = r > P.cinf
+    ev = ((np.int64((r == 0) & (a != 0)) * EV_UNDERFLOW)
+          | (np.int64((r != 0) & (r < P.minnorm_bits)) * EV_SUBNORMAL)
+          | (np.int64(ovf & (not invalid)) * EV_OVERFLOW)
+          | (np.int64(is_nan & (not x_nan)) * EV_NAN)
+          | (np.int64((r != a) & (not x_nan)) * EV_INEXACT))
+    return r, sign_out, ev
+
+
+@njit(cache=True, inline="always")
+def carrier_bits(r, sign_out, P):
+    """Signed carrier bit pattern of a :func:`round_bits` result."""
+    return r | (np.int64(sign_out) << P.csign)
+
+
+@njit(cache=True, inline="always")
+def pack_code(r, sign_out, P):
+    """The format's code (an int64 holding the unsigned code) of a :func:`round_bits` result.
+
+    NaN codes: ``ieee`` sign | all-ones exponent | quiet bit; ``fn`` sign | all ones; ``fnuz``
+    the code 1000...0; ``finite`` formats have no NaN and, following ml_dtypes, encode NaN as
+    the sign-only code of the *opposite* sign (+NaN -> 100...0, -NaN -> 0).
+    """
+    if P.signed == 1:
+        sbit = np.int64(1) << P.sign_shift
+    else:
+        sbit = np.int64(0)
+    s = sbit if sign_out == 1 else np.int64(0)
+    if r > P.cinf:
+        if P.specials == 2:  # fnuz: one NaN code, the "negative zero" pattern
+            return np.int64(P.nan_code)
+        if P.specials == 3:  # finite: no NaN code; ml_dtypes' convention
+            return sbit ^ s
+        return np.int64(P.nan_code) | s
+    if r == P.cinf:
+        return np.int64(P.inf_code) | s
+    if r == 0:
+        return s
+    # Normalise the carrier value to sig * 2^(E - cm) with the leading bit of sig at position cm
+    # (a carrier subnormal can be a normal number of the format, e.g. 2^-127 in float8_e8m0fnu).
+    cmask = (np.int64(1) << P.cm) - 1
+    be = r >> P.cm
+    if be != 0:
+        E = be - P.cbias
+        sig = (r & cmask) | (np.int64(1) << P.cm)
+    else:
+        n = bit_length(r)
+        E = 1 - P.cbias - P.cm + n - 1
+        sig = r << (P.cm - (n - 1))
+    if E >= P.emin:
+        mag = (np.int64(E + P.bias) << P.m) | ((sig & cmask) >> (P.cm - P.m))
+    else:  # subnormal in the format: the code is the value in units of 2^(emin - m)
+        mag = sig >> (P.cm - P.m + P.emin - E)
+    return mag | s
+
+
+@njit(cache=True, inline="always")
+def unpack_code(code, P):
+    """float64 bit pattern (int64) of a code's value. ``P`` must be the float64-carrier params.
+
+    Non-canonical codes of formats without subnormals (zero exponent field, non-zero fraction)
+    decode to ±0; NaN codes decode to the canonical quiet NaN with the code's sign.
+    """
+    m = P.m
+    if P.signed == 1:
+        neg = (code >> P.sign_shift) & 1
+    else:
+        neg = np.int64(0)
+    mag = code & ((np.int64(1) << (P.e + m)) - 1)
+    E = mag >> m
+    M = mag & ((np.int64(1) << m) - 1)
+    top = (np.int64(1) << P.e) - 1
+    sbit = neg << 63
+    if P.specials == 2 and neg == 1 and mag == 0:
+        return np.int64(P.cnan) | sbit
+    if P.specials == 1 and mag == (np.int64(1) << (P.e + m)) - 1:
+        return np.int64(P.cnan) | sbit
+    if P.specials == 0 and E == top:
+        if M != 0:
+            return np.int64(P.cnan) | sbit
+        return np.int64(P.cinf) | sbit
+    if E < P.emin_field:  # zero exponent field of a format with zero: zero or subnormal
+        if P.t_bits == P.minnorm_bits or M == 0:  # no subnormals: non-canonical zero
+            return sbit
+        # value = M * 2^(emin - m): normalise M (bit length n) into a float64 pattern.
+        n = bit_length(M)
+        ev = P.emin - m + n - 1  # exponent of the value's leading bit
+        if ev >= -1022:
+            frac = (M << (52 - (n - 1))) & ((np.int64(1) << 52) - 1)
+            return (np.int64(ev + 1023) << 52) | frac | sbit
+        return (M << (P.emin - m + 1074)) | sbit  # float64 subnormal: units of 2^-1074
+    return (np.int64(E - P.bias + 1023) << 52) | (M << (52 - m)) | sbit

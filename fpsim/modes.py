@@ -1,0 +1,94 @@
+"""Rounding modes, overflow policies and per-element event bits: small ints handed to kernels."""
+
+from __future__ import annotations
+
+import enum
+
+
+class RoundMode(enum.IntEnum):
+    """Rounding modes. The int values are what kernels receive."""
+
+    #: Round to nearest, ties to even.
+    RNE = 0
+    #: Round to nearest, ties away from zero.
+    RNA = 1
+    #: Round toward zero (truncate).
+    RTZ = 2
+    #: Round toward +Inf.
+    RUP = 3
+    #: Round toward -Inf.
+    RDN = 4
+    #: Round to odd: truncate, and if inexact make the last bit 1 ("jamming").
+    RTO = 5
+    #: Stochastic: round away from zero with probability equal to the distance from the value
+    #: truncated toward zero, in units of that value's ulp.
+    SR = 6
+
+    @classmethod
+    def parse(cls, mode: "str | int | RoundMode") -> "RoundMode":
+        """Accept ``"rne"``, ``"RNE"``, ``RoundMode.RNE`` or ``0``; anything else is a ValueError."""
+        if isinstance(mode, cls):
+            return mode
+        if isinstance(mode, str):
+            key = _ROUND_ALIASES.get(mode.strip().lower(), mode.strip().upper())
+            if key in cls.__members__:
+                return cls[key]
+        elif isinstance(mode, int) and not isinstance(mode, bool) and mode in cls._value2member_map_:
+            return cls(mode)
+        names = ", ".join(m.name.lower() for m in cls)
+        raise ValueError(f"rounding={mode!r} is invalid: allowed values are {names}")
+
+
+_ROUND_ALIASES = {
+    "nearest": "RNE", "nearest_even": "RNE", "even": "RNE",
+    "nearest_away": "RNA", "away": "RNA",
+    "zero": "RTZ", "trunc": "RTZ", "toward_zero": "RTZ",
+    "up": "RUP", "ceil": "RUP", "toward_positive": "RUP",
+    "down": "RDN", "floor": "RDN", "toward_negative": "RDN",
+    "odd": "RTO",
+    "stochastic": "SR",
+}
+
+
+class Overflow(enum.IntEnum):
+    """What a finite value beyond the largest finite value becomes."""
+
+    #: IEEE 754: ±Inf, or NaN for formats without Inf (the ml_dtypes behaviour); ±max when the
+    #: rounding direction points toward zero (rtz, rto, rup for negatives, rdn for positives).
+    #: Formats with neither Inf nor NaN saturate.
+    IEEE = 0
+    #: ±max finite; Inf inputs saturate too (CUDA ``satfinite``); NaN stays NaN.
+    SATURATE = 1
+
+    @classmethod
+    def parse(cls, policy: "str | int | Overflow") -> "Overflow":
+        """Accept ``"ieee"``, ``"saturate"`` (or ``"satfinite"``), an Overflow or its int value."""
+        if isinstance(policy, cls):
+            return policy
+        if isinstance(policy, str):
+            key = {"satfinite": "SATURATE", "sat": "SATURATE"}.get(policy.strip().lower(), policy.strip().upper())
+            if key in cls.__members__:
+                return cls[key]
+        elif isinstance(policy, int) and not isinstance(policy, bool) and policy in cls._value2member_map_:
+            return cls(policy)
+        raise ValueError(f"overflow={policy!r} is invalid: allowed values are ieee, saturate")
+
+
+class Event(enum.IntFlag):
+    """Per-element events of a rounding, ORed by the kernel and counted into :class:`fpsim.Stats`."""
+
+    #: A non-zero, non-NaN input became ±0.
+    UNDERFLOW = 1
+    #: The result is a non-zero subnormal number.
+    SUBNORMAL = 2
+    #: A non-NaN input beyond the largest finite value was not kept as itself: a finite value that
+    #: rounded above max (result Inf, NaN or saturated ±max), or an Inf input into a format without Inf.
+    OVERFLOW = 4
+    #: The result is NaN and the input was not.
+    NAN = 8
+    #: The result differs from the input (NaN compared equal to NaN, -0 equal to +0).
+    INEXACT = 16
+
+
+#: Number of event kinds; counters are indexed by bit position.
+N_EVENTS = 5

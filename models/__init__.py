@@ -1,0 +1,1 @@
+"""Model zoo and experiment configs (installed as ``fpsim.models``); models arrive with the engine."""
