@@ -148,6 +148,10 @@ class Format:
             bad("bias", self.bias, f"puts the smallest value at 2^{lo}, below float64's 2^-1074")
         if self.emax > 1023:
             bad("bias", self.bias, f"puts the largest binade at 2^{self.emax}, above float64's 2^1023")
+        if self.emin < -1022:
+            # Normal numbers of the format would be float64 subnormals, whose spacing the rounding
+            # kernel does not track (it reads the ulp off the carrier's exponent field).
+            bad("bias", self.bias, f"puts the smallest normal at 2^{self.emin}, below float64's 2^-1022")
 
     # ---- derived quantities --------------------------------------------------------------
     @property
@@ -238,9 +242,11 @@ class Format:
 
     @property
     def fits_float32(self) -> bool:
-        """Whether every value of the format is a float32 value (so a float32 carrier is exact)."""
+        """Whether a float32 carrier serves the format: every value is a float32 value and every
+        normal number a float32 normal number."""
         lo = self.emin - self.man_bits if self.subnormals else self.emin
-        return self.man_bits <= 23 and lo >= -149 and self.emax <= 127
+        # Normal numbers must be float32 normals too (see the float64 rule in __post_init__).
+        return self.man_bits <= 23 and lo >= -149 and self.emin >= -126 and self.emax <= 127
 
     def __str__(self) -> str:
         return self.name or self.spec
@@ -251,7 +257,9 @@ class Format:
         s = f"{'' if self.signed else 'u'}e{self.exp_bits}m{self.man_bits}"
         if self.bias != (1 << (self.exp_bits - 1)) - 1:
             s += f"b{self.bias}"
-        if self.specials != "ieee":
+        from .formats import ALIASES  # an alias such as "e2m1" means a named format: be explicit
+
+        if self.specials != "ieee" or s in ALIASES:
             s += self.specials
         if not self.subnormals:
             s += "-nosub" if self.zero else "-nozero"

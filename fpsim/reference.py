@@ -25,6 +25,7 @@ Conventions (shared with the kernels and written down in ``docs/formats.md``):
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -49,12 +50,14 @@ def _floor_log2(v: Fraction) -> int:
     return e
 
 
+@functools.lru_cache(maxsize=None)
 def smallest_positive(fmt: Format) -> Fraction:
     """Smallest positive value T (min subnormal, or min normal without subnormals)."""
     m = fmt.man_bits
     return Fraction(2) ** (fmt.emin - m) if fmt.subnormals else Fraction(2) ** fmt.emin
 
 
+@functools.lru_cache(maxsize=None)
 def max_finite(fmt: Format) -> Fraction:
     """Largest finite value, from the codes: the largest code whose value is finite."""
     best = Fraction(0)
