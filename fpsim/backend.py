@@ -54,7 +54,8 @@ def quantize(x: np.ndarray, fmt: Format, mode: int, overflow: int, key: int, srk
     """Round a contiguous float32/float64 array into ``fmt``; returns (values, Stats or None)."""
     carrier = carrier_for(x, fmt)
     if carrier == "float64" and x.dtype != np.float64:
-        x = x.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
+            x = x.astype(np.float64)
     out = np.empty_like(x)
     k = nchunks(x.size)
     counts = np.zeros((k, 5), np.int64)
@@ -69,7 +70,8 @@ def encode(x: np.ndarray, fmt: Format, mode: int, overflow: int, key: int, srk: 
     """Codes (int64 array of the same shape) of ``x`` rounded into ``fmt``."""
     carrier = carrier_for(x, fmt)
     if carrier == "float64" and x.dtype != np.float64:
-        x = x.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
+            x = x.astype(np.float64)
     codes = np.empty(x.shape, np.int64)
     cpu.encode(_bits(x), codes.reshape(-1), fmt.params(carrier), mode, overflow, np.uint64(key),
                srk, nchunks(x.size))

@@ -23,11 +23,13 @@ def _as_float_array(x, what: str = "x") -> np.ndarray:
         backend._cuda()
     arr = np.asarray(x)
     if arr.dtype in (np.float32, np.float64):
-        return np.ascontiguousarray(arr)
+        # (np.ascontiguousarray would turn a 0-d array into a 1-d one.)
+        return arr if arr.flags.c_contiguous else arr.copy(order="C")
     if arr.dtype == np.float16 or arr.dtype.kind in "iub" or _is_ml_dtype(arr.dtype):
         if arr.dtype.kind in "iu" and arr.size and np.max(np.abs(arr.astype(object))) > 2**53:
             raise ValueError(f"{what} holds integers beyond 2^53, which float64 cannot hold exactly")
-        return np.ascontiguousarray(arr.astype(np.float64))
+        with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
+            return arr.astype(np.float64, order="C")
     raise TypeError(
         f"{what} must hold real floating-point (or integer) values, got dtype {arr.dtype}"
         + (" (long double would lose precision: convert it to float64 yourself)"
@@ -131,15 +133,15 @@ def decode(codes, fmt: "str | Format") -> np.ndarray:
     if arr.dtype.kind not in "iu":
         raise TypeError(f"codes must be integers, got dtype {arr.dtype}")
     if arr.dtype == np.uint64:
-        arr64 = np.ascontiguousarray(arr).view(np.int64)
+        arr64 = (arr if arr.flags.c_contiguous else arr.copy(order="C")).view(np.int64)
         bad = (arr >> np.uint64(fmt.bits)) != 0 if fmt.bits < 64 else np.zeros(arr.shape, bool)
     else:
-        arr64 = np.ascontiguousarray(arr, dtype=np.int64)
+        arr64 = arr.astype(np.int64, order="C")
         bad = (arr64 < 0) | ((arr64 >> fmt.bits) != 0 if fmt.bits < 63 else False)
     if np.any(bad):
-        where = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape)) if arr.ndim else ()
         raise ValueError(
-            f"code {arr[where]!r} at index {where} is outside 0..{(1 << fmt.bits) - 1} "
+            f"code {int(arr[where])} at index {where} is outside 0..{(1 << fmt.bits) - 1} "
             f"of the {fmt.bits}-bit format {fmt}"
         )
     return _shape_like(backend.decode(arr64, fmt), codes)

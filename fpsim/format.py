@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import re
 from fractions import Fraction
 from typing import NamedTuple
@@ -70,6 +71,9 @@ class KernelParams(NamedTuple):
     #: bit (formats with no fraction bits whose bias parity differs from the carrier's).
     t_odd: int
     odd_flip: int
+    #: Sign bit of a NaN result: -1 keeps the input's sign (ieee, fn, finite formats); fnuz NaN
+    #: is the code 100...0, so negative; an unsigned format's NaN is positive.
+    nan_sign: int
     #: Format flags (0/1).
     has_inf: int
     has_nan: int
@@ -117,6 +121,10 @@ class Format:
         def bad(field, value, allowed):
             raise ValueError(f"Format {field}={value!r} is invalid: {allowed}")
 
+        for field in ("exp_bits", "man_bits", "bias"):
+            value = getattr(self, field)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                object.__setattr__(self, field, int(value))  # numpy integers are welcome
         for field in ("exp_bits", "man_bits"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -350,6 +358,7 @@ def _compile_params(fmt: Format, carrier: str) -> KernelParams:
         ovf_end=cinf if fmt.has_inf else cinf + 1,
         t_odd=(1 if fmt.subnormals and m > 0 else (fmt.emin_field if m == 0 else 0)) & 1,
         odd_flip=((fmt.bias ^ cbias) & 1) if m == 0 else 0,
+        nan_sign=1 if fmt.specials == "fnuz" else (0 if not fmt.signed else -1),
         has_inf=int(fmt.has_inf), has_nan=int(fmt.has_nan), has_zero=int(fmt.zero),
         has_negzero=int(fmt.has_negzero), signed=int(fmt.signed),
         e=fmt.exp_bits, bias=fmt.bias, emin_field=fmt.emin_field, sign_shift=sign_shift,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import numbers
 
 
 class RoundMode(enum.IntEnum):
@@ -33,8 +34,9 @@ class RoundMode(enum.IntEnum):
             key = _ROUND_ALIASES.get(mode.strip().lower(), mode.strip().upper())
             if key in cls.__members__:
                 return cls[key]
-        elif isinstance(mode, int) and not isinstance(mode, bool) and mode in cls._value2member_map_:
-            return cls(mode)
+        elif isinstance(mode, numbers.Integral) and not isinstance(mode, bool) and (
+                int(mode) in cls._value2member_map_):
+            return cls(int(mode))
         names = ", ".join(m.name.lower() for m in cls)
         raise ValueError(f"rounding={mode!r} is invalid: allowed values are {names}")
 
@@ -69,8 +71,9 @@ class Overflow(enum.IntEnum):
             key = {"satfinite": "SATURATE", "sat": "SATURATE"}.get(policy.strip().lower(), policy.strip().upper())
             if key in cls.__members__:
                 return cls[key]
-        elif isinstance(policy, int) and not isinstance(policy, bool) and policy in cls._value2member_map_:
-            return cls(policy)
+        elif isinstance(policy, numbers.Integral) and not isinstance(policy, bool) and (
+                int(policy) in cls._value2member_map_):
+            return cls(int(policy))
         raise ValueError(f"overflow={policy!r} is invalid: allowed values are ieee, saturate")
 
 

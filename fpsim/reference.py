@@ -20,7 +20,9 @@ Conventions (shared with the kernels and written down in ``docs/formats.md``):
 * Stochastic rounding with random integer ``R`` (62 bits) and ``k`` compared bits rounds away
   from zero iff ``floor(frac * 2^k) + (R >> (62 - k)) >= 2^k``, ``frac`` = distance to the value
   truncated toward zero in units of the gap between the neighbours.
-* A NaN input gives NaN with the input's sign.
+* A NaN result carries the sign bit of the format's NaN code: negative for ``fnuz`` (the code
+  100...0), positive for unsigned formats, the input's sign otherwise (``ieee`` and ``fn`` have a
+  NaN code per sign; ``finite`` formats keep NaN inputs in the carrier as they are).
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ def _signed(v: float, neg: bool) -> float:
     return -v if neg else v
 
 
+def _nan(fmt: Format, neg: bool) -> float:
+    """A NaN result: the sign of the format's NaN code (fnuz: negative; unsigned: positive), or
+    the input's sign where the format has a NaN per sign (ieee, fn) or none at all (finite)."""
+    if fmt.specials == "fnuz":
+        return -math.nan
+    if not fmt.signed:
+        return math.nan
+    return _signed(math.nan, neg)
+
+
 def round_value(x: float, fmt: "Format | str", rounding="rne", overflow="ieee", rnd: int = 0,
                 sr_bits: int | None = None) -> float:
     """Round the float ``x`` into ``fmt``; returns the result as a Python float (exact).
@@ -134,12 +146,12 @@ def _round(x, fmt, rounding, overflow, rnd, sr_bits) -> tuple[float, bool]:
     k = SR_BITS_MAX if sr_bits is None else sr_bits
     neg = math.copysign(1.0, x) < 0
     if math.isnan(x):
-        return _signed(math.nan, neg), False
+        return _nan(fmt, neg), False
     if not fmt.signed and neg and x != 0:
-        return _signed(math.nan, neg), False
+        return _nan(fmt, neg), False
     if x == 0:
         if not fmt.zero:
-            return _signed(math.nan, neg), False
+            return _nan(fmt, neg), False
         return (-0.0 if (neg and fmt.has_negzero) else 0.0), False
     vmax = max_finite(fmt)
 
@@ -148,7 +160,7 @@ def _round(x, fmt, rounding, overflow, rnd, sr_bits) -> tuple[float, bool]:
             mode == RoundMode.RUP and neg) or (mode == RoundMode.RDN and not neg)
         if policy == Overflow.SATURATE or toward_zero or not (fmt.has_inf or fmt.has_nan):
             return _signed(float(vmax), neg), True
-        return _signed(math.inf if fmt.has_inf else math.nan, neg), True
+        return (_signed(math.inf, neg) if fmt.has_inf else _nan(fmt, neg)), True
 
     if math.isinf(x):
         return (x, False) if fmt.has_inf else overflowed()

@@ -161,6 +161,8 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk):
     if x_nan | invalid | ((a == 0) & (P.has_zero == 0)):
         r = np.int64(P.cnan)
     sign_out = sign if (r != 0) | (P.has_negzero == 1) else 0
+    if (r == P.cnan) & (P.nan_sign >= 0):
+        sign_out = P.nan_sign  # the sign bit of the format's NaN code (fnuz: 1, unsigned: 0)
 
     # 5. Events (dead code, removed by the compiler, in loops that do not count them).
     is_nan = r > P.cinf

@@ -1,0 +1,82 @@
+"""Stats from the rounding kernel equal counts recomputed independently from inputs and outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim.instrument import Stats
+from _inputs import edge_values, random_values
+
+
+def _recount(x, y, fmt):
+    """Event counts from their definitions (numpy, no rounding logic)."""
+    with np.errstate(invalid="ignore"):
+        x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    xn, yn = np.isnan(x64), np.isnan(y64)
+    with np.errstate(invalid="ignore"):
+        return {
+            "underflow": int(((y64 == 0) & (x64 != 0) & ~xn & ~yn).sum()),
+            "subnormal": int(((y64 != 0) & np.isfinite(y64) & (np.abs(y64) < fmt.min_normal)).sum()),
+            "nan": int((yn & ~xn).sum()),
+            "inexact": int((~xn & ((y64 != x64) | yn)).sum()),
+        }
+
+
+def _hist(x):
+    """(binade counts by floor(log2|x|), zeros, infs, nans) by np.frexp, exact for subnormals."""
+    with np.errstate(invalid="ignore"):  # signalling NaN patterns warn when widened
+        x64 = np.asarray(x, np.float64)
+    finite = np.isfinite(x64) & (x64 != 0)
+    _, e = np.frexp(x64[finite])
+    k = e.astype(np.int64) - 1
+    counts = np.bincount(k + 1074, minlength=2098)
+    return counts, int((x64 == 0).sum()), int(np.isinf(x64).sum()), int(np.isnan(x64).sum())
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2fnuz",
+                                  "float4_e2m1fn", "float8_e8m0fnu", "e5m10-nosub", "e11m4"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_stats_equal_independent_recount(name, dtype):
+    fmt = fpsim.format(name)
+    x = np.concatenate([edge_values(fmt, dtype), random_values(dtype, 100_000, seed=6)])
+    y, st = fpsim.quantize(x, fmt, stats=True)
+    assert st.total == x.size
+    for event, count in _recount(x, y, fmt).items():
+        assert getattr(st, event) == count, f"{event}: kernel {getattr(st, event)}, recount {count}"
+    # RNE with ieee overflow: an overflow is a non-NaN input whose result is Inf or a new NaN
+    # (or, for formats with neither, the saturated max from a larger input).
+    with np.errstate(invalid="ignore"):
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+        if fmt.has_inf:
+            ovf = np.isinf(y64) & ~np.isinf(x64)
+        elif fmt.has_nan:
+            ovf = np.isnan(y64) & ~np.isnan(x64) & ~((x64 == 0) | ((x64 < 0) & (not fmt.signed)))
+        else:
+            ovf = ~np.isnan(x64) & (np.abs(x64) > fmt.max) & (np.abs(y64) == fmt.max) & (
+                np.abs(x64) >= fmt.max + 2.0 ** (fmt.emax - fmt.man_bits) / 2)
+    assert st.overflow == int(ovf.sum())
+    counts, zeros, infs, nans = _hist(x)
+    assert np.array_equal(st.exp_hist, counts)
+    assert (st.hist_zero, st.hist_inf, st.hist_nan) == (zeros, infs, nans)
+
+
+def test_histogram_of_subnormal_inputs():
+    x64 = np.array([5e-324, 1e-310, 2.0 ** -1022, 3 * 2.0 ** -1070, -0.0, np.inf, np.nan])
+    _, st = fpsim.quantize(x64, "fp16", stats=True)
+    k, c = st.binades()
+    assert {a: b for a, b in zip(k.tolist(), c.tolist()) if b} == {-1074: 1, -1030: 1, -1069: 1, -1022: 1}
+    assert (k[0], k[-1]) == (-1074, -1022) and (st.hist_zero, st.hist_inf, st.hist_nan) == (1, 1, 1)
+    x32 = np.array([1e-45, 2.0 ** -140, 2.0 ** -126, 1.0], np.float32)
+    _, st = fpsim.quantize(x32, "bf16", stats=True)
+    k, c = st.binades()
+    assert {a: b for a, b in zip(k.tolist(), c.tolist()) if b} == {-149: 1, -140: 1, -126: 1, 0: 1}
+    assert st.exp_edges[k[0] + 1074] == 2.0 ** -149
+
+
+def test_stats_rate_and_empty():
+    y, st = fpsim.quantize(np.array([1e-9, 1.0, 2.0, 3.0], np.float32), "fp16", stats=True)
+    assert st.rate("underflow") == 0.25 and st.rate("inexact") == 0.25
+    _, empty = fpsim.quantize(np.zeros(0, np.float32), "fp16", stats=True)
+    assert empty == Stats() and empty.rate("underflow") == 0.0
