@@ -50,13 +50,22 @@ def _bits(x: np.ndarray) -> np.ndarray:
 
 
 def quantize(x: np.ndarray, fmt: Format, mode: int, overflow: int, key: int, srk: int,
-             want_stats: bool) -> tuple[np.ndarray, Stats | None]:
-    """Round a contiguous float32/float64 array into ``fmt``; returns (values, Stats or None)."""
+             want_stats: bool, out: np.ndarray | None = None) -> tuple[np.ndarray, Stats | None]:
+    """Round a contiguous float32/float64 array into ``fmt``; returns (values, Stats or None).
+
+    ``out``, if given, must be a C-contiguous array of the result's shape and carrier dtype.
+    """
     carrier = carrier_for(x, fmt)
     if carrier == "float64" and x.dtype != np.float64:
         with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
             x = x.astype(np.float64)
-    out = np.empty_like(x)
+    if out is None:
+        out = np.empty_like(x)
+    elif out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous {x.dtype} array of shape {x.shape} (the {carrier} carrier "
+            f"of this call), got {out.dtype} {out.shape}"
+            + ("" if out.flags.c_contiguous else " non-contiguous"))
     k = nchunks(x.size)
     counts = np.zeros((k, 5), np.int64)
     hist = np.zeros((k, STATS_LEN if want_stats else 0), np.int64)

@@ -66,7 +66,8 @@ def _shape_like(out: np.ndarray, x):
 
 
 def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int = 0,
-             stats: bool = False, *, stream: int = 0, sr_bits: int | None = None):
+             stats: bool = False, *, stream: int = 0, sr_bits: int | None = None,
+             out: np.ndarray | None = None):
     """Round every element of ``x`` to the nearest value of ``fmt`` under a rounding mode.
 
     Args:
@@ -81,16 +82,22 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int 
             counted in the same pass.
         sr_bits: number of random bits ``sr`` compares (None: 62, i.e. exact for every input not
             below 2^-10 of the smallest subnormal).
+        out: optional preallocated result array (C-contiguous, the result's shape and dtype);
+            it may be ``x`` itself to round in place.
 
     Returns:
         The rounded values, same shape, in a float32 array when ``x`` is float32 and every value
         of ``fmt`` is a float32, else float64; with ``stats=True`` a tuple ``(values, Stats)``.
-        NaN inputs stay NaN (sign kept), even for formats that cannot encode NaN.
+        A NaN result carries the sign bit of the format's NaN code (negative for fnuz formats,
+        positive for unsigned ones, the input's sign otherwise); NaN inputs stay NaN in the
+        carrier even for formats that cannot encode NaN.
     """
     arr, fmt, mode, policy, key, srk = _prepare(x, fmt, rounding, overflow, seed, stream, sr_bits)
-    out, st = backend.quantize(arr, fmt, mode, policy, key, srk, bool(stats))
-    out = _shape_like(out, x)
-    return (out, st) if stats else out
+    if out is not None and not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    res, st = backend.quantize(arr, fmt, mode, policy, key, srk, bool(stats), out)
+    res = _shape_like(res, x)
+    return (res, st) if stats else res
 
 
 def code_dtype(fmt: "str | Format") -> np.dtype:

@@ -64,7 +64,8 @@ class KernelParams(NamedTuple):
     minnorm_bits: int
     max_bits: int
     #: Lowest result magnitude (T for formats without zero, else 0) and the first input pattern
-    #: that cannot overflow (cinf when the format keeps Inf inputs as Inf, else cinf + 1).
+    #: that cannot overflow under the ieee policy (cinf when the format keeps Inf inputs as Inf,
+    #: else cinf + 1).
     r_floor: int
     ovf_end: int
     #: Last code bit of T, and whether bit ``d`` of a pattern is the complement of the last code
@@ -261,7 +262,7 @@ class Format:
 
     @property
     def spec(self) -> str:
-        """Canonical spec string accepted by :func:`fpsim.format`, e.g. ``e5m10`` or ``ue8m0b127fn``."""
+        """Canonical spec string accepted by :func:`fpsim.format`, e.g. ``e5m10`` or ``ue8m0fn-nozero``."""
         s = f"{'' if self.signed else 'u'}e{self.exp_bits}m{self.man_bits}"
         if self.bias != (1 << (self.exp_bits - 1)) - 1:
             s += f"b{self.bias}"
@@ -367,7 +368,7 @@ def _compile_params(fmt: Format, carrier: str) -> KernelParams:
 
 
 def parse_spec(spec: str) -> Format:
-    """Parse a spec string such as ``e5m10``, ``e4m3fn``, ``e5m2b16fnuz`` or ``ue8m0b127fn``.
+    """Parse a spec string such as ``e5m10``, ``e4m3fn``, ``e5m2b16fnuz`` or ``ue8m0fn-nozero``.
 
     Grammar: ``[u]e<exp>m<man>[b<bias>][ieee|fn|fnuz|finite][-nosub|-nozero]``; ``u`` makes it
     unsigned, ``-nosub`` removes subnormals, ``-nozero`` makes the zero exponent field a binade.

@@ -84,8 +84,10 @@ class Event(enum.IntFlag):
     UNDERFLOW = 1
     #: The result is a non-zero subnormal number.
     SUBNORMAL = 2
-    #: A non-NaN input beyond the largest finite value was not kept as itself: a finite value that
-    #: rounded above max (result Inf, NaN or saturated ±max), or an Inf input into a format without Inf.
+    #: The input's magnitude, rounded with an unbounded exponent, exceeds the largest finite
+    #: value (so the result is Inf, NaN or ±max), or the input is an Inf that the format or the
+    #: policy does not keep. (65510 into float16 rounds to 65504: no overflow.) Negative inputs
+    #: into unsigned formats are NaN events, not overflows.
     OVERFLOW = 4
     #: The result is NaN and the input was not.
     NAN = 8

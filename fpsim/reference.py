@@ -11,7 +11,8 @@ Conventions (shared with the kernels and written down in ``docs/formats.md``):
   Overflow gives ±max when the policy is ``saturate``, when the mode rounds toward zero in that
   direction (rtz, rto, rup for negatives, rdn for positives), or when the format has neither Inf
   nor NaN; else ±Inf, or NaN for formats without Inf (SoftFloat's rule; ml_dtypes' behaviour).
-  An Inf input is an overflowing value unless the format has Inf.
+  An Inf input is an overflowing value unless the format has Inf and the policy is ``ieee``
+  (``saturate`` turns Inf into ±max, as CUDA's ``satfinite`` does).
 * Without subnormals the positive neighbours below the smallest normal are 0 and the smallest
   normal; without zero (``float8_e8m0fnu``) every tiny value becomes the smallest value and 0
   becomes NaN. Negative non-zero values in an unsigned format are NaN; -0 becomes +0 in formats
@@ -163,7 +164,8 @@ def _round(x, fmt, rounding, overflow, rnd, sr_bits) -> tuple[float, bool]:
         return (_signed(math.inf, neg) if fmt.has_inf else _nan(fmt, neg)), True
 
     if math.isinf(x):
-        return (x, False) if fmt.has_inf else overflowed()
+        keep = fmt.has_inf and policy == Overflow.IEEE
+        return (x, False) if keep else overflowed()
     X = abs(Fraction(x))
     lower, upper = neighbours(X, fmt)
     if X == lower:

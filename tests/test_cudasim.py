@@ -1,7 +1,7 @@
 """The CUDA quantize driver equals the CPU bit for bit, under the CUDA simulator.
 
 numba's simulator must be chosen before numba.cuda is imported, so the check runs in a subprocess
-with NUMBA_ENABLE_CUDASIM=1 (it never needs a GPU). Tests on a real device live in test_gpu.py.
+with NUMBA_ENABLE_CUDASIM=1 (it never needs a GPU). Checks on a real device come with the CUDA backend.
 """
 
 from __future__ import annotations

@@ -80,3 +80,15 @@ def test_stats_rate_and_empty():
     assert st.rate("underflow") == 0.25 and st.rate("inexact") == 0.25
     _, empty = fpsim.quantize(np.zeros(0, np.float32), "fp16", stats=True)
     assert empty == Stats() and empty.rate("underflow") == 0.0
+
+
+def test_stats_count_inputs_when_rounding_in_place():
+    """With out=x the histogram must still describe the inputs (each block is read before any
+    of its outputs is written)."""
+    x = np.concatenate([random_values("float32", 50_000, seed=11),
+                        np.array([1e-9, 70000, 3e-6, 1.0001, np.inf, 1e-45], np.float32)])
+    want_y, want = fpsim.quantize(x, "fp16", stats=True)
+    y = x.copy()
+    got_y, got = fpsim.quantize(y, "fp16", stats=True, out=y)
+    assert got_y is y and got == want
+    assert np.array_equal(y.view(np.uint32), want_y.view(np.uint32))

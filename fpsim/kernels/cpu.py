@@ -55,21 +55,32 @@ def _round_range(xs, os, off, P, mode, overflow, key, srk):
 def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c):
     """As :func:`_round_range`, block by block, adding events and histogram to row ``c``.
 
-    The rounding loop also counts NaN and carrier-subnormal inputs (vector reductions); the
-    histogram loop over the block, still in L1 cache, is then a bare increment, and the rare
-    carrier subnormals get their exact binade in an extra loop only when the block has some.
+    Per block, every read of the inputs comes before the first write of the outputs, so ``os``
+    may be ``xs`` (rounding in place): the histogram loop (a bare increment per element) and, when
+    the block has carrier-subnormal inputs, the loop giving them their exact binade run first;
+    then the rounding loop, whose event and NaN-input counts are vector reductions.
     """
     row = hist[c]
     for b in range(0, xs.size, BLOCK):
         xblk = xs[b:b + BLOCK]
         oblk = os[b:b + BLOCK]
+        n_xsub = 0
+        for j in range(xblk.size):
+            a, sign = _load(xblk, j, P)
+            be = a >> P.cm
+            row[(j & 3) * EXP_BINS + be] += 1
+            n_xsub += (be == 0) & (a != 0)
+        if n_xsub != 0:
+            for j in range(xblk.size):
+                a, sign = _load(xblk, j, P)
+                if (a != 0) & (a < (np.int64(1) << P.cm)):
+                    row[SUB0 + bit_length(a)] += 1
         n_uf = 0
         n_sub = 0
         n_of = 0
         n_nan = 0
         n_inx = 0
         n_xnan = 0
-        n_xsub = 0
         for j in range(xblk.size):
             a, sign = _load(xblk, j, P)
             rnd = random_bits(key, off + b + j) if mode == SR else np.int64(0)
@@ -81,21 +92,12 @@ def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c
             n_nan += (ev >> 3) & 1
             n_inx += (ev >> 4) & 1
             n_xnan += a > P.cinf
-            n_xsub += (a != 0) & (a < (np.int64(1) << P.cm))
         counts[c, 0] += n_uf
         counts[c, 1] += n_sub
         counts[c, 2] += n_of
         counts[c, 3] += n_nan
         counts[c, 4] += n_inx
         row[NAN_BIN] += n_xnan
-        for j in range(xblk.size):
-            a, sign = _load(xblk, j, P)
-            row[(j & 3) * EXP_BINS + (a >> P.cm)] += 1
-        if n_xsub != 0:
-            for j in range(xblk.size):
-                a, sign = _load(xblk, j, P)
-                if (a != 0) & (a < (np.int64(1) << P.cm)):
-                    row[SUB0 + bit_length(a)] += 1
 
 
 @njit(cache=True, inline="always")
@@ -166,11 +168,15 @@ def encode(xb, codes, P, mode, overflow, key, srk, nchunk):
     """Round every carrier value of ``xb`` and write the format's codes (int64) to ``codes``."""
     n = xb.size
     for c in prange(nchunk):
-        for i in range((c * n) // nchunk, ((c + 1) * n) // nchunk):
-            a, sign = _load(xb, i, P)
-            rnd = random_bits(key, i) if mode == SR else np.int64(0)
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        xs = xb[lo:hi]
+        cs = codes[lo:hi]
+        for j in range(xs.size):
+            a, sign = _load(xs, j, P)
+            rnd = random_bits(key, lo + j) if mode == SR else np.int64(0)
             r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk)
-            codes[i] = pack_code(r, sign_out, P)
+            cs[j] = pack_code(r, sign_out, P)
 
 
 @njit(parallel=True, cache=True)
@@ -178,5 +184,9 @@ def decode(codes, outb, P, nchunk):
     """Write the float64 bit pattern of every code (int64) of ``codes`` to ``outb`` (int64)."""
     n = codes.size
     for c in prange(nchunk):
-        for i in range((c * n) // nchunk, ((c + 1) * n) // nchunk):
-            outb[i] = unpack_code(codes[i], P)
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        cs = codes[lo:hi]
+        os = outb[lo:hi]
+        for j in range(cs.size):
+            os[j] = unpack_code(cs[j], P)

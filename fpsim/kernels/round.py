@@ -113,11 +113,10 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk):
     odd = (P.t_odd == 1) if lower == P.t_bits else odd
     odd = False if lower == 0 else odd
 
-    # 2. Round: take `lower + step` or `lower`.
-    if mode == RNE:
-        up = above | (tie & odd)
-    elif mode == RNA:
-        up = above | tie
+    # 2. Round: take `lower + step` or `lower`. (The nearest modes are finished below with the
+    #    add-and-truncate form, which the compiler turns into fewer vector instructions.)
+    if mode == RNE or mode == RNA:
+        up = False
     elif mode == RUP:
         up = inexact & (sign == 0)
     elif mode == RDN:
@@ -145,13 +144,27 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk):
     else:  # RTZ
         up = False
     r = lower + step if up else lower
+    if mode == RNE or mode == RNA:
+        # Above T: add half an ulp (minus one, plus the last code bit, for ties to even; exactly
+        # half for ties away) and truncate: a sum at or past the midpoint carries into bit d
+        # (and from the fraction into the exponent field, landing on the next binade).
+        # Below T: T when |x| is above T/2 (at T/2 exactly: ties to even keep 0, the even code;
+        # ties away take T), else 0.
+        if mode == RNE:
+            near = (a + ((ulp - 1) >> 1) + np.int64(odd & (d != 0))) & ~(ulp - 1)  # d = 0: exact
+            near_below = np.int64(P.t_bits) if a > P.h_bits else np.int64(0)
+        else:
+            near = (a + half) & ~(ulp - 1)
+            near_below = np.int64(P.t_bits) if above | tie else np.int64(0)
+        r = near_below if below else near
     # Formats without zero: T is the only neighbour below T (r_floor = T, else 0).
     r = max(r, np.int64(P.r_floor))
 
     # 3. Overflow: the magnitude, rounded with unbounded exponent (the carrier is wider), exceeds
-    #    max. Inf inputs count too unless the format keeps them (ovf_end = cinf then, else cinf+1);
-    #    NaN inputs never do.
-    ovf = (r > P.max_bits) & (a < P.ovf_end)
+    #    max. Inf inputs count too unless the format keeps them under the ieee policy (ovf_end =
+    #    cinf then, else cinf + 1: saturate turns Inf into max, as CUDA's satfinite does); NaN
+    #    inputs never do.
+    ovf = (r > P.max_bits) & (a < (P.ovf_end if overflow != SATURATE else P.cinf + 1))
     if ovf:
         r = overflow_result(P, mode, overflow, 1) if sign == 1 else overflow_result(P, mode, overflow, 0)
 
