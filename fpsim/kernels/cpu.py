@@ -18,15 +18,17 @@ Statistics layout: ``counts[c, j]`` is the number of elements of chunk ``c`` wit
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .bits import bit_length
 from .histogram import EXP_BINS, NAN_BIN, SUB0
 from .rng import random_bits
-from .round import RDN, RNA, RNE, RTO, RTZ, RUP, SR, carrier_bits, pack_code, round_bits, unpack_code
+from .round import EV_FIELD, EV_MAX_SUM, RDN, RNA, RNE, RTO, RTZ, RUP, SR, carrier_bits, pack_code, round_bits, unpack_code
 
-#: Elements per block of the statistics loop (a block of inputs and outputs stays in L1 cache).
+#: Elements per block of the statistics loop (a block of inputs and outputs stays in L1 cache;
+#: at most EV_MAX_SUM, so that the packed event counts of a block cannot overflow).
 BLOCK = 2048
 
 
@@ -64,40 +66,56 @@ def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c
     for b in range(0, xs.size, BLOCK):
         xblk = xs[b:b + BLOCK]
         oblk = os[b:b + BLOCK]
-        n_xsub = 0
-        for j in range(xblk.size):
-            a, sign = _load(xblk, j, P)
-            be = a >> P.cm
-            row[(j & 3) * EXP_BINS + be] += 1
-            n_xsub += (be == 0) & (a != 0)
-        if n_xsub != 0:
+        # Exponent fields into 4 interleaved histograms, four elements per step (independent
+        # increments; measured 1.9x faster than indexing the copy by j & 3).
+        h0 = row[0:EXP_BINS]
+        h1 = row[EXP_BINS:2 * EXP_BINS]
+        h2 = row[2 * EXP_BINS:3 * EXP_BINS]
+        h3 = row[3 * EXP_BINS:4 * EXP_BINS]
+        m4 = xblk.size - xblk.size % 4
+        field0_before = h0[0] + h1[0] + h2[0] + h3[0]
+        for j in range(0, m4, 4):
+            h0[_load(xblk, j, P)[0] >> P.cm] += 1
+            h1[_load(xblk, j + 1, P)[0] >> P.cm] += 1
+            h2[_load(xblk, j + 2, P)[0] >> P.cm] += 1
+            h3[_load(xblk, j + 3, P)[0] >> P.cm] += 1
+        for j in range(m4, xblk.size):
+            h0[_load(xblk, j, P)[0] >> P.cm] += 1
+        # Carrier subnormals (exponent field 0, not zero) need their exact binade: only blocks
+        # with exponent-field-0 inputs (zeros or subnormals) are scanned again.
+        if h0[0] + h1[0] + h2[0] + h3[0] != field0_before:
             for j in range(xblk.size):
                 a, sign = _load(xblk, j, P)
                 if (a != 0) & (a < (np.int64(1) << P.cm)):
                     row[SUB0 + bit_length(a)] += 1
-        n_uf = 0
-        n_sub = 0
-        n_of = 0
-        n_nan = 0
-        n_inx = 0
+        packed = np.int64(0)  # one 12-bit count per event (BLOCK <= EV_MAX_SUM)
         n_xnan = 0
         for j in range(xblk.size):
             a, sign = _load(xblk, j, P)
             rnd = random_bits(key, off + b + j) if mode == SR else np.int64(0)
             r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk)
             oblk[j] = carrier_bits(r, sign_out, P)
-            n_uf += ev & 1
-            n_sub += (ev >> 1) & 1
-            n_of += (ev >> 2) & 1
-            n_nan += (ev >> 3) & 1
-            n_inx += (ev >> 4) & 1
+            packed += ev
             n_xnan += a > P.cinf
-        counts[c, 0] += n_uf
-        counts[c, 1] += n_sub
-        counts[c, 2] += n_of
-        counts[c, 3] += n_nan
-        counts[c, 4] += n_inx
+        for k in range(5):
+            counts[c, k] += (packed >> (EV_FIELD * k)) & EV_MAX_SUM
         row[NAN_BIN] += n_xnan
+
+
+@njit(cache=True)
+def _chunk(xs, os, off, P, mode, overflow, key, srk, counts, hist, c):
+    """Round one chunk (elements ``off ..`` of the whole array), with or without statistics.
+
+    ``mode`` must be a literal at the call site: ``numba.literally`` compiles one version per
+    mode at compile time of the caller (no cost per call), with the other modes' logic gone.
+    Being a function of its own, not inlined into the ``prange`` body, also matters: inlined, the
+    loop ran 20% slower (measured), the format parameters no longer being plain arguments.
+    """
+    numba.literally(mode)
+    if hist.shape[1] == 0:
+        _round_range(xs, os, off, P, mode, overflow, key, srk)
+    else:
+        _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c)
 
 
 @njit(cache=True, inline="always")
@@ -110,14 +128,10 @@ def _quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
     """
     n = xb.size
     nchunk = counts.shape[0]
-    stats = hist.shape[1] != 0
     for c in prange(nchunk):
         lo = (c * n) // nchunk
         hi = ((c + 1) * n) // nchunk
-        if stats:
-            _round_range_stats(xb[lo:hi], outb[lo:hi], lo, P, mode, overflow, key, srk, counts, hist, c)
-        else:
-            _round_range(xb[lo:hi], outb[lo:hi], lo, P, mode, overflow, key, srk)
+        _chunk(xb[lo:hi], outb[lo:hi], lo, P, mode, overflow, key, srk, counts, hist, c)
 
 
 # One compiled driver per rounding mode, each inlining _quantize with its mode as a literal.

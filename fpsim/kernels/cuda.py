@@ -21,7 +21,7 @@ from numba import cuda  # noqa: E402
 from .bits import bit_length  # noqa: E402
 from .histogram import NAN_BIN, SUB0  # noqa: E402
 from .rng import random_bits  # noqa: E402
-from .round import SR, carrier_bits, round_bits  # noqa: E402
+from .round import EV_FIELD, SR, carrier_bits, round_bits  # noqa: E402
 
 #: Threads per block of the elementwise drivers.
 THREADS = 256
@@ -44,7 +44,7 @@ def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
     outb[i] = carrier_bits(r, sign_out, P)
     if hist.shape[1] != 0:
         for j in range(5):
-            if (ev >> j) & 1:
+            if (ev >> (EV_FIELD * j)) & 1:
                 cuda.atomic.add(counts, (0, j), 1)
         cuda.atomic.add(hist, (0, a >> P.cm), 1)
         if (a != 0) & (a < (np.int64(1) << P.cm)):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..modes import Event, Overflow, RoundMode
+from ..modes import Overflow, RoundMode
 from .bits import bit_length
 
 RNE = int(RoundMode.RNE)
@@ -40,11 +40,17 @@ RTO = int(RoundMode.RTO)
 SR = int(RoundMode.SR)
 SATURATE = int(Overflow.SATURATE)
 
-EV_UNDERFLOW = int(Event.UNDERFLOW)
-EV_SUBNORMAL = int(Event.SUBNORMAL)
-EV_OVERFLOW = int(Event.OVERFLOW)
-EV_NAN = int(Event.NAN)
-EV_INEXACT = int(Event.INEXACT)
+#: The kernels' event word gives each event a 12-bit field (in the order of the Event bits):
+#: adding the words of up to 4095 elements counts every event at once, one vector add per
+#: element instead of five. ``(ev >> (EV_FIELD * j)) & 1`` is the flag of ``Event`` bit j.
+EV_FIELD = 12
+EV_UNDERFLOW = 1 << (EV_FIELD * 0)
+EV_SUBNORMAL = 1 << (EV_FIELD * 1)
+EV_OVERFLOW = 1 << (EV_FIELD * 2)
+EV_NAN = 1 << (EV_FIELD * 3)
+EV_INEXACT = 1 << (EV_FIELD * 4)
+#: Largest number of event words that can be summed without one field spilling into the next.
+EV_MAX_SUM = (1 << EV_FIELD) - 1
 
 #: Number of random bits used by stochastic rounding when the caller does not limit them.
 SR_BITS_MAX = 62
@@ -85,7 +91,7 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk):
     Returns:
         ``(r, sign_out, events)``: ``r`` the carrier bits of |result|, the canonical quiet NaN
         pattern ``P.cnan`` when the result is NaN; ``sign_out`` the result's sign bit (0/1);
-        ``events`` the ORed :class:`~fpsim.modes.Event` bits.
+        ``events`` the event word (see ``EV_FIELD``).
     """
     # 1. Neighbours of |x|: `lower` (toward zero) and `lower + step` (one target ulp above), the
     #    remainder `rem` = |x| - lower and `half` = half an ulp, as carrier bit distances. Above
