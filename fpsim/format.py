@@ -68,10 +68,14 @@ class KernelParams(NamedTuple):
     #: else cinf + 1).
     r_floor: int
     ovf_end: int
-    #: Last code bit of T, and whether bit ``d`` of a pattern is the complement of the last code
-    #: bit (formats with no fraction bits whose bias parity differs from the carrier's).
-    t_odd: int
-    odd_flip: int
+    #: 1 where bit ``cm`` of a pattern (an exponent bit) is the complement of the last code bit
+    #: of the value it was read from, when the ulp is ``2^cm`` carrier units: formats without
+    #: fraction bits whose bias differs in parity from the carrier's, and the lowest subnormal
+    #: binade [T, 2T) (code 1) when the carrier exponent of T is even.
+    flip_cm: int
+    #: 1 when the format is signed, has a zero and its NaN results keep the input's sign (ieee,
+    #: fn, finite): the rounding routine then skips the unsigned / no-zero / fnuz rules.
+    simple: int
     #: Sign bit of a NaN result: -1 keeps the input's sign (ieee, fn, finite formats); fnuz NaN
     #: is the code 100...0, so negative; an unsigned format's NaN is positive.
     nan_sign: int
@@ -357,8 +361,8 @@ def _compile_params(fmt: Format, carrier: str) -> KernelParams:
         max_bits=_carrier_bits(fmt.max, carrier),
         r_floor=0 if fmt.zero else _carrier_bits(t, carrier),
         ovf_end=cinf if fmt.has_inf else cinf + 1,
-        t_odd=(1 if fmt.subnormals and m > 0 else (fmt.emin_field if m == 0 else 0)) & 1,
-        odd_flip=((fmt.bias ^ cbias) & 1) if m == 0 else 0,
+        flip_cm=((fmt.bias ^ cbias) & 1) if m == 0 else (((fmt.emin - m + cbias) & 1) ^ 1),
+        simple=int(fmt.signed and fmt.zero and fmt.specials != "fnuz"),
         nan_sign=1 if fmt.specials == "fnuz" else (0 if not fmt.signed else -1),
         has_inf=int(fmt.has_inf), has_nan=int(fmt.has_nan), has_zero=int(fmt.zero),
         has_negzero=int(fmt.has_negzero), signed=int(fmt.signed),

@@ -6,6 +6,22 @@ import enum
 import numbers
 
 
+def _parse(cls, value, aliases: dict, what: str):
+    """``value`` as a member of the IntEnum ``cls``: a member, its name or an alias in any case,
+    or its int value (numpy integers too); anything else is a ValueError naming ``what``."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        key = aliases.get(value.strip().lower(), value.strip().upper())
+        if key in cls.__members__:
+            return cls[key]
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool) and (
+            int(value) in cls._value2member_map_):
+        return cls(int(value))
+    names = ", ".join(m.name.lower() for m in cls)
+    raise ValueError(f"{what}={value!r} is invalid: allowed values are {names}")
+
+
 class RoundMode(enum.IntEnum):
     """Rounding modes. The int values are what kernels receive."""
 
@@ -27,18 +43,8 @@ class RoundMode(enum.IntEnum):
 
     @classmethod
     def parse(cls, mode: "str | int | RoundMode") -> "RoundMode":
-        """Accept ``"rne"``, ``"RNE"``, ``RoundMode.RNE`` or ``0``; anything else is a ValueError."""
-        if isinstance(mode, cls):
-            return mode
-        if isinstance(mode, str):
-            key = _ROUND_ALIASES.get(mode.strip().lower(), mode.strip().upper())
-            if key in cls.__members__:
-                return cls[key]
-        elif isinstance(mode, numbers.Integral) and not isinstance(mode, bool) and (
-                int(mode) in cls._value2member_map_):
-            return cls(int(mode))
-        names = ", ".join(m.name.lower() for m in cls)
-        raise ValueError(f"rounding={mode!r} is invalid: allowed values are {names}")
+        """Accept ``"rne"``, ``"RNE"``, an alias (``"nearest"``), ``RoundMode.RNE`` or ``0``."""
+        return _parse(cls, mode, _ROUND_ALIASES, "rounding")
 
 
 _ROUND_ALIASES = {
@@ -64,17 +70,8 @@ class Overflow(enum.IntEnum):
 
     @classmethod
     def parse(cls, policy: "str | int | Overflow") -> "Overflow":
-        """Accept ``"ieee"``, ``"saturate"`` (or ``"satfinite"``), an Overflow or its int value."""
-        if isinstance(policy, cls):
-            return policy
-        if isinstance(policy, str):
-            key = {"satfinite": "SATURATE", "sat": "SATURATE"}.get(policy.strip().lower(), policy.strip().upper())
-            if key in cls.__members__:
-                return cls[key]
-        elif isinstance(policy, numbers.Integral) and not isinstance(policy, bool) and (
-                int(policy) in cls._value2member_map_):
-            return cls(int(policy))
-        raise ValueError(f"overflow={policy!r} is invalid: allowed values are ieee, saturate")
+        """Accept ``"ieee"``, ``"saturate"`` (or ``"satfinite"``, ``"sat"``), an Overflow or its int."""
+        return _parse(cls, policy, {"satfinite": "SATURATE", "sat": "SATURATE"}, "overflow")
 
 
 class Event(enum.IntFlag):

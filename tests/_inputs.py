@@ -115,7 +115,7 @@ def assert_same_bits(actual, expected, x=None, what: str = "") -> None:
 #: each field (no subnormals, unsigned, no zero, odd biases, m = 0, wide exponents).
 CUSTOM_SPECS = [
     "e3m4", "e6m1", "e2m1ieee", "e5m10-nosub", "ue5m3", "e5m0b16fn", "e4m3b9fnuz", "e11m4",
-    "e3m2finite", "ue4m0b9fn-nozero", "e8m22", "e7m30", "e5m2fn-nosub",
+    "e3m2finite", "ue4m0b9fn-nozero", "e8m22", "e7m30", "e5m2fn-nosub", "ue8m0b126fn-nozero",
 ]
 
 

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import shutil
 
 import numba
 
@@ -35,6 +36,9 @@ def _cache_dir() -> str:
     with contextlib.suppress(OSError):
         local.mkdir(exist_ok=True)
     if os.access(local, os.W_OK):
+        for stale in local.glob("numba-*"):  # caches of earlier sources are never valid again
+            if stale.name != tag:
+                shutil.rmtree(stale, ignore_errors=True)
         return str(local / tag)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "fpsim", tag)

@@ -40,7 +40,7 @@ def _load(xb, i, P):
 
 
 @njit(cache=True, inline="always")
-def _round_range(xs, os, off, P, mode, overflow, key, srk):
+def _round_range(xs, os, off, P, mode, overflow, key, srk, simple):
     """Round the slice ``xs`` (elements ``off ..`` of the whole array) into ``os``.
 
     The loop indexes from 0 over slices: with a non-zero start, Numba's negative-index
@@ -49,12 +49,12 @@ def _round_range(xs, os, off, P, mode, overflow, key, srk):
     for j in range(xs.size):
         a, sign = _load(xs, j, P)
         rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
-        r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk)
+        r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, simple)
         os[j] = carrier_bits(r, sign_out, P)
 
 
 @njit(cache=True, inline="always")
-def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c):
+def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, simple, counts, hist, c):
     """As :func:`_round_range`, block by block, adding events and histogram to row ``c``.
 
     Per block, every read of the inputs comes before the first write of the outputs, so ``os``
@@ -93,7 +93,7 @@ def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c
         for j in range(xblk.size):
             a, sign = _load(xblk, j, P)
             rnd = random_bits(key, off + b + j) if mode == SR else np.int64(0)
-            r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk)
+            r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, simple)
             oblk[j] = carrier_bits(r, sign_out, P)
             packed += ev
             n_xnan += a > P.cinf
@@ -103,19 +103,21 @@ def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c
 
 
 @njit(cache=True)
-def _chunk(xs, os, off, P, mode, overflow, key, srk, counts, hist, c):
+def _chunk(xs, os, off, P, mode, overflow, key, srk, simple, counts, hist, c):
     """Round one chunk (elements ``off ..`` of the whole array), with or without statistics.
 
-    ``mode`` must be a literal at the call site: ``numba.literally`` compiles one version per
-    mode at compile time of the caller (no cost per call), with the other modes' logic gone.
-    Being a function of its own, not inlined into the ``prange`` body, also matters: inlined, the
-    loop ran 20% slower (measured), the format parameters no longer being plain arguments.
+    ``mode`` and ``simple`` must be literals at the call site: ``numba.literally`` compiles one
+    version per value at compile time of the caller (no cost per call), with the logic of the
+    other modes and format classes gone. Being a function of its own, not inlined into the
+    ``prange`` body, also matters: inlined, the loop ran 20% slower (measured), the format
+    parameters no longer being plain arguments.
     """
     numba.literally(mode)
+    numba.literally(simple)
     if hist.shape[1] == 0:
-        _round_range(xs, os, off, P, mode, overflow, key, srk)
+        _round_range(xs, os, off, P, mode, overflow, key, srk, simple)
     else:
-        _round_range_stats(xs, os, off, P, mode, overflow, key, srk, counts, hist, c)
+        _round_range_stats(xs, os, off, P, mode, overflow, key, srk, simple, counts, hist, c)
 
 
 @njit(cache=True, inline="always")
@@ -128,10 +130,14 @@ def _quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
     """
     n = xb.size
     nchunk = counts.shape[0]
+    simple = P.simple == 1
     for c in prange(nchunk):
         lo = (c * n) // nchunk
         hi = ((c + 1) * n) // nchunk
-        _chunk(xb[lo:hi], outb[lo:hi], lo, P, mode, overflow, key, srk, counts, hist, c)
+        if simple:
+            _chunk(xb[lo:hi], outb[lo:hi], lo, P, mode, overflow, key, srk, 1, counts, hist, c)
+        else:
+            _chunk(xb[lo:hi], outb[lo:hi], lo, P, mode, overflow, key, srk, 0, counts, hist, c)
 
 
 # One compiled driver per rounding mode, each inlining _quantize with its mode as a literal.

@@ -72,7 +72,7 @@ def overflow_result(P, mode, overflow, sign):
 
 
 @njit(cache=True, inline="always")
-def round_bits(a, sign, P, mode, overflow, rnd, srk):
+def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
     """Round one carrier value into the format described by ``P``.
 
     Written as straight-line selects (no stores, no calls, ``&``/``|`` rather than the branching
@@ -87,6 +87,9 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk):
         overflow: an :class:`~fpsim.modes.Overflow` int.
         rnd: 62 random bits (int64 in [0, 2^62)); read only when ``mode == SR``.
         srk: number of random bits stochastic rounding compares (1..62).
+        simple: 1 only if ``P.simple`` is 1 (signed format with zero whose NaN keeps the input's
+            sign); drivers pass it as a compile-time constant to drop the rules of step 4 that
+            cannot apply (measured: 1.4x faster loops). 0 is always correct.
 
     Returns:
         ``(r, sign_out, events)``: ``r`` the carrier bits of |result|, the canonical quiet NaN
@@ -111,13 +114,14 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk):
     inexact = rem != 0
     above = rem > half
     tie = inexact & (rem == half)
-    # Last code bit of `lower`. Bit d of the pattern is that bit except where d == cm makes it an
-    # exponent bit: at lower == T (code 1 with subnormals, else the lowest normal's code) and in
-    # formats without fraction bits, whose code's last bit is the exponent field's (the pattern's
-    # bit cm, flipped when the format's and the carrier's biases differ in parity).
-    odd = (((lower >> d) & 1) ^ P.odd_flip) == 1
-    odd = (P.t_odd == 1) if lower == P.t_bits else odd
-    odd = False if lower == 0 else odd
+    # Last code bit of `lower` (0 below T, where lower = 0). Above T, bit d of `a` is that bit
+    # (`lower` shares a's bits from d up) except where d == cm makes it the carrier's lowest
+    # exponent bit. That happens in formats without fraction bits, whose code's last bit is the
+    # exponent field's: the same bit, complemented when the biases differ in parity; and in the
+    # lowest subnormal binade [T, 2T), where lower = T has code 1 (odd) whatever the carrier
+    # exponent's parity. (Without subnormals and with fraction bits, d < cm above T.) `flip_cm`
+    # holds the complement for the format; see KernelParams.
+    odd = (not below) & ((((a >> d) & 1) ^ (P.flip_cm & np.int64(d == P.cm))) == 1)
 
     # 2. Round: take `lower + step` or `lower`. (The nearest modes are finished below with the
     #    add-and-truncate form, which the compiler turns into fewer vector instructions.)
@@ -174,14 +178,22 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk):
     if ovf:
         r = overflow_result(P, mode, overflow, 1) if sign == 1 else overflow_result(P, mode, overflow, 0)
 
-    # 4. NaN results: NaN input, zero into a format without zero, negative into an unsigned one.
+    # 4. NaN results: NaN input, zero into a format without zero, negative into an unsigned one;
+    #    the sign of zero and NaN results where the format fixes it. (Simple formats: only the
+    #    first can happen, and every result keeps the input's sign.)
     x_nan = a > P.cinf
-    invalid = (sign == 1) & (P.signed == 0) & (a != 0)
-    if x_nan | invalid | ((a == 0) & (P.has_zero == 0)):
-        r = np.int64(P.cnan)
-    sign_out = sign if (r != 0) | (P.has_negzero == 1) else 0
-    if (r == P.cnan) & (P.nan_sign >= 0):
-        sign_out = P.nan_sign  # the sign bit of the format's NaN code (fnuz: 1, unsigned: 0)
+    if simple == 1:
+        invalid = False
+        if x_nan:
+            r = np.int64(P.cnan)
+        sign_out = sign
+    else:
+        invalid = (sign == 1) & (P.signed == 0) & (a != 0)
+        if x_nan | invalid | ((a == 0) & (P.has_zero == 0)):
+            r = np.int64(P.cnan)
+        sign_out = sign if (r != 0) | (P.has_negzero == 1) else 0
+        if (r == P.cnan) & (P.nan_sign >= 0):
+            sign_out = P.nan_sign  # the sign bit of the format's NaN code (fnuz: 1, unsigned: 0)
 
     # 5. Events (dead code, removed by the compiler, in loops that do not count them).
     is_nan = r > P.cinf
