@@ -61,11 +61,13 @@ def quantize(x: np.ndarray, fmt: Format, mode: int, overflow: int, key: int, srk
             x = x.astype(np.float64)
     if out is None:
         out = np.empty_like(x)
-    elif out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous:
+    elif (out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous
+          or not out.flags.writeable):
         raise ValueError(
-            f"out must be a C-contiguous {x.dtype} array of shape {x.shape} (the {carrier} carrier "
-            f"of this call), got {out.dtype} {out.shape}"
-            + ("" if out.flags.c_contiguous else " non-contiguous"))
+            f"out must be a writeable C-contiguous {x.dtype} array of shape {x.shape} (the "
+            f"{carrier} carrier of this call), got {out.dtype} {out.shape}"
+            + ("" if out.flags.c_contiguous else " non-contiguous")
+            + ("" if out.flags.writeable else " read-only"))
     k = nchunks(x.size)
     counts = np.zeros((k, 5), np.int64)
     hist = np.zeros((k, STATS_LEN if want_stats else 0), np.int64)

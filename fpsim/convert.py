@@ -22,6 +22,8 @@ def _as_float_array(x, what: str = "x") -> np.ndarray:
     if backend.is_device_array(x):
         backend._cuda()
     arr = np.asarray(x)
+    if not arr.dtype.isnative:  # big-endian data: same values, native byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype in (np.float32, np.float64):
         # (np.ascontiguousarray would turn a 0-d array into a 1-d one.)
         return arr if arr.flags.c_contiguous else arr.copy(order="C")
@@ -82,8 +84,9 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int 
             counted in the same pass.
         sr_bits: number of random bits ``sr`` compares (None: 62, i.e. exact for every input not
             below 2^-10 of the smallest subnormal).
-        out: optional preallocated result array (C-contiguous, the result's shape and dtype);
-            it may be ``x`` itself to round in place.
+        out: optional preallocated, writeable result array (C-contiguous, the result's shape
+            and dtype); it may be ``x`` itself to round in place (any other overlap with ``x`` is
+            handled by copying ``x`` first). It is returned, also for 0-d input.
 
     Returns:
         The rounded values, same shape, in a float32 array when ``x`` is float32 and every value
@@ -93,10 +96,15 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int 
         carrier even for formats that cannot encode NaN.
     """
     arr, fmt, mode, policy, key, srk = _prepare(x, fmt, rounding, overflow, seed, stream, sr_bits)
-    if out is not None and not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+        if np.shares_memory(out, arr) and not (
+                out.__array_interface__["data"][0] == arr.__array_interface__["data"][0]
+                and out.strides == arr.strides):
+            arr = arr.copy()  # partial overlap: elements would be read after being overwritten
     res, st = backend.quantize(arr, fmt, mode, policy, key, srk, bool(stats), out)
-    res = _shape_like(res, x)
+    res = res if out is not None else _shape_like(res, x)
     return (res, st) if stats else res
 
 
@@ -137,6 +145,14 @@ def decode(codes, fmt: "str | Format") -> np.ndarray:
     if backend.is_device_array(codes):
         backend._cuda()
     arr = np.asarray(codes)
+    if arr.dtype.kind == "f" and isinstance(codes, (list, tuple)):
+        # numpy turns a list holding ints >= 2^63 into float64; read it as uint64 instead.
+        try:
+            arr = np.asarray(codes, dtype=np.uint64)
+        except (OverflowError, TypeError, ValueError):
+            pass
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype.kind not in "iu":
         raise TypeError(f"codes must be integers, got dtype {arr.dtype}")
     if arr.dtype == np.uint64:

@@ -153,6 +153,9 @@ class Format:
             bad("subnormals", True, "a format without zero (zero=False) cannot have subnormals")
         if not self.signed and self.specials in ("fnuz", "finite"):
             bad("specials", self.specials, "an unsigned format needs a NaN code: use 'ieee' or 'fn'")
+        if not self.zero and self.specials == "fnuz":
+            # Without zero, 100...0 is the code of -T; fnuz would make it NaN and lose -T.
+            bad("specials", "fnuz", "needs a zero (zero=True): its NaN takes the -0 code")
         if self._max_field() < self.emin_field:
             bad("exp_bits", self.exp_bits, f"leaves no finite normal value with specials={self.specials!r}")
         # Every value must be a float64 number (the widest carrier).
@@ -267,16 +270,20 @@ class Format:
     @property
     def spec(self) -> str:
         """Canonical spec string accepted by :func:`fpsim.format`, e.g. ``e5m10`` or ``ue8m0fn-nozero``."""
-        s = f"{'' if self.signed else 'u'}e{self.exp_bits}m{self.man_bits}"
-        if self.bias != (1 << (self.exp_bits - 1)) - 1:
-            s += f"b{self.bias}"
-        from .formats import ALIASES  # an alias such as "e2m1" means a named format: be explicit
+        from .formats import format as lookup  # aliases ("e2m1", "e4m3fnuz") name other formats
 
-        if self.specials != "ieee" or s in ALIASES:
-            s += self.specials
-        if not self.subnormals:
-            s += "-nosub" if self.zero else "-nozero"
-        return s
+        head = f"{'' if self.signed else 'u'}e{self.exp_bits}m{self.man_bits}"
+        tail = "" if self.subnormals else ("-nosub" if self.zero else "-nozero")
+        default_bias = self.bias == (1 << (self.exp_bits - 1)) - 1
+        # The shortest spelling that reads back as this format: drop the default bias and the
+        # ieee suffix where that is unambiguous, otherwise spell them out.
+        for s in (head + ("" if self.specials == "ieee" else self.specials),
+                  head + self.specials, f"{head}b{self.bias}{self.specials}"):
+            if not default_bias and "b" not in s[len(head):]:
+                continue
+            if lookup(s + tail) == self:
+                return s + tail
+        return f"{head}b{self.bias}{self.specials}{tail}"
 
     def replace(self, **changes) -> "Format":
         """Return a copy with some fields changed (the name is dropped unless given)."""
@@ -307,6 +314,8 @@ class Format:
             return -math.inf if neg else math.inf
         if E < self.emin_field:  # zero exponent field of a format with zero
             v = Fraction(M, 1 << m) * Fraction(2) ** (1 - self.bias) if self.subnormals else Fraction(0)
+            if v == 0:
+                return v  # non-canonical zeros are +0 (the sign is the caller's to read, if -0 exists)
         else:
             v = (1 + Fraction(M, 1 << m)) * Fraction(2) ** (E - self.bias)
         return -v if neg else v

@@ -26,7 +26,9 @@ class Stats:
     underflow: int = 0
     #: Results that are non-zero subnormal numbers.
     subnormal: int = 0
-    #: Non-NaN inputs beyond max that were not kept as themselves (Inf, NaN or saturated result).
+    #: Inputs whose magnitude, rounded with an unbounded exponent, exceeds max (the result is
+    #: Inf, NaN or ±max), and Inf inputs that the format or policy does not keep
+    #: (see :class:`~fpsim.modes.Event`; 65510 into float16 rounds to 65504: no overflow).
     overflow: int = 0
     #: NaN results from non-NaN inputs.
     nan: int = 0
@@ -68,6 +70,11 @@ class Stats:
             return NotImplemented
         return Stats(**{f.name: getattr(self, f.name) + getattr(other, f.name)
                         for f in dataclasses.fields(self)})
+
+    def __radd__(self, other):
+        if other == 0:  # sum([...]) starts from 0
+            return self
+        return NotImplemented
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Stats):

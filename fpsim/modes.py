@@ -11,7 +11,9 @@ def _parse(cls, value, aliases: dict, what: str):
     or its int value (numpy integers too); anything else is a ValueError naming ``what``."""
     if isinstance(value, cls):
         return value
-    if isinstance(value, str):
+    if isinstance(value, enum.Enum):
+        pass  # a member of another enum (e.g. an Overflow given as rounding) is an error
+    elif isinstance(value, str):
         key = aliases.get(value.strip().lower(), value.strip().upper())
         if key in cls.__members__:
             return cls[key]

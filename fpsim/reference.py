@@ -235,6 +235,8 @@ def encode_value(v: float, fmt: "Format | str") -> int:
         return (1 << (e + m)) ^ sign
     if math.isinf(v):
         return sign | (((1 << e) - 1) << m)
+    if v == 0 and not fmt.has_negzero:
+        return 0  # -0 is no value here (fnuz: 100...0 is NaN)
     return sign | code_of_value(abs(Fraction(v)), fmt)
 
 
@@ -245,7 +247,7 @@ def decode_code(code: int, fmt: "Format | str") -> float:
     neg = fmt.signed and bool(code >> (fmt.exp_bits + fmt.man_bits))
     if isinstance(v, float):
         return _signed(abs(v), neg) if math.isnan(v) else v
-    return -0.0 if (v == 0 and neg) else float(v)
+    return -0.0 if (v == 0 and neg and fmt.has_negzero) else float(v)
 
 
 def events(x: float, y: float, fmt: "Format | str", overflowed: bool) -> int:

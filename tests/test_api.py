@@ -395,3 +395,42 @@ class _FakeDeviceArray:
 def test_device_array_is_runtime_error(fn):
     with pytest.raises(RuntimeError, match="CUDA"):
         fn(_FakeDeviceArray())
+
+
+# ---- review findings (regressions) -------------------------------------------------------------
+def test_big_endian_inputs_and_codes():
+    x = np.array([1.0, 2.5, -3.3e-5], ">f8")
+    assert_same_bits(fpsim.quantize(x, "bf16"), fpsim.quantize(x.astype("<f8"), "bf16"), x, "be")
+    assert fpsim.quantize(np.array([1.5], ">f4"), "fp16").dtype == np.float32
+    assert fpsim.decode(np.array([0x3C00], ">u2"), "fp16")[0] == 1.0
+
+
+def test_out_read_only_rejected_and_overlap_handled():
+    ro = np.zeros(3)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fpsim.quantize(np.array([1.0, 2.0, 3.0]), "bf16", out=ro)
+    buf = np.array([1.1, 2.2, 3.3, 4.4, 5.5, 6.6, 7.7])
+    want = fpsim.quantize(buf[:-1].copy(), "float8_e4m3fn")
+    got = fpsim.quantize(buf[:-1], "float8_e4m3fn", out=buf[1:])
+    assert got.base is buf and np.array_equal(buf[1:], want)
+
+
+def test_out_is_returned_for_0d_input():
+    o = np.empty(())
+    assert fpsim.quantize(np.array(1.1), "bf16", out=o) is o and o[()] == 1.1015625
+
+
+def test_decode_list_of_large_uint64_codes():
+    got = fpsim.decode([1, 0xBFF0000000000000], "fp64")
+    assert got.tolist() == [5e-324, -1.0]
+
+
+def test_foreign_enum_member_is_rejected():
+    with pytest.raises(ValueError, match="rounding"):
+        fpsim.quantize(1.0, "bf16", fpsim.Overflow.SATURATE)
+
+
+def test_stats_sum():
+    _, st = fpsim.quantize(np.ones(3), "bf16", stats=True)
+    assert sum([st, st]).total == 6

@@ -283,3 +283,22 @@ def test_params_rejects_unknown_carrier():
         formats.float16.params("float128")
     with pytest.raises(ValueError, match="float32"):
         formats.float64.params("float32")
+
+
+def test_spec_round_trip_for_default_bias_fnuz_and_nosub_variants():
+    for f in (fpsim.Format(4, 3, specials="fnuz"), fpsim.Format(5, 2, specials="fnuz"),
+              fpsim.Format(4, 3, bias=8, specials="fnuz", subnormals=False),
+              fpsim.Format(2, 1), fpsim.Format(3, 2), fpsim.Format(4, 3, specials="fn")):
+        assert fpsim.format(f.spec) == f, f.spec
+
+
+def test_fnuz_without_zero_is_rejected():
+    with pytest.raises(ValueError, match="specials"):
+        fpsim.Format(4, 3, specials="fnuz", subnormals=False, zero=False)
+
+
+def test_fnuz_nosub_noncanonical_zero_codes_decode_to_plus_zero():
+    f = fpsim.format("e4m3fnuz-nosub")
+    d = fpsim.decode(np.arange(0x81, 0x88, dtype=np.uint8), f)
+    assert (d.view(np.uint64) == 0).all()
+    assert (fpsim.encode(d, f) == 0).all()

@@ -279,7 +279,7 @@ def unpack_code(code, P):
         return np.int64(P.cinf) | sbit
     if E < P.emin_field:  # zero exponent field of a format with zero: zero or subnormal
         if P.t_bits == P.minnorm_bits or M == 0:  # no subnormals: non-canonical zero
-            return sbit
+            return sbit if P.has_negzero == 1 else np.int64(0)
         # value = M * 2^(emin - m): normalise M (bit length n) into a float64 pattern.
         n = bit_length(M)
         ev = P.emin - m + n - 1  # exponent of the value's leading bit
