@@ -154,19 +154,35 @@ def _round(x, fmt, rounding, overflow, rnd, sr_bits) -> tuple[float, bool]:
         if not fmt.zero:
             return _nan(fmt, neg), False
         return (-0.0 if (neg and fmt.has_negzero) else 0.0), False
-    vmax = max_finite(fmt)
-
-    def overflowed() -> float:
-        toward_zero = mode in (RoundMode.RTZ, RoundMode.RTO) or (
-            mode == RoundMode.RUP and neg) or (mode == RoundMode.RDN and not neg)
-        if policy == Overflow.SATURATE or toward_zero or not (fmt.has_inf or fmt.has_nan):
-            return _signed(float(vmax), neg), True
-        return (_signed(math.inf, neg) if fmt.has_inf else _nan(fmt, neg)), True
+    def overflowed() -> tuple[float, bool]:
+        return overflow_value(neg, fmt, mode, policy), True
 
     if math.isinf(x):
         keep = fmt.has_inf and policy == Overflow.IEEE
         return (x, False) if keep else overflowed()
-    X = abs(Fraction(x))
+    return round_rational(abs(Fraction(x)), neg, fmt, mode, policy, rnd, k)
+
+
+def overflow_value(neg: bool, fmt: Format, mode: RoundMode, policy: Overflow) -> float:
+    """What an overflowing magnitude becomes (SoftFloat's rule, then the format's means)."""
+    toward_zero = mode in (RoundMode.RTZ, RoundMode.RTO) or (
+        mode == RoundMode.RUP and neg) or (mode == RoundMode.RDN and not neg)
+    if policy == Overflow.SATURATE or toward_zero or not (fmt.has_inf or fmt.has_nan):
+        return _signed(float(max_finite(fmt)), neg)
+    return _signed(math.inf, neg) if fmt.has_inf else _nan(fmt, neg)
+
+
+def round_rational(X: Fraction, neg: bool, fmt: Format, mode: RoundMode, policy: Overflow,
+                   rnd: int = 0, k: int = SR_BITS_MAX) -> tuple[float, bool]:
+    """Round the exact non-zero magnitude ``X`` (sign ``neg``) into ``fmt``; returns the result
+    and whether it overflowed. The definition every other rounding here reduces to."""
+    if not fmt.signed and neg:
+        return _nan(fmt, neg), False
+    vmax = max_finite(fmt)
+
+    def overflowed() -> tuple[float, bool]:
+        return overflow_value(neg, fmt, mode, policy), True
+
     lower, upper = neighbours(X, fmt)
     if X == lower:
         result = lower
