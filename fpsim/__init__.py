@@ -4,15 +4,18 @@ Public API only. Importing fpsim never imports ``numba.cuda``.
 """
 
 from . import formats
+from .arith import add, div, fma, mul, sqrt, sub
 from .convert import code_dtype, decode, encode, quantize
 from .format import Format
 from .formats import format
 from .instrument import Stats
 from .modes import Event, Overflow, RoundMode
+from .reference_arith import Flag
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Event", "Format", "Overflow", "RoundMode", "Stats",
-    "code_dtype", "decode", "encode", "format", "formats", "quantize",
+    "Event", "Flag", "Format", "Overflow", "RoundMode", "Stats",
+    "add", "code_dtype", "decode", "div", "encode", "fma", "format", "formats", "mul",
+    "quantize", "sqrt", "sub",
 ]

@@ -1,0 +1,150 @@
+"""Public elementwise arithmetic: add, sub, mul, div, sqrt, fma, correctly rounded once into any
+format of at most 26 bits of precision, with IEEE exception flags.
+
+Operands broadcast like numpy and must be values of the format (a non-representable operand is a
+ValueError naming the operand and the first offending index). Results are float64 arrays. The
+semantics are those of :mod:`fpsim.reference_arith` (SoftFloat's), which the tests prove equal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .format import Format
+from .formats import format as _format
+from .kernels import arith as karith
+from .kernels.rng import stream_key
+from .modes import Overflow, RoundMode
+from .reference_arith import Flag
+
+_OPS = {"add": karith.OP_ADD, "sub": karith.OP_SUB, "mul": karith.OP_MUL, "div": karith.OP_DIV,
+        "sqrt": karith.OP_SQRT, "fma": karith.OP_FMA}
+_NAMES = ("a", "b", "c")
+
+
+def check_arith_format(fmt: Format) -> None:
+    """Raise ValueError unless the exact float64 intermediates of :mod:`fpsim.kernels.arith`
+    serve ``fmt``: at most 26 bits of precision and exponents within ±511."""
+    lo = fmt.emin - fmt.man_bits if fmt.subnormals else fmt.emin
+    if fmt.man_bits > 25 or lo < -511 or fmt.emax > 511:
+        raise ValueError(
+            f"arithmetic in {fmt} is not supported: it needs man_bits <= 25 and exponents within "
+            f"+-511 (exact float64 intermediates); this format has man_bits={fmt.man_bits}, "
+            f"smallest value 2^{lo}, largest binade 2^{fmt.emax}")
+
+
+def _operands(args, fmt):
+    arrs = []
+    for name, x in zip(_NAMES, args):
+        if backend.is_device_array(x):
+            backend._cuda()
+        arr = np.asarray(x)
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if arr.dtype.kind not in "fiub" and not (arr.dtype.kind == "V"):
+            raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
+        with np.errstate(invalid="ignore"):
+            arr = arr.astype(np.float64)
+        from .convert import quantize
+
+        back = quantize(arr, fmt, "rtz")
+        bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
+                | ((arr == 0) & (back == 0)))
+        if np.any(bad):
+            where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
+            raise ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, which is "
+                             f"not a value of {fmt}: quantize it first")
+        arrs.append(arr)
+    return np.broadcast_arrays(*arrs)
+
+
+def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess):
+    fmt = _format(fmt)
+    check_arith_format(fmt)
+    mode = int(RoundMode.parse(rounding))
+    policy = int(Overflow.parse(overflow))
+    if tininess not in ("after", "before"):
+        raise ValueError(f"tininess={tininess!r} is invalid: use 'after' or 'before'")
+    srk_max = 51 - fmt.man_bits
+    if sr_bits is None:
+        srk = min(62, srk_max)
+    elif isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) or not (
+            1 <= int(sr_bits) <= srk_max):
+        raise ValueError(f"sr_bits={sr_bits!r} is invalid for arithmetic in {fmt}: use None or an "
+                         f"int in 1..{srk_max} (the exact bits of the float64 intermediate)")
+    else:
+        srk = int(sr_bits)
+    ops = _operands(args, fmt)
+    shape = ops[0].shape
+    flat = [np.ascontiguousarray(o).reshape(-1) for o in ops]
+    while len(flat) < 3:
+        flat.append(flat[0])
+    out = np.empty(shape, np.float64)
+    fl = np.empty(shape, np.uint8)
+    wide = Format(exp_bits=11, man_bits=fmt.man_bits)
+    karith.elementwise(_OPS[op], flat[0], flat[1], flat[2], out.reshape(-1),
+                       out.reshape(-1).view(np.int64), fl.reshape(-1), fmt.params("float64"),
+                       wide.params("float64"), mode, policy, np.uint64(stream_key(seed, stream)),
+                       srk, int(tininess == "before"), backend.nchunks(out.size))
+    res = out[()] if out.ndim == 0 else out
+    if flags:
+        return res, (fl[()] if fl.ndim == 0 else fl)
+    return res
+
+
+def _doc(name, formula):
+    return (f"""Correctly rounded ``{formula}`` in ``fmt`` (one rounding), elementwise with numpy
+    broadcasting.
+
+    Args:
+        rounding, overflow, seed, stream: as :func:`fpsim.quantize`; stochastic rounding compares
+            ``sr_bits`` random bits (default and maximum ``51 - man_bits``, the exact bits of the
+            float64 intermediate).
+        flags: also return a uint8 array of :class:`fpsim.Flag` bits (INEXACT, UNDERFLOW,
+            OVERFLOW, DIVBYZERO, INVALID), SoftFloat's conventions.
+        tininess: ``"after"`` rounding (default, as SoftFloat) or ``"before"``.
+
+    Returns:
+        float64 results (and flags).
+    """)
+
+
+def add(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
+        sr_bits=None, tininess="after"):
+    return _apply("add", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+
+
+def sub(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
+        sr_bits=None, tininess="after"):
+    return _apply("sub", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+
+
+def mul(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
+        sr_bits=None, tininess="after"):
+    return _apply("mul", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+
+
+def div(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
+        sr_bits=None, tininess="after"):
+    return _apply("div", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+
+
+def sqrt(a, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
+         sr_bits=None, tininess="after"):
+    return _apply("sqrt", (a,), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+
+
+def fma(a, b, c, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
+        sr_bits=None, tininess="after"):
+    return _apply("fma", (a, b, c), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+
+
+add.__doc__ = _doc("add", "a + b")
+sub.__doc__ = _doc("sub", "a - b")
+mul.__doc__ = _doc("mul", "a * b")
+div.__doc__ = _doc("div", "a / b")
+sqrt.__doc__ = _doc("sqrt", "sqrt(a)")
+fma.__doc__ = _doc("fma", "a * b + c")
+
+__all__ = ["Flag", "add", "check_arith_format", "div", "fma", "mul", "sqrt", "sub"]
