@@ -8,21 +8,11 @@ Run: ``python benchmarks/bench_arith.py [--n 16777216] [--repeat 3]``
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import fpsim
-
-
-def best(fn, repeat):
-    fn()
-    t = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - t0)
-    return t
+from bench_quantize import best_time as best  # same folder: the one timing helper
 
 
 def main(argv=None) -> int:

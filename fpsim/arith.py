@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .convert import quantize
 from .format import Format
 from .formats import format as _format
 from .kernels import arith as karith
@@ -46,8 +47,6 @@ def _operands(args, fmt):
             raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
         with np.errstate(invalid="ignore"):
             arr = arr.astype(np.float64)
-        from .convert import quantize
-
         back = quantize(arr, fmt, "rtz")
         bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
                 | ((arr == 0) & (back == 0)))
@@ -93,7 +92,7 @@ def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits, tini
     return res
 
 
-def _doc(name, formula):
+def _doc(formula):
     return (f"""Correctly rounded ``{formula}`` in ``fmt`` (one rounding), elementwise with numpy
     broadcasting.
 
@@ -140,11 +139,11 @@ def fma(a, b, c, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, s
     return _apply("fma", (a, b, c), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
 
 
-add.__doc__ = _doc("add", "a + b")
-sub.__doc__ = _doc("sub", "a - b")
-mul.__doc__ = _doc("mul", "a * b")
-div.__doc__ = _doc("div", "a / b")
-sqrt.__doc__ = _doc("sqrt", "sqrt(a)")
-fma.__doc__ = _doc("fma", "a * b + c")
+add.__doc__ = _doc("a + b")
+sub.__doc__ = _doc("a - b")
+mul.__doc__ = _doc("a * b")
+div.__doc__ = _doc("a / b")
+sqrt.__doc__ = _doc("sqrt(a)")
+fma.__doc__ = _doc("a * b + c")
 
 __all__ = ["Flag", "add", "check_arith_format", "div", "fma", "mul", "sqrt", "sub"]

@@ -31,7 +31,7 @@ from fractions import Fraction
 from .format import Format
 from .formats import format as _format
 from .modes import Overflow, RoundMode
-from .reference import _nan, _signed, overflow_value, round_rational
+from .reference import _nan, _signed, round_rational, round_value
 
 SR_BITS_MAX = 62
 
@@ -65,8 +65,6 @@ def _zero(neg: bool, fmt: Format) -> float:
 def _check_operand(x: float, fmt: Format) -> None:
     if math.isnan(x) or (math.isinf(x) and fmt.has_inf):
         return
-    from .reference import round_value
-
     y = round_value(x, fmt, "rtz")
     if math.isinf(x) or y != x:
         raise ValueError(f"operand {x!r} is not a value of {fmt}")
@@ -225,4 +223,4 @@ def op_value(op: str, operands, fmt: "Format | str", rounding="rne", overflow="i
     return y, int(flags)
 
 
-__all__ = ["ARITY", "Flag", "op_value", "overflow_value"]
+__all__ = ["ARITY", "Flag", "op_value"]
