@@ -35,7 +35,8 @@ def check_arith_format(fmt: Format) -> None:
             f"smallest value 2^{lo}, largest binade 2^{fmt.emax}")
 
 
-def _operands(args, fmt):
+def _operands(args):
+    """The operands as float64 arrays broadcast to one shape (exact conversions only)."""
     arrs = []
     for name, x in zip(_NAMES, args):
         if backend.is_device_array(x):
@@ -46,50 +47,92 @@ def _operands(args, fmt):
         if arr.dtype.kind not in "fiub" and not (arr.dtype.kind == "V"):
             raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
         with np.errstate(invalid="ignore"):
-            arr = arr.astype(np.float64)
+            arrs.append(arr.astype(np.float64, copy=False))
+    return np.broadcast_arrays(*arrs)
+
+
+def _not_a_value(raw, fmt):
+    """The ValueError naming the first operand that holds a non-value of ``fmt`` and where (an
+    index in the operand's own shape)."""
+    for name, x in zip(_NAMES, raw):
+        arr = _operands([x])[0]
         back = quantize(arr, fmt, "rtz")
         bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
                 | ((arr == 0) & (back == 0)))
         if np.any(bad):
             where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
-            raise ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, which is "
-                             f"not a value of {fmt}: quantize it first")
-        arrs.append(arr)
-    return np.broadcast_arrays(*arrs)
+            return ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, "
+                              f"which is not a value of {fmt}: quantize it first")
+    raise AssertionError("the kernel flagged an operand that is a value of the format")
 
 
-def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess):
+def arith_sr_bits(fmt: Format, sr_bits) -> int:
+    """Random bits stochastic rounding of an op result compares: ``sr_bits`` checked against
+    ``51 - man_bits`` (the exact bits of the rounded-to-odd float64 intermediate), which is also
+    the default."""
+    srk_max = 51 - fmt.man_bits
+    if sr_bits is None:
+        return srk_max
+    if isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) or not (
+            1 <= int(sr_bits) <= srk_max):
+        raise ValueError(f"sr_bits={sr_bits!r} is invalid for arithmetic in {fmt}: use None or an "
+                         f"int in 1..{srk_max} (the exact bits of the float64 intermediate)")
+    return int(sr_bits)
+
+
+def tininess_flag(tininess) -> int:
+    """1 for tininess detected before rounding, 0 after; ValueError otherwise."""
+    if tininess not in ("after", "before"):
+        raise ValueError(f"tininess={tininess!r} is invalid: use 'after' or 'before'")
+    return int(tininess == "before")
+
+
+def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits,
+                  tininess, stats):
     fmt = _format(fmt)
     check_arith_format(fmt)
     mode = int(RoundMode.parse(rounding))
     policy = int(Overflow.parse(overflow))
-    if tininess not in ("after", "before"):
-        raise ValueError(f"tininess={tininess!r} is invalid: use 'after' or 'before'")
-    srk_max = 51 - fmt.man_bits
-    if sr_bits is None:
-        srk = min(62, srk_max)
-    elif isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) or not (
-            1 <= int(sr_bits) <= srk_max):
-        raise ValueError(f"sr_bits={sr_bits!r} is invalid for arithmetic in {fmt}: use None or an "
-                         f"int in 1..{srk_max} (the exact bits of the float64 intermediate)")
-    else:
-        srk = int(sr_bits)
-    ops = _operands(args, fmt)
+    tin = tininess_flag(tininess)
+    srk = arith_sr_bits(fmt, sr_bits)
+    ops = _operands(args)
     shape = ops[0].shape
-    flat = [np.ascontiguousarray(o).reshape(-1) for o in ops]
+    flat = [_readonly_flat(o) for o in ops]
     while len(flat) < 3:
         flat.append(flat[0])
-    out = np.empty(shape, np.float64)
-    fl = np.empty(shape, np.uint8)
-    wide = Format(exp_bits=11, man_bits=fmt.man_bits)
-    karith.elementwise(_OPS[op], flat[0], flat[1], flat[2], out.reshape(-1),
-                       out.reshape(-1).view(np.int64), fl.reshape(-1), fmt.params("float64"),
-                       wide.params("float64"), mode, policy, np.uint64(stream_key(seed, stream)),
-                       srk, int(tininess == "before"), backend.nchunks(out.size))
-    res = out[()] if out.ndim == 0 else out
+    n = flat[0].size
+    out = np.empty(n, np.float64)
+    fl = np.empty(n, np.uint8)
+    odd = np.empty(n if stats else 0, np.float64)
+    bad = np.empty(backend.nchunks(n), np.int64)
+    key = stream_key(seed, stream)
+    karith.elementwise(_OPS[op], flat[0], flat[1], flat[2], out, fl, odd, fmt.params("float64"),
+                       _wide(fmt).params("float64"), mode, policy, np.uint64(key), srk, tin, bad)
+    if np.any(bad >= 0):
+        raise _not_a_value(args, fmt)
+    out, fl = out.reshape(shape), fl.reshape(shape)
+    res = [out[()] if out.ndim == 0 else out]
     if flags:
-        return res, (fl[()] if fl.ndim == 0 else fl)
-    return res
+        res.append(fl[()] if fl.ndim == 0 else fl)
+    if stats:
+        # Rounding the rounded-to-odd exact results again is the op's rounding (same bits, same
+        # random bits): its events and the exact results' histogram are the op's Stats.
+        res.append(backend.quantize(odd, fmt, mode, policy, key, srk, True)[1])
+    return res[0] if len(res) == 1 else tuple(res)
+
+
+def _readonly_flat(x: np.ndarray) -> np.ndarray:
+    """A flat, C-contiguous, read-only view (or copy) of ``x``: every operand reaches the
+    kernel with one array type, so one compiled version serves all calls (writeable and
+    read-only operands would each compile anew)."""
+    flat = np.ascontiguousarray(x).reshape(-1).view()
+    flat.flags.writeable = False
+    return flat
+
+
+def _wide(fmt: Format) -> Format:
+    """``fmt``'s precision with float64's exponent range (tininess after rounding)."""
+    return Format(exp_bits=11, man_bits=fmt.man_bits)
 
 
 def _doc(formula):
@@ -103,40 +146,49 @@ def _doc(formula):
         flags: also return a uint8 array of :class:`fpsim.Flag` bits (INEXACT, UNDERFLOW,
             OVERFLOW, DIVBYZERO, INVALID), SoftFloat's conventions.
         tininess: ``"after"`` rounding (default, as SoftFloat) or ``"before"``.
+        stats: also return a :class:`fpsim.Stats` of the rounding of the exact results (event
+            counts, and their exponent histogram), as :func:`fpsim.quantize` counts them.
 
     Returns:
-        float64 results (and flags).
+        float64 results, then the flags if asked, then the Stats if asked (a tuple when more
+        than one).
     """)
 
 
 def add(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
-        sr_bits=None, tininess="after"):
-    return _apply("add", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+        sr_bits=None, tininess="after", stats=False):
+    return _apply("add", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits,
+                  tininess, stats)
 
 
 def sub(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
-        sr_bits=None, tininess="after"):
-    return _apply("sub", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+        sr_bits=None, tininess="after", stats=False):
+    return _apply("sub", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits,
+                  tininess, stats)
 
 
 def mul(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
-        sr_bits=None, tininess="after"):
-    return _apply("mul", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+        sr_bits=None, tininess="after", stats=False):
+    return _apply("mul", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits,
+                  tininess, stats)
 
 
 def div(a, b, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
-        sr_bits=None, tininess="after"):
-    return _apply("div", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+        sr_bits=None, tininess="after", stats=False):
+    return _apply("div", (a, b), fmt, rounding, overflow, seed, flags, stream, sr_bits,
+                  tininess, stats)
 
 
 def sqrt(a, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
-         sr_bits=None, tininess="after"):
-    return _apply("sqrt", (a,), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+         sr_bits=None, tininess="after", stats=False):
+    return _apply("sqrt", (a,), fmt, rounding, overflow, seed, flags, stream, sr_bits,
+                  tininess, stats)
 
 
 def fma(a, b, c, fmt, rounding="rne", overflow="ieee", seed=0, flags=False, *, stream=0,
-        sr_bits=None, tininess="after"):
-    return _apply("fma", (a, b, c), fmt, rounding, overflow, seed, flags, stream, sr_bits, tininess)
+        sr_bits=None, tininess="after", stats=False):
+    return _apply("fma", (a, b, c), fmt, rounding, overflow, seed, flags, stream, sr_bits,
+                  tininess, stats)
 
 
 add.__doc__ = _doc("a + b")

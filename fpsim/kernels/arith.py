@@ -21,11 +21,13 @@ and break TwoSum/TwoProduct (CUDA drivers need ``mul_rn``/``add_rn`` shims).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from .bitcast import bits_f64, f64_bits
 from .rng import random_bits
-from .round import EV_FIELD, carrier_bits, round_bits
+from .round import EV_FIELD, RDN, RNE, RTZ, SR, carrier_bits, round_bits
 
 OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_SQRT, OP_FMA = 0, 1, 2, 3, 4, 5
 #: Flag bits (SoftFloat's values).
@@ -52,175 +54,269 @@ def _sign_of_rem(x, y, target):
 
 
 @njit(cache=True, inline="always")
-def _special(P, neg, kind, overflow):
-    """Carrier bits of a special result: kind 0 = zero, 1 = infinite, 2 = NaN (canonical, +)."""
-    if kind == 2:
-        return _QNAN
-    if kind == 0:
-        return (_SIGN if neg == 1 else np.int64(0)) if P.has_negzero == 1 else np.int64(0)
-    s = _SIGN if neg == 1 else np.int64(0)
-    if P.has_inf == 1:
-        return _INF | s
-    if overflow == 1:  # saturate
-        return np.int64(P.max_bits) | s
-    return _QNAN
+def two_sum_sign(a, b, mode):
+    """``(s, es)``: ``s = a + b`` rounded to nearest and the sign of the exact error
+    ``a + b - s`` (Knuth's TwoSum), for finite ``a``, ``b``. An exact zero sum gets the sign
+    IEEE gives it in ``mode``: that of the operands when both are zeros of one sign, else +0
+    (-0 when rounding down)."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    if s == 0.0:
+        same = (a == 0.0) & (b == 0.0) & (np.signbit(a) == np.signbit(b))
+        s = (-0.0 if np.signbit(a) else 0.0) if same else (-0.0 if mode == RDN else 0.0)
+    return s, np.int64(e > 0.0) - np.int64(e < 0.0)
 
 
-@njit(cache=True)
-def _one(op, a, b, c, i, out_f, out_b, P, W, mode, overflow, key, srk, tin_before):
-    """Compute element i: writes out_b[i] (float64 bits; out_f is the same memory as float64,
-    used as the bit-cast scratch) and returns the flag bits."""
-    rdn = mode == 4
-    # 1. Specials (IEEE 754 default handling, as SoftFloat).
-    if op == OP_FMA:
+@njit(cache=True, inline="always")
+def exact_result(op, a, b, c, mode):
+    """The exact result of ``op`` on float64 operands, as ``(x, es, special, flags)``.
+
+    ``special`` False: the exact result is ``x + err`` (``x`` a finite float64, ``es`` the sign
+    of the tiny ``err``, of magnitude below half an ulp of ``x``). ``special`` True: the result is
+    ``x`` itself, with no rounding to do (NaN, ±Inf or an exact ±0, IEEE default handling as in
+    SoftFloat), and ``flags`` holds the INVALID/DIVBYZERO flag it raised.
+    """
+    if op == OP_SUB:
+        b = -b
+    if op == OP_ADD or op == OP_SUB:
         if np.isnan(a) or np.isnan(b):
-            out_b[i] = _QNAN
-            return 0
-        prod_inf = np.isinf(a) or np.isinf(b)
-        if prod_inf and (a == 0.0 or b == 0.0):
-            out_b[i] = _QNAN
-            return F_INVALID
-        if np.isnan(c):
-            out_b[i] = _QNAN
-            return 0
-        sp = np.int64(np.signbit(a) != np.signbit(b))
-        if prod_inf:
-            if np.isinf(c) and np.int64(c < 0.0) != sp:
-                out_b[i] = _QNAN
-                return F_INVALID
-            out_b[i] = _special(P, sp, 1, overflow)
-            return 0
-        if np.isinf(c):
-            out_b[i] = _special(P, np.int64(c < 0.0), 1, overflow)
-            return 0
-        p = a * b  # exact
-        s = p + c
-        bb = s - p
-        e = (p - (s - bb)) + (c - bb)  # TwoSum: p + c = s + e exactly
-        if s == 0.0:
-            if p == 0.0 and c == 0.0 and sp == np.int64(np.signbit(c)):
-                out_b[i] = _special(P, sp, 0, overflow)
-            else:
-                out_b[i] = _special(P, np.int64(rdn), 0, overflow)
-            return 0
-        hi = s
-        es = np.int64(e > 0.0) - np.int64(e < 0.0)
-    elif op == OP_ADD or op == OP_SUB:
-        if op == OP_SUB:
-            b = -b
-        if np.isnan(a) or np.isnan(b):
-            out_b[i] = _QNAN
-            return 0
+            return np.nan, np.int64(0), True, 0
         if np.isinf(a) or np.isinf(b):
             if np.isinf(a) and np.isinf(b) and (a > 0.0) != (b > 0.0):
-                out_b[i] = _QNAN
-                return F_INVALID
-            neg = np.int64(a < 0.0) if np.isinf(a) else np.int64(b < 0.0)
-            out_b[i] = _special(P, neg, 1, overflow)
-            return 0
-        s = a + b
-        bb = s - a
-        e = (a - (s - bb)) + (b - bb)
-        if s == 0.0:
-            if a == 0.0 and b == 0.0 and np.signbit(a) == np.signbit(b):
-                out_b[i] = _special(P, np.int64(np.signbit(a)), 0, overflow)
-            else:
-                out_b[i] = _special(P, np.int64(rdn), 0, overflow)
-            return 0
-        hi = s
-        es = np.int64(e > 0.0) - np.int64(e < 0.0)
-    elif op == OP_MUL:
+                return np.nan, np.int64(0), True, F_INVALID
+            return (a if np.isinf(a) else b), np.int64(0), True, 0
+        s, es = two_sum_sign(a, b, mode)
+        return s, es, s == 0.0, 0
+    if op == OP_MUL or op == OP_FMA:
         if np.isnan(a) or np.isnan(b):
-            out_b[i] = _QNAN
-            return 0
-        sp = np.int64(np.signbit(a) != np.signbit(b))
-        if np.isinf(a) or np.isinf(b):
-            if a == 0.0 or b == 0.0:
-                out_b[i] = _QNAN
-                return F_INVALID
-            out_b[i] = _special(P, sp, 1, overflow)
-            return 0
-        hi = a * b  # exact
-        if hi == 0.0:
-            out_b[i] = _special(P, sp, 0, overflow)
-            return 0
-        es = np.int64(0)
-    elif op == OP_DIV:
+            return np.nan, np.int64(0), True, 0
+        prod_inf = np.isinf(a) or np.isinf(b)
+        if prod_inf and (a == 0.0 or b == 0.0):
+            return np.nan, np.int64(0), True, F_INVALID
+        p = a * b  # exact (or ±Inf)
+        if op == OP_MUL:
+            return p, np.int64(0), prod_inf or p == 0.0, 0
+        if np.isnan(c):
+            return np.nan, np.int64(0), True, 0
+        if prod_inf:
+            if np.isinf(c) and (c > 0.0) != (p > 0.0):
+                return np.nan, np.int64(0), True, F_INVALID
+            return p, np.int64(0), True, 0
+        if np.isinf(c):
+            return c, np.int64(0), True, 0
+        s, es = two_sum_sign(p, c, mode)
+        return s, es, s == 0.0, 0
+    if op == OP_DIV:
         if np.isnan(a) or np.isnan(b):
-            out_b[i] = _QNAN
-            return 0
-        sq = np.int64(np.signbit(a) != np.signbit(b))
-        if np.isinf(a):
-            if np.isinf(b):
-                out_b[i] = _QNAN
-                return F_INVALID
-            out_b[i] = _special(P, sq, 1, overflow)
-            return 0
-        if np.isinf(b):
-            out_b[i] = _special(P, sq, 0, overflow)
-            return 0
-        if b == 0.0:
-            if a == 0.0:
-                out_b[i] = _QNAN
-                return F_INVALID
-            out_b[i] = _special(P, sq, 1, overflow)
-            return F_DIVBYZERO
-        if a == 0.0:
-            out_b[i] = _special(P, sq, 0, overflow)
-            return 0
-        hi = a / b
-        r = _sign_of_rem(hi, b, a)  # a = q*b + rem; the exact quotient is q + rem/b
-        es = r if b > 0.0 else -r
-    else:  # OP_SQRT
-        if np.isnan(a):
-            out_b[i] = _QNAN
-            return 0
-        if a == 0.0:
-            out_f[i] = a
-            return 0
-        if a < 0.0:
-            out_b[i] = _QNAN
-            return F_INVALID
-        if np.isinf(a):
-            out_f[i] = a
-            return 0
-        hi = np.sqrt(a)
-        es = _sign_of_rem(hi, hi, a)  # the exact root is above hi iff a > hi^2
-    # 2. Round to odd in float64 (bit cast through the output slot), then once into the format.
-    out_f[i] = hi
-    hb = out_b[i]
+            return np.nan, np.int64(0), True, 0
+        if np.isinf(a) and np.isinf(b):
+            return np.nan, np.int64(0), True, F_INVALID
+        if b == 0.0 and a == 0.0:
+            return np.nan, np.int64(0), True, F_INVALID
+        if b == 0.0:  # (Numba raises on float division by zero: no a / b here)
+            inf = -np.inf if np.signbit(a) != np.signbit(b) else np.inf
+            return inf, np.int64(0), True, (0 if np.isinf(a) else F_DIVBYZERO)
+        q = a / b
+        if np.isinf(a) or np.isinf(b) or a == 0.0:
+            return q, np.int64(0), True, 0
+        r = _sign_of_rem(q, b, a)  # a = q*b + rem; the exact quotient is q + rem/b
+        return q, (r if b > 0.0 else -r), False, 0
+    # OP_SQRT
+    if np.isnan(a):
+        return np.nan, np.int64(0), True, 0
+    if a < 0.0:
+        return np.nan, np.int64(0), True, F_INVALID
+    if a == 0.0 or np.isinf(a):
+        return a, np.int64(0), True, 0
+    s = np.sqrt(a)
+    return s, _sign_of_rem(s, s, a), False, 0  # the exact root is above s iff a > s^2
+
+
+@njit(cache=True, inline="always")
+def odd_bits(x, es):
+    """``(|y| bits, sign)`` of ``y``, the float64 rounding to odd of ``x + err`` (``es`` the sign
+    of ``err``, which is below half an ulp of ``x``): truncate toward zero (one ulp down when
+    ``err`` points toward zero), then set the last bit when inexact."""
+    hb = f64_bits(x)
     sign = (hb >> 63) & 1
     mag = hb & ~_SIGN
     if es != 0:
-        if (es < 0) == (sign == 0):  # the error points toward zero: truncate one ulp down
+        if (es < 0) == (sign == 0):
             mag -= 1
         mag |= 1
-    rnd = random_bits(key, i) if mode == 6 else np.int64(0)
+    return mag, sign
+
+
+@njit(cache=True, inline="always")
+def special_value(x, P, overflow):
+    """A special result (NaN, ±Inf, exact ±0 as float64) as a value of the format: NaN stays
+    NaN; Inf is kept, or ±max under saturation, or NaN; -0 becomes +0 without a negative zero."""
+    if np.isnan(x):
+        return bits_f64(_QNAN)
+    s = _SIGN if np.signbit(x) else np.int64(0)
+    if x == 0.0:
+        return bits_f64(s if P.has_negzero == 1 else np.int64(0))
+    if P.has_inf == 1:
+        return x
+    if overflow == 1:  # saturate
+        return bits_f64(np.int64(P.max_bits) | s)
+    return bits_f64(_QNAN)
+
+
+@njit(cache=True, inline="always")
+def round_odd(mag, sign, P, W, mode, overflow, rnd, srk, tin_before):
+    """Round the float64 ``(mag, sign)`` once into the format: ``(value, flags)``.
+
+    ``W`` is the format's precision with float64's exponent range; it decides tininess after
+    rounding, needed only for results at or below the smallest normal.
+    """
     r, sign_out, ev = round_bits(mag, sign, P, mode, overflow, rnd, srk)
-    out_b[i] = carrier_bits(r, sign_out, P)
+    value = bits_f64(carrier_bits(r, sign_out, P))
     flags = 0
     if (ev >> (EV_FIELD * 2)) & 1:
         flags = F_OVERFLOW | F_INEXACT
     elif (ev >> (EV_FIELD * 4)) & 1:
         flags = F_INEXACT
-        if tin_before == 1:
-            tiny = mag < P.minnorm_bits
-        else:  # round to the format's precision with float64's exponent range
-            r2, s2, e2 = round_bits(mag, sign, W, mode, 0, rnd, srk)
-            tiny = r2 < P.minnorm_bits
-        if tiny:
-            flags |= F_UNDERFLOW
-    return flags
+        if r <= P.minnorm_bits:  # above the smallest normal a result is never tiny
+            if tin_before == 1:
+                tiny = mag < P.minnorm_bits
+            else:
+                r2, s2, e2 = round_bits(mag, sign, W, mode, 0, rnd, srk)
+                tiny = r2 < P.minnorm_bits
+            if tiny:
+                flags |= F_UNDERFLOW
+    return value, flags
+
+
+@njit(cache=True, inline="always")
+def op_round(op, a, b, c, P, W, mode, overflow, rnd, srk, tin_before):
+    """``op(a, b, c)`` correctly rounded once into the format: ``(float64 value, flags)``."""
+    x, es, special, fl = exact_result(op, a, b, c, mode)
+    if special:
+        return special_value(x, P, overflow), fl
+    mag, sign = odd_bits(x, es)
+    return round_odd(mag, sign, P, W, mode, overflow, rnd, srk, tin_before)
+
+
+@njit(cache=True, inline="always")
+def op_odd(op, a, b, c, mode):
+    """The exact result of ``op`` rounded to odd in float64 (specials as they are): rounding it
+    into the format gives the op's result (and its events, for :class:`~fpsim.Stats`)."""
+    x, es, special, fl = exact_result(op, a, b, c, mode)
+    if special:
+        return x
+    mag, sign = odd_bits(x, es)
+    return bits_f64(mag | (sign << 63))
+
+
+@njit(cache=True, inline="always")
+def is_value(x, P):
+    """Whether the float64 ``x`` is a value of the format (NaN counts; ±0 when it rounds to 0)."""
+    hb = f64_bits(x)
+    a = hb & ~_SIGN
+    r, sign_out, ev = round_bits(a, (hb >> 63) & 1, P, RTZ, 0, np.int64(0), 1)
+    return np.isnan(x) | (carrier_bits(r, sign_out, P) == hb) | ((a == 0) & (r == 0))
+
+
+@njit(cache=True)
+def _count_not_values(xs, P):
+    """Number of elements of ``xs`` that are not values of the format (a vectorizable count: a
+    loop that stops at the first one is 1.5x slower)."""
+    nbad = 0
+    for j in range(xs.size):
+        nbad += not is_value(xs[j], P)
+    return nbad
+
+
+@njit(cache=True, inline="always")
+def _run_chunk(op, As, Bs, Cs, os, fs, ods, off, P, W, mode, overflow, key, srk, tin_before):
+    """One chunk (elements ``off ..`` of the whole arrays) of :func:`elementwise`; returns -1,
+    or 0 without writing anything when an operand is not a value of the format."""
+    nops = 1 if op == OP_SQRT else (3 if op == OP_FMA else 2)
+    nbad = _count_not_values(As, P)
+    if nops > 1:
+        nbad += _count_not_values(Bs, P)
+    if nops > 2:
+        nbad += _count_not_values(Cs, P)
+    if nbad != 0:
+        return 0
+    for j in range(As.size):
+        rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
+        os[j], fs[j] = op_round(op, As[j], Bs[j], Cs[j], P, W, mode, overflow, rnd, srk,
+                                tin_before)
+    if ods.size > 0:
+        for j in range(As.size):
+            ods[j] = op_odd(op, As[j], Bs[j], Cs[j], mode)
+    return -1
+
+
+@njit(cache=True)
+def _chunk_literal(op, As, Bs, Cs, os, fs, ods, off, P, W, mode, overflow, key, srk, tin_before):
+    """:func:`_run_chunk` compiled for one mode, which must be a literal at the call site
+    (``numba.literally``: resolved when the caller compiles). Kept out of line of the ``prange``
+    body: inlined there, a driver took 50 s to compile instead of 12 s, for no speed gain."""
+    numba.literally(mode)
+    return _run_chunk(op, As, Bs, Cs, os, fs, ods, off, P, W, mode, overflow, key, srk,
+                      tin_before)
+
+
+@njit(cache=True)
+def _chunk_runtime(op, As, Bs, Cs, os, fs, ods, off, P, W, mode, overflow, key, srk, tin_before):
+    """:func:`_run_chunk` with the mode read at run time (every mode in one compiled body)."""
+    return _run_chunk(op, As, Bs, Cs, os, fs, ods, off, P, W, mode, overflow, key, srk,
+                      tin_before)
+
+
+@njit(cache=True, inline="always")
+def _elementwise(chunk, op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk, tin_before,
+                 bad):
+    """Apply ``op`` to flat, same-length float64 operand arrays (C read only by fma, B not by
+    sqrt); float64 results in ``out``, IEEE flags in ``flags`` (uint8). With ``odd.size > 0``
+    also the rounded-to-odd exact results (see :func:`op_odd`). ``chunk`` is
+    :func:`_chunk_literal` or :func:`_chunk_runtime`.
+
+    ``bad.size`` is the number of chunks; ``bad[c]`` becomes 0 when chunk ``c`` has an operand
+    that is not a value of the format (and then its outputs are not written), else -1.
+    """
+    n = A.size
+    nchunk = bad.size
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        ods = odd[lo:hi] if odd.size > 0 else odd
+        bad[c] = chunk(op, A[lo:hi], B[lo:hi], C[lo:hi], out[lo:hi], flags[lo:hi], ods, lo, P, W,
+                       mode, overflow, key, srk, tin_before)
+
+
+# Round-to-nearest-even and stochastic rounding, the modes of training, get a driver each with the
+# mode a compile-time constant: 1.6-2.4x faster loops (measured: fp16 add 95 -> 155 M/s, mul 111
+# -> 240 M/s). The other modes share one driver (each specialized driver costs ~12 s to compile).
+@njit(parallel=True, cache=True)
+def elementwise_rne(op, A, B, C, out, flags, odd, P, W, overflow, key, srk, tin_before, bad):
+    _elementwise(_chunk_literal, op, A, B, C, out, flags, odd, P, W, RNE, overflow, key, srk,
+                 tin_before, bad)
 
 
 @njit(parallel=True, cache=True)
-def elementwise(op, A, B, C, out_f, out_b, flags, P, W, mode, overflow, key, srk, tin_before,
-                nchunk):
-    """Apply ``op`` to flat, same-length float64 operand arrays (C ignored unless fma; B unless
-    binary); results as float64 bits in ``out_b`` (``out_f`` is the same memory as float64),
-    IEEE flags in ``flags`` (uint8)."""
-    n = A.size
-    for ch in prange(nchunk):
-        for i in range((ch * n) // nchunk, ((ch + 1) * n) // nchunk):
-            flags[i] = _one(op, A[i], B[i], C[i], i, out_f, out_b, P, W, mode, overflow, key,
-                            srk, tin_before)
+def elementwise_sr(op, A, B, C, out, flags, odd, P, W, overflow, key, srk, tin_before, bad):
+    _elementwise(_chunk_literal, op, A, B, C, out, flags, odd, P, W, SR, overflow, key, srk,
+                 tin_before, bad)
+
+
+@njit(parallel=True, cache=True)
+def elementwise_any(op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk, tin_before,
+                    bad):
+    _elementwise(_chunk_runtime, op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk,
+                 tin_before, bad)
+
+
+def elementwise(op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk, tin_before, bad):
+    """Run the elementwise driver for ``mode`` (see :func:`_elementwise` for the arguments)."""
+    if mode == RNE:
+        elementwise_rne(op, A, B, C, out, flags, odd, P, W, overflow, key, srk, tin_before, bad)
+    elif mode == SR:
+        elementwise_sr(op, A, B, C, out, flags, odd, P, W, overflow, key, srk, tin_before, bad)
+    else:
+        elementwise_any(op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk, tin_before,
+                        bad)
