@@ -4,6 +4,7 @@ Public API only. Importing fpsim never imports ``numba.cuda``.
 """
 
 from . import formats
+from .accumulation import PRESETS, dot, matmul
 from .arith import add, div, fma, mul, sqrt, sub
 from .convert import code_dtype, decode, encode, quantize
 from .format import Format
@@ -16,6 +17,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Event", "Flag", "Format", "Overflow", "RoundMode", "Stats",
-    "add", "code_dtype", "decode", "div", "encode", "fma", "format", "formats", "mul",
-    "quantize", "sqrt", "sub",
+    "PRESETS", "add", "code_dtype", "decode", "div", "dot", "encode", "fma", "format", "formats",
+    "matmul", "mul", "quantize", "sqrt", "sub",
 ]

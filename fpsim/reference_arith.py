@@ -97,7 +97,8 @@ def _tiny_after_rounding(X: Fraction, neg: bool, fmt: Format, mode: RoundMode, r
 
 
 def op_value(op: str, operands, fmt: "Format | str", rounding="rne", overflow="ieee",
-             rnd: int = 0, sr_bits: int | None = None, tininess: str = "after") -> tuple[float, int]:
+             rnd: int = 0, sr_bits: int | None = None, tininess: str = "after", *,
+             any_operands: bool = False) -> tuple[float, int]:
     """The correctly rounded result of ``op`` on ``operands`` (floats that are values of ``fmt``)
     and its :class:`Flag` bits.
 
@@ -105,6 +106,8 @@ def op_value(op: str, operands, fmt: "Format | str", rounding="rne", overflow="i
         op: ``add``, ``sub``, ``mul``, ``div``, ``sqrt`` or ``fma`` (``a * b + c``).
         rnd, sr_bits: random integer (62 bits) and compared bits of stochastic rounding.
         tininess: ``"after"`` (SoftFloat's default) or ``"before"`` rounding.
+        any_operands: accept any floats as operands (the exact result of the op on them is
+            rounded once all the same); accumulations add exact products this way.
     """
     fmt = _format(fmt)
     mode = RoundMode.parse(rounding)
@@ -117,7 +120,8 @@ def op_value(op: str, operands, fmt: "Format | str", rounding="rne", overflow="i
         raise ValueError(f"tininess={tininess!r} is invalid: use 'after' or 'before'")
     xs = [float(v) for v in operands]
     for v in xs:
-        _check_operand(v, fmt)
+        if not any_operands:
+            _check_operand(v, fmt)
     k = SR_BITS_MAX if sr_bits is None else sr_bits
     nan = math.nan
 

@@ -55,4 +55,4 @@ def _kernel_cache():
 
 
 with _kernel_cache():
-    from . import arith, bits, cpu, histogram, rng, round  # noqa: F401,E402  (decorated under the cache dir)
+    from . import accumulate, arith, bits, cpu, histogram, rng, round  # noqa: F401,E402  (decorated under the cache dir)

@@ -1,0 +1,304 @@
+"""Dot products and matrix products under an explicit accumulation model.
+
+A model says how ``sum_k a[k] * b[k]`` is evaluated in low precision:
+
+* ``inputs``: the format the operands must be values of (default: the output format);
+* ``product``: the format each product is rounded into (None: exact products);
+* ``accum``: the accumulator format, every addition rounded into it (None: exact accumulation,
+  a single rounding at the end; ``"float64"``: native float64 additions, rne only);
+* ``order``: ``sequential`` (``((p0 + p1) + p2) + ...``), ``pairwise`` (neighbours added level by
+  level) or ``blocked`` (sequential partial sums of ``block`` terms, each added into the running
+  total: the chunk-based accumulation of Wang et al. 2018);
+* ``compensated``: Kahan summation, every operation of it rounded into the accumulator;
+* ``fmt``: the output format, one final rounding.
+
+All roundings use one rounding mode. ``docs/arithmetic.md`` draws the orders and works an example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import backend
+from .arith import arith_sr_bits, check_arith_format
+from .convert import quantize
+from .format import Format
+from .formats import format as _format
+from .kernels import accumulate as kacc
+from .kernels.rng import stream_key
+from .modes import Overflow, RoundMode
+
+_ORDERS = {"sequential": kacc.ORDER_SEQUENTIAL, "pairwise": kacc.ORDER_PAIRWISE,
+           "blocked": kacc.ORDER_BLOCKED}
+_FLOAT64 = Format(exp_bits=11, man_bits=52)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named accumulation model: operand, accumulator and output formats (exact products)."""
+
+    inputs: str
+    accum: str
+    fmt: str
+
+
+#: Common hardware models by name. Aliases: ``fp16-fp32acc``, ``fp16-fp16acc``, ``bf16-fp32acc``.
+PRESETS = {
+    "fp16 inputs, fp32 accumulate": Preset("float16", "float32", "float32"),
+    "fp16 accumulate": Preset("float16", "float16", "float16"),
+    "bf16 inputs, fp32 accumulate": Preset("bfloat16", "float32", "float32"),
+}
+_PRESET_ALIASES = {"fp16-fp32acc": "fp16 inputs, fp32 accumulate",
+                   "fp16-fp16acc": "fp16 accumulate",
+                   "bf16-fp32acc": "bf16 inputs, fp32 accumulate"}
+
+
+def preset(name: str) -> Preset:
+    """The :class:`Preset` called ``name`` (see :data:`PRESETS`)."""
+    key = _PRESET_ALIASES.get(name, name)
+    if key not in PRESETS:
+        raise ValueError(f"preset={name!r} is unknown: use one of "
+                         + ", ".join(repr(k) for k in [*PRESETS, *_PRESET_ALIASES]))
+    return PRESETS[key]
+
+
+def _is_float64(f) -> bool:
+    return isinstance(f, str) and f.lower() in ("float64", "fp64", "double") or f == _FLOAT64
+
+
+def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
+    if backend.is_device_array(x):
+        backend._cuda()
+    arr = np.asarray(x)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype.kind not in "fiub" and arr.dtype.kind != "V":
+        raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"operand {name} must be {ndim}-D, got shape {arr.shape}")
+    with np.errstate(invalid="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float64)
+    back = quantize(arr, fmt, "rtz")
+    bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
+            | ((arr == 0) & (back == 0)))
+    if np.any(bad):
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
+        raise ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, which is "
+                         f"not a value of the input format {fmt}: quantize it first")
+    return arr
+
+
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    fmt: Format
+    inputs: Format
+    product: Format | None
+    accum: Format | None  # None: exact
+    acc_kind: int
+    order: int
+    block: int
+    compensated: bool
+    mode: int
+    policy: int
+    key: int
+    srk: int
+
+
+def _model(fmt, accum, product, rounding, order, block, compensated, preset_name, inputs,
+           overflow, seed, stream, sr_bits) -> _Model:
+    if preset_name is not None:
+        p = preset(preset_name)
+        fmt = p.fmt if fmt is None else fmt
+        accum = p.accum if accum is None else accum
+        inputs = p.inputs if inputs is None else inputs
+    if fmt is None:
+        raise ValueError("fmt (the output format) is required unless a preset gives it")
+    mode = int(RoundMode.parse(rounding))
+    policy = int(Overflow.parse(overflow))
+    if accum is None:
+        acc_kind, acc = kacc.ACC_EXACT, None
+    elif _is_float64(accum):
+        acc_kind, acc = kacc.ACC_FLOAT64, _FLOAT64
+        if mode != int(RoundMode.RNE):
+            raise ValueError(f"accum=float64 means native float64 additions, which round to "
+                             f"nearest even only; rounding={rounding!r} is not available with it")
+    else:
+        acc_kind, acc = kacc.ACC_FORMAT, _format(accum)
+        check_arith_format(acc)
+    out = _FLOAT64 if _is_float64(fmt) else _format(fmt)
+    if out == _FLOAT64 and acc_kind != kacc.ACC_FLOAT64:
+        raise ValueError("a float64 output needs accum='float64' (a narrower accumulator or an "
+                         "exact sum is rounded into the output, which takes at most 26 bits)")
+    if out != _FLOAT64:
+        check_arith_format(out)
+    ins = out if inputs is None else _format(inputs)
+    check_arith_format(ins)
+    prod = None if product is None else _format(product)
+    if prod is not None:
+        check_arith_format(prod)
+    if order not in _ORDERS:
+        raise ValueError(f"order={order!r} is invalid: use one of {', '.join(_ORDERS)}")
+    if order == "blocked":
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+            raise ValueError(f"order='blocked' needs block=<int >= 1> (terms per partial sum), "
+                             f"got block={block!r}")
+    elif block is not None:
+        raise ValueError(f"block={block!r} is given but order={order!r}: block is for "
+                         f"order='blocked' only")
+    if compensated and (acc_kind == kacc.ACC_EXACT or order != "sequential"):
+        raise ValueError("compensated=True is Kahan summation of a sequential sum in an "
+                         "accumulator format: it needs accum=<format> and order='sequential'")
+    rounded_into = [f for f in (acc, prod, out) if f is not None and f != _FLOAT64]
+    srk = arith_sr_bits(max(rounded_into, key=lambda f: f.man_bits), sr_bits) if rounded_into \
+        else 1
+
+    return _Model(out, ins, prod, acc, acc_kind, _ORDERS[order], int(block or 1),
+                  bool(compensated), mode, policy, stream_key(seed, stream), srk)
+
+
+def _lowest_bit_exponent(x: np.ndarray) -> int | None:
+    """Smallest ``L`` with every finite element of ``x`` a multiple of ``2^L`` (None: all zero)."""
+    nz = x[(x != 0) & np.isfinite(x)]
+    if nz.size == 0:
+        return None
+    bits = nz.view(np.uint64)
+    field = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64)
+    frac = bits & np.uint64((1 << 52) - 1)
+    sig = np.where(field > 0, frac | np.uint64(1 << 52), frac)
+    low = sig & (~sig + np.uint64(1))  # lowest set bit of the significand
+    tz = np.frexp(low.astype(np.float64))[1] - 1  # exact: low is a power of two
+    return int(np.min(np.maximum(field, 1) - 1075 + tz))
+
+
+def _exact_in(bound: float, L: int, f: Format | None) -> bool:
+    """Whether every multiple of ``2^L`` not above ``bound`` in magnitude is a value of ``f``
+    (None: exact arithmetic, but BLAS computes in float64: float64's condition)."""
+    f = _FLOAT64 if f is None else f
+    lowest = f.emin - f.man_bits if f.subnormals else f.emin
+    if not f.has_negzero or L < lowest:
+        return False
+    top = L + f.man_bits + 1  # multiples of 2^L below 2^top have at most man_bits + 1 bits
+    return bound < float(f.max) and (top > 1023 or bound < 2.0 ** top)
+
+
+def _blas_exact(A: np.ndarray, B: np.ndarray, m: _Model):
+    """The BLAS product when it provably equals the model, else None.
+
+    It does when every product and every partial sum, in any order, is exactly representable in
+    the product format, the accumulator and float64 (float32 for sgemm): then every rounding of
+    the model is exact and so is the BLAS sum, whatever order and FMA use it has. Sufficient
+    condition checked here: all products are multiples of ``2^L`` (``L`` = lowest set bits of A
+    plus B's), their absolute sum is below ``2^(L + precision)`` and the format's max, and
+    ``2^L`` is not below its smallest positive value. Not taken for Kahan (its -0 rules differ
+    under rdn); zero results get the model's sign of zero afterwards.
+    """
+    if m.compensated or A.size == 0 or B.size == 0:
+        return None
+    if not (np.isfinite(A).all() and np.isfinite(B).all()):
+        return None
+    K = A.shape[1]
+    La, Lb = _lowest_bit_exponent(A), _lowest_bit_exponent(B)
+    absA, absB = np.abs(A), np.abs(B)
+    if La is None or Lb is None:
+        C = np.zeros((A.shape[0], B.shape[1]))
+    else:
+        L = La + Lb
+        # Sum of |products| of any output, bounded two ways; float64 row sums may round low by a
+        # relative K*2^-53 at most, covered by the factor.
+        bound = min(absA.sum(axis=1).max() * absB.max(), absB.sum(axis=0).max() * absA.max())
+        bound *= 1 + (K + 2) * 2.0 ** -52
+        if not all(_exact_in(bound, L, f) for f in (m.product, m.accum, _FLOAT64)
+                   if f is not None or m.acc_kind == kacc.ACC_EXACT):
+            return None
+        if m.inputs.fits_float32 and _exact_in(bound, L, Format(exp_bits=8, man_bits=23)):
+            C = (A.astype(np.float32) @ B.astype(np.float32)).astype(np.float64)
+        else:
+            C = A @ B
+    kacc.fix_zero_signs(A, B, C, m.mode)
+    return C
+
+
+def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequential",
+           block=None, compensated=False, *, preset=None, inputs=None, overflow="ieee", seed=0,
+           stream=0, sr_bits=None, fast=True) -> np.ndarray:
+    """``a @ b`` under an accumulation model (module docstring), rounded into ``fmt``.
+
+    Args:
+        a, b: 2-D arrays (M, K) and (K, N) of values of the input format.
+        fmt: output format (None only with a ``preset``).
+        accum: accumulator format (None: exact accumulation; ``"float64"``: native float64).
+        product: format products are rounded into (None: exact).
+        rounding: one mode for every rounding (``rne``, ``rna``, ``rtz``, ``rup``, ``rdn``,
+            ``rto``, ``sr``); ``overflow``: ``ieee`` or ``saturate``, for every rounding.
+        order, block, compensated: the summation (module docstring).
+        preset: a name of :data:`PRESETS`; it gives ``inputs``, ``accum`` and ``fmt`` unless
+            they are passed.
+        inputs: the format operands must be values of (default ``fmt``).
+        seed, stream, sr_bits: stochastic rounding's random bits (each rounding of each output
+            element has its own counter; see :mod:`fpsim.kernels.accumulate`).
+        fast: allow the BLAS fast path where it provably equals the model (and the vectorized
+            sequential kernel); False forces the one-element-at-a-time model kernel.
+
+    Returns:
+        (M, N) float64 array of values of ``fmt``.
+    """
+    m = _model(fmt, accum, product, rounding, order, block, compensated, preset, inputs,
+               overflow, seed, stream, sr_bits)
+    A = _operand(a, "a", m.inputs, 2)
+    B = _operand(b, "b", m.inputs, 2)
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"shapes {A.shape} and {B.shape} do not align: a's columns ({A.shape[1]}) "
+                         f"must equal b's rows ({B.shape[0]})")
+    return _matmul(A, B, m, fast)
+
+
+def _matmul(A: np.ndarray, B: np.ndarray, m: _Model, fast: bool) -> np.ndarray:
+    M, K = A.shape
+    N = B.shape[1]
+    out = np.empty((M, N), np.float64)
+    nchunk = backend.nchunks(M * max(N, 1) * max(K, 1)) if M else 1
+    nchunk = max(1, min(nchunk, M))
+    PO = m.fmt.params("float64")
+    PA = (m.accum or m.fmt).params("float64")
+    PP = (m.product or m.fmt).params("float64")
+    prod_kind = kacc.PROD_EXACT if m.product is None else kacc.PROD_FORMAT
+    if fast:
+        C = _blas_exact(A, B, m)
+        if C is not None:
+            kacc.round_outputs(C, out, PO, m.mode, m.policy, np.uint64(m.key), m.srk, 5 * K + 4,
+                               nchunk)
+            return out
+        if (m.acc_kind == kacc.ACC_FORMAT and m.order == kacc.ORDER_SEQUENTIAL
+                and not m.compensated and np.isfinite(A).all() and np.isfinite(B).all()):
+            kacc.matmul_sequential(A, B, out, prod_kind, PP, PA, PO, m.mode, m.policy,
+                                   np.uint64(m.key), m.srk, nchunk)
+            return out
+    if m.acc_kind == kacc.ACC_EXACT and A.size and B.size:
+        big = np.nanmax(np.abs(A[np.isfinite(A)]), initial=0.0) * np.nanmax(
+            np.abs(B[np.isfinite(B)]), initial=0.0)
+        if big * K >= 2.0**1000:
+            raise ValueError("exact accumulation of these operands could overflow the float64 "
+                             "partial sums it is computed with (|a| * |b| * K >= 2^1000)")
+    kacc.matmul_model(A, np.ascontiguousarray(B.T), out, prod_kind, PP, m.acc_kind, PA, PO,
+                      m.order, m.block, m.compensated, m.mode, m.policy, np.uint64(m.key), m.srk,
+                      nchunk)
+    return out
+
+
+def dot(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequential",
+        block=None, compensated=False, **kw) -> np.float64:
+    """``sum_k a[k] * b[k]`` of two 1-D arrays under an accumulation model: :func:`matmul` of
+    ``a`` as a row and ``b`` as a column (same arguments); returns a float64 scalar."""
+    a, b = np.asarray(a), np.asarray(b)
+    for name, v in (("a", a), ("b", b)):
+        if v.ndim != 1:
+            raise ValueError(f"dot takes 1-D operands; {name} has shape {v.shape}")
+    if a.shape != b.shape:
+        raise ValueError(f"dot of operands of lengths {a.shape[0]} and {b.shape[0]}")
+    return matmul(a[None, :], b[:, None], fmt, accum, product, rounding, order, block,
+                  compensated, **kw)[0, 0]
+
+
+__all__ = ["PRESETS", "Preset", "dot", "matmul", "preset"]

@@ -1,0 +1,318 @@
+"""Dot products under an accumulation model: products rounded (or exact), each addition rounded
+into an accumulator format (or native float64, or exact), in a given order, then one final
+rounding into the output format.
+
+Every rounding is :func:`.arith.op_round` / :func:`.arith.round_odd` (hence the one
+``round_bits``), so each step is the correctly rounded IEEE operation of the model. Output
+element ``e = i*N + j`` draws the random bits of stochastic rounding from counters in its own
+range ``e*stride ..``: product ``k`` at ``+k``, the ``t``-th accumulator rounding (in the order
+the model performs them) at ``+K+t``, the final rounding at ``+stride-1`` (``stride = 5K+4``: at
+most ``4K+1`` accumulator roundings, Kahan's four per term).
+
+Two drivers:
+
+* :func:`matmul_model`: any model; one output element at a time (terms gathered into a buffer,
+  then summed in the model's order).
+* :func:`matmul_sequential`: the sequential order without compensation, for finite operands,
+  as a row-times-matrix loop whose inner loop over ``j`` updates ``N`` independent accumulators
+  (it vectorizes; the per-element loop is one long chain of dependent roundings).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .arith import (OP_ADD, OP_MUL, OP_SUB, odd_bits, round_odd, rounded_op, special_value,
+                    two_sum_sign)
+from .bitcast import bits_f64
+from .rng import random_bits
+from .round import RDN, SR, carrier_bits, round_bits
+
+#: How products are formed: exactly (float64 holds the product of two values of <= 26 bits), or
+#: rounded into the product format.
+PROD_EXACT, PROD_FORMAT = 0, 1
+#: How the accumulator adds: exactly (one rounding at the end), rounded into the accumulator
+#: format, or native float64 addition (round to nearest even).
+ACC_EXACT, ACC_FORMAT, ACC_FLOAT64 = 0, 1, 2
+#: Summation orders.
+ORDER_SEQUENTIAL, ORDER_PAIRWISE, ORDER_BLOCKED = 0, 1, 2
+
+
+@njit(cache=True, inline="always")
+def _rnd(mode, key, ctr):
+    return random_bits(key, ctr) if mode == SR else np.int64(0)
+
+
+@njit(cache=True, inline="always")
+def product(a, b, prod_kind, PP, mode, overflow, key, ctr, srk):
+    """``a * b``: exact, or rounded into the product format ``PP``."""
+    if prod_kind == PROD_EXACT:
+        return a * b
+    return rounded_op(OP_MUL, a, b, PP, mode, overflow, _rnd(mode, key, ctr), srk)
+
+
+@njit(cache=True, inline="always")
+def acc_op(op, s, p, acc_kind, PA, mode, overflow, key, ctr, srk):
+    """``s + p`` (``op`` OP_ADD) or ``s - p`` (OP_SUB) in the accumulator: rounded into ``PA``
+    or native float64 (never ACC_EXACT: that sum is :func:`exact_sum`)."""
+    if acc_kind == ACC_FLOAT64:
+        return s + p if op == OP_ADD else s - p
+    return rounded_op(op, s, p, PA, mode, overflow, _rnd(mode, key, ctr), srk)
+
+
+@njit(cache=True, inline="always")
+def acc_first(p, acc_kind, PA, mode, overflow, key, ctr, srk):
+    """The first term entering the accumulator: ``p`` rounded into it, as ``p + 0`` with the
+    zero of ``p``'s sign (exact before rounding in every mode and keeps -0; ``p + (+0)`` would
+    turn -0 into +0, ``p + (-0)`` +0 into -0 when rounding down)."""
+    return acc_op(OP_ADD, p, np.copysign(0.0, p), acc_kind, PA, mode, overflow, key, ctr, srk)
+
+
+@njit(cache=True)  # one compiled body for the three drivers (inlined, each compiles ~20 s longer)
+def final_round(x, es, PO, mode, overflow, rnd, srk):
+    """``x + err`` (``es`` the sign of ``err``, see :func:`.arith.odd_bits`) rounded once into
+    the output format; NaN, ±Inf and ±0 as special results."""
+    if not np.isfinite(x) or x == 0.0:
+        return special_value(x, PO, overflow)
+    mag, sign = odd_bits(x, es)
+    return round_odd(mag, sign, PO, PO, mode, overflow, rnd, srk, 1)[0]
+
+
+@njit(cache=True)
+def exact_sum(terms, n, partials, mode):
+    """The exact sum of ``terms[:n]`` as ``(hi, es)``: ``hi`` the float64 nearest to it (ties
+    unresolved: only the rounding to odd built from ``(hi, es)`` is used) and ``es`` the sign of
+    the rest. Shewchuk's non-overlapping partials, as in Python's ``math.fsum``; ``partials``
+    is scratch of at least ``n`` elements.
+
+    NaN/Inf terms give the float64 sum (NaN, or the infinity); an exact zero sum is -0 when
+    every term is -0 (or when rounding down and not every term is +0), else +0 -- IEEE's rule
+    for a sum of exact additions.
+    """
+    finite = True
+    all_neg0 = True
+    all_pos0 = True
+    for k in range(n):
+        x = terms[k]
+        finite &= np.isfinite(x)
+        all_neg0 &= (x == 0.0) & np.signbit(x)
+        all_pos0 &= (x == 0.0) & (not np.signbit(x))
+    if not finite:
+        s = 0.0
+        for k in range(n):
+            s += terms[k]
+        return s, np.int64(0)
+    m = 0  # number of partials, increasing magnitude, bits not overlapping
+    for k in range(n):
+        x = terms[k]
+        i = 0
+        for j in range(m):
+            y = partials[j]
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i] = x
+        m = i + 1
+    hi = 0.0
+    es = np.int64(0)
+    j = m - 1
+    if j >= 0:
+        hi = partials[j]
+        j -= 1
+        while j >= 0:
+            x = hi
+            y = partials[j]
+            j -= 1
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                # The partials below lo are smaller than its lowest bit: the rest has lo's sign.
+                es = np.int64(lo > 0.0) - np.int64(lo < 0.0)
+                break
+    if hi == 0.0:
+        neg = all_neg0 or (mode == RDN and not all_pos0)
+        hi = -0.0 if neg else 0.0
+    return hi, es
+
+
+@njit(cache=True, inline="always")
+def _seq_sum(t, lo, hi, acc_kind, PA, mode, overflow, key, base, tc, srk):
+    """Sequential sum of ``t[lo:hi]`` (``hi > lo``) in the accumulator, the first term rounded
+    into it; returns ``(sum, next accumulator-rounding counter)``."""
+    s = acc_first(t[lo], acc_kind, PA, mode, overflow, key, base + tc, srk)
+    tc += 1
+    for k in range(lo + 1, hi):
+        s = acc_op(OP_ADD, s, t[k], acc_kind, PA, mode, overflow, key, base + tc, srk)
+        tc += 1
+    return s, tc
+
+
+@njit(cache=True)
+def model_sum(t, K, buf, acc_kind, PA, order, block, compensated, mode, overflow, key, base,
+              srk):
+    """Sum the ``K > 0`` terms ``t[:K]`` under the accumulation model; returns ``(x, es)`` for
+    :func:`final_round`. ``buf`` is scratch of ``K`` elements. Counters from ``base`` on."""
+    if acc_kind == ACC_EXACT:
+        return exact_sum(t, K, buf, mode)
+    tc = 0
+    if compensated:  # Kahan: c holds the rounding error of the last addition, negated
+        s = acc_first(t[0], acc_kind, PA, mode, overflow, key, base, srk)
+        tc = 1
+        c = 0.0
+        for k in range(1, K):
+            y = acc_op(OP_SUB, t[k], c, acc_kind, PA, mode, overflow, key, base + tc, srk)
+            u = acc_op(OP_ADD, s, y, acc_kind, PA, mode, overflow, key, base + tc + 1, srk)
+            d = acc_op(OP_SUB, u, s, acc_kind, PA, mode, overflow, key, base + tc + 2, srk)
+            c = acc_op(OP_SUB, d, y, acc_kind, PA, mode, overflow, key, base + tc + 3, srk)
+            s = u
+            tc += 4
+        return s, np.int64(0)
+    if order == ORDER_SEQUENTIAL:
+        return _seq_sum(t, 0, K, acc_kind, PA, mode, overflow, key, base, tc, srk)[0], np.int64(0)
+    if order == ORDER_BLOCKED:
+        total = 0.0
+        for lo in range(0, K, block):
+            bs, tc = _seq_sum(t, lo, min(lo + block, K), acc_kind, PA, mode, overflow, key, base,
+                              tc, srk)
+            if lo == 0:
+                total = bs
+            else:
+                total = acc_op(OP_ADD, total, bs, acc_kind, PA, mode, overflow, key, base + tc,
+                               srk)
+                tc += 1
+        return total, np.int64(0)
+    # Pairwise, bottom up: round every term into the accumulator, then add neighbours level by
+    # level ((t0+t1), (t2+t3), ...; an odd last one moves up as it is) until one is left.
+    for k in range(K):
+        buf[k] = acc_first(t[k], acc_kind, PA, mode, overflow, key, base + tc, srk)
+        tc += 1
+    n = K
+    while n > 1:
+        for i in range(n // 2):
+            buf[i] = acc_op(OP_ADD, buf[2 * i], buf[2 * i + 1], acc_kind, PA, mode, overflow, key,
+                            base + tc, srk)
+            tc += 1
+        if n % 2 == 1:
+            buf[n // 2] = buf[n - 1]
+        n = (n + 1) // 2
+    return buf[0], np.int64(0)
+
+
+@njit(parallel=True, cache=True)
+def matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, compensated, mode,
+                 overflow, key, srk, nchunk):
+    """``out[i, j]`` = the model's ``sum_k A[i, k] * BT[j, k]`` rounded into the output format.
+
+    ``A`` (M, K) and ``BT`` (N, K) (B transposed, so that both operands of a dot product are
+    contiguous) hold float64 values; ``out`` (M, N) float64. Rows are split into ``nchunk``
+    chunks, one ``prange`` iteration each.
+    """
+    M, K = A.shape
+    N = BT.shape[0]
+    stride = 5 * K + 4
+    for c in prange(nchunk):
+        t = np.empty(K, np.float64)
+        buf = np.empty(K, np.float64)
+        for i in range((c * M) // nchunk, ((c + 1) * M) // nchunk):
+            for j in range(N):
+                base = np.int64(i * N + j) * stride
+                if K == 0:
+                    x, es = 0.0, np.int64(0)
+                else:
+                    for k in range(K):
+                        t[k] = product(A[i, k], BT[j, k], prod_kind, PP, mode, overflow, key,
+                                       base + k, srk)
+                    x, es = model_sum(t, K, buf, acc_kind, PA, order, block, compensated, mode,
+                                      overflow, key, base + K, srk)
+                out[i, j] = final_round(x, es, PO, mode, overflow,
+                                        _rnd(mode, key, base + stride - 1), srk)
+
+
+@njit(cache=True, inline="always")
+def _add_finite(s, p, PA, mode, overflow, rnd, srk):
+    """``s + p`` rounded into the accumulator, for a finite ``p``, written without branches
+    (it vectorizes). ``s`` may be ±Inf or NaN: the error term of TwoSum is then NaN, its sign
+    reads as 0, and ``round_bits`` keeps Inf/NaN as :func:`.arith.op_round` would."""
+    x, es = two_sum_sign(s, p, mode)
+    mag, sign = odd_bits(x, es)
+    r, sign_out, ev = round_bits(mag, sign, PA, mode, overflow, rnd, srk)
+    return bits_f64(carrier_bits(r, sign_out, PA))
+
+
+@njit(cache=True, inline="always")
+def _mul_finite(a, b, PP, mode, overflow, rnd, srk):
+    """``a * b`` rounded into a format, for finite operands, without branches."""
+    mag, sign = odd_bits(a * b, np.int64(0))
+    r, sign_out, ev = round_bits(mag, sign, PP, mode, overflow, rnd, srk)
+    return bits_f64(carrier_bits(r, sign_out, PP))
+
+
+@njit(parallel=True, cache=True)
+def matmul_sequential(A, B, out, prod_kind, PP, PA, PO, mode, overflow, key, srk, nchunk):
+    """The sequential model with products exact or rounded into ``PP`` and every addition
+    rounded into ``PA``, for finite ``A`` (M, K) and ``B`` (K, N); equal to :func:`matmul_model`
+    with ``order`` sequential, no compensation, bit for bit (same roundings, same counters)."""
+    M, K = A.shape
+    N = B.shape[1]
+    stride = 5 * K + 4
+    for c in prange(nchunk):
+        s = np.empty(N, np.float64)
+        for i in range((c * M) // nchunk, ((c + 1) * M) // nchunk):
+            e0 = np.int64(i * N) * stride
+            for k in range(K):
+                a = A[i, k]
+                bk = B[k]
+                for j in range(N):
+                    base = e0 + j * stride
+                    p = a * bk[j]
+                    if prod_kind == PROD_FORMAT:
+                        p = _mul_finite(a, bk[j], PP, mode, overflow, _rnd(mode, key, base + k),
+                                        srk)
+                    prev = s[j] if k > 0 else np.copysign(0.0, p)  # acc_first for k = 0
+                    s[j] = _add_finite(prev, p, PA, mode, overflow, _rnd(mode, key, base + K + k),
+                                       srk)
+            o = out[i]
+            for j in range(N):
+                base = e0 + j * stride
+                o[j] = final_round(s[j], np.int64(0), PO, mode, overflow,
+                                   _rnd(mode, key, base + stride - 1), srk) if K > 0 else 0.0
+
+
+@njit(parallel=True, cache=True)
+def round_outputs(C, out, PO, mode, overflow, key, srk, stride, nchunk):
+    """``out[i, j]`` = the exact sum ``C[i, j]`` rounded into the output format with the final
+    rounding's counter of :func:`matmul_model` (the BLAS fast path)."""
+    M, N = C.shape
+    for c in prange(nchunk):
+        for i in range((c * M) // nchunk, ((c + 1) * M) // nchunk):
+            for j in range(N):
+                base = np.int64(i * N + j) * stride
+                out[i, j] = final_round(C[i, j], np.int64(0), PO, mode, overflow,
+                                        _rnd(mode, key, base + stride - 1), srk)
+
+
+@njit(cache=True)
+def fix_zero_signs(A, B, C, mode):
+    """Give every zero of ``C`` = the exact ``A @ B`` the sign the model's sum has: -0 when every
+    product is -0, or when rounding down and not every product is +0; else +0. (Each addition of
+    an exact sum that is zero follows IEEE's rule, so any order of additions -- sequential,
+    blocked, pairwise, as :func:`exact_sum` -- ends with this sign.)"""
+    M, K = A.shape
+    N = B.shape[1]
+    for i in range(M):
+        for j in range(N):
+            if C[i, j] == 0.0:
+                all_neg0 = K > 0
+                all_pos0 = True
+                for k in range(K):
+                    p = A[i, k] * B[k, j]
+                    all_neg0 &= (p == 0.0) & np.signbit(p)
+                    all_pos0 &= (p == 0.0) & (not np.signbit(p))
+                neg = all_neg0 or (mode == RDN and not all_pos0)
+                C[i, j] = -0.0 if neg else 0.0

@@ -1,0 +1,227 @@
+"""fpsim.matmul / fpsim.dot equal the plain-Python model (fpsim.reference_accumulate, every
+rounding an exact rational rounded once) bit for bit, for every order, accumulator, product
+format, compensation and rounding mode, on matrices with wide exponent ranges and cancellation;
+the BLAS fast path equals the model wherever it is taken; Kahan summation helps as it should.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fpsim
+import fpsim.accumulation as acc
+from fpsim import reference_accumulate as ref
+from fpsim.kernels import accumulate as kacc
+from _inputs import assert_same_bits
+
+MODES = ["rne", "rna", "rtz", "rup", "rdn", "rto", "sr"]
+
+
+def _wide(shape, fmt, rng, spread=12):
+    """Values of ``fmt`` with exponents spread over ``2^-spread .. 2^spread``, random signs, a
+    few zeros and exact opposites (cancellation)."""
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-spread, spread + 1, shape))
+    x = fpsim.quantize(x, fmt)
+    x.flat[:: 7] = 0.0
+    if x.shape[0] > 1:
+        x[1] = -x[0]
+    return x
+
+
+def _check(A, B, fmt, **model):
+    rounding = model.get("rounding", "rne")
+    got = fpsim.matmul(A, B, fmt, fast=False, **model)
+    srk = acc._model(fmt, model.get("accum"), model.get("product"), rounding,
+                     model.get("order", "sequential"), model.get("block"),
+                     model.get("compensated", False), None, model.get("inputs"), "ieee", 0, 0,
+                     None).srk
+    want = ref.matmul(A, B, fmt, model.get("accum"), model.get("product"), rounding,
+                      model.get("order", "sequential"), model.get("block"),
+                      model.get("compensated", False), srk=srk)
+    assert_same_bits(got, want)
+    fast = fpsim.matmul(A, B, fmt, **model)
+    assert_same_bits(fast, want)
+
+
+MODELS = [
+    dict(accum="float16"),
+    dict(accum="float32"),
+    dict(accum="bfloat16"),
+    dict(accum=None),
+    dict(accum="float16", order="pairwise"),
+    dict(accum="float16", order="blocked", block=3),
+    dict(accum="float32", order="blocked", block=4),
+    dict(accum="float16", compensated=True),
+    dict(accum="float16", product="float16"),
+    dict(accum="float32", product="bfloat16", order="pairwise"),
+    dict(accum="e4m3", product="e4m3"),
+]
+
+
+@pytest.mark.parametrize("rounding", MODES)
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+def test_model_equals_python_reference(model, rounding):
+    rng = np.random.default_rng(len(str(model)) + len(rounding))
+    A = _wide((4, 11), "float16", rng)
+    B = _wide((11, 3), "float16", rng)
+    out = "float32" if model.get("accum") == "float32" else "float16"
+    _check(A, B, out, rounding=rounding, **model)
+
+
+@pytest.mark.parametrize("model", [dict(accum="float64"), dict(accum=None)])
+def test_float64_and_exact_accumulators(model):
+    rng = np.random.default_rng(5)
+    A = _wide((5, 16), "bfloat16", rng, spread=60)
+    B = _wide((16, 4), "bfloat16", rng, spread=60)
+    _check(A, B, "float64" if model["accum"] == "float64" else "bfloat16", inputs="bfloat16",
+           **model)
+
+
+def test_specials_and_saturation():
+    A = np.array([[np.inf, 1.0, 2.0], [np.nan, 0.0, 1.0], [65504.0, 65504.0, -65504.0]])
+    B = np.array([[0.0, 1.0], [1.0, -np.inf], [2.0, 1.0]])
+    for model in (dict(accum="float16"), dict(accum=None), dict(accum="float16",
+                                                                  order="pairwise")):
+        _check(A, B, "float16", **model)
+    C = fpsim.quantize(np.array([[448.0, 448.0, 448.0]]), "e4m3")
+    for policy in ("ieee", "saturate"):
+        got = fpsim.matmul(C, C.T, "e4m3", accum="e4m3", overflow=policy, fast=False)
+        assert (np.isnan(got[0, 0]) if policy == "ieee" else got[0, 0] == 448.0)
+
+
+def test_zero_signs_on_every_path():
+    """Exact zero sums take IEEE's sign: -0 only from -0 products, or under rdn."""
+    A = np.array([[-0.0, -0.0], [1.0, -1.0], [0.0, -0.0]])
+    B = np.array([[1.0, 1.0], [1.0, -0.0]])
+    for rounding in ("rne", "rdn", "rup"):
+        for model in (dict(accum="float16"), dict(accum=None), dict(accum="float32",
+                                                                      order="pairwise")):
+            _check(A, B, "float16", rounding=rounding, **model)
+
+
+@pytest.mark.parametrize("model", MODELS[:7], ids=str)
+def test_fast_path_equals_model_where_taken(model):
+    rng = np.random.default_rng(1)
+    A = rng.integers(-2, 3, (6, 6)) / 4.0  # small multiples of 1/4: every sum exact, even in
+    B = rng.integers(-2, 3, (6, 5)) / 2.0  # bfloat16 (|sums| <= 3 < 2^(-3 + 8))
+    A[0] = -0.0  # zero outputs: signs from the rule
+    m = acc._model("float16", model.get("accum"), None, "rdn", model.get("order", "sequential"),
+                   model.get("block"), False, None, None, "ieee", 0, 0, None)
+    assert acc._blas_exact(A, B, m) is not None
+    for rounding in ("rne", "rdn"):
+        if rounding != "rne" and model.get("accum") == "float64":
+            continue
+        assert_same_bits(fpsim.matmul(A, B, "float16", rounding=rounding, **model),
+                         fpsim.matmul(A, B, "float16", rounding=rounding, fast=False, **model))
+
+
+def test_fast_path_refused_when_a_sum_is_inexact():
+    rng = np.random.default_rng(2)
+    A = fpsim.quantize(rng.standard_normal((8, 64)), "float16")
+    B = fpsim.quantize(rng.standard_normal((64, 8)), "float16")
+    m = acc._model("float16", "float16", None, "rne", "sequential", None, False, None, None,
+                   "ieee", 0, 0, None)
+    assert acc._blas_exact(A, B, m) is None
+    m32 = acc._model("float32", "float32", None, "rne", "sequential", None, False, None,
+                     "float16", "ieee", 0, 0, None)
+    assert acc._blas_exact(A, B, m32) is None
+    # 2^-24 + 1 + ... : the lowest bit and the sum span more than float32's 24 bits.
+    A2 = np.array([[2.0**-24, 1.0, 1024.0]])
+    B2 = np.array([[1.0], [1.0], [1.0]])
+    assert acc._blas_exact(A2, B2, m32) is None
+
+
+def test_parallel_kernel_equals_serial_twin():
+    rng = np.random.default_rng(3)
+    A = _wide((9, 13), "float16", rng)
+    B = _wide((13, 4), "float16", rng)
+    P = fpsim.format("float16").params("float64")
+    outs = []
+    for nchunk in (1, 3, 9):
+        out = np.empty((9, 4))
+        kacc.matmul_model(A, np.ascontiguousarray(B.T), out, 0, P, 1, P, P, 0, 1, False, 6, 0,
+                          np.uint64(7), 41, nchunk)
+        outs.append(out)
+        seq = np.empty((9, 4))
+        kacc.matmul_sequential(A, B, seq, 0, P, P, P, 6, 0, np.uint64(7), 41, nchunk)
+        assert_same_bits(seq, out)
+    assert_same_bits(outs[0], outs[1])
+    assert_same_bits(outs[0], outs[2])
+
+
+def test_stochastic_rounding_reproducible_and_seeded():
+    rng = np.random.default_rng(4)
+    A = _wide((6, 30), "float16", rng)
+    B = _wide((30, 6), "float16", rng)
+    x = fpsim.matmul(A, B, "float16", accum="float16", rounding="sr", seed=3)
+    assert_same_bits(x, fpsim.matmul(A, B, "float16", accum="float16", rounding="sr", seed=3))
+    assert not np.array_equal(x, fpsim.matmul(A, B, "float16", accum="float16", rounding="sr",
+                                              seed=4))
+
+
+def test_stagnation_of_fp16_accumulation():
+    """The docs' example: 4096 x 0.1 (0.0999755859375 in float16) sums to 409.5 exactly with a
+    float32 accumulator; a float16 accumulator stops at 256, whose half ulp (0.125) exceeds 0.1."""
+    tenth = float(fpsim.quantize(0.1, "float16"))
+    a, b = np.full(4096, tenth), np.ones(4096)
+    assert fpsim.dot(a, b, preset="fp16 inputs, fp32 accumulate") == 409.5
+    assert fpsim.dot(a, b, preset="fp16 accumulate") == 256.0
+    assert fpsim.dot(a, b, "float16", accum="float16", compensated=True) == 409.5
+    assert fpsim.dot(a, b, "float16", accum="float16", order="pairwise") == 409.5
+    blocked = fpsim.dot(a, b, "float16", accum="float16", order="blocked", block=64)
+    assert blocked == 412.25  # 64 block sums of 6.42578125 (each rounded 64 times in float16)
+
+
+def test_compensated_summation_reduces_error():
+    rng = np.random.default_rng(6)
+    x = fpsim.quantize(rng.uniform(0, 1, 8192), "float16")
+    ones = np.ones_like(x)
+    exact = float(np.sum(x.astype(np.float64)))  # exact: 8192 terms of 11 bits in float64
+    naive = fpsim.dot(x, ones, "float32", accum="float16", inputs="float16")
+    kahan = fpsim.dot(x, ones, "float32", accum="float16", inputs="float16", compensated=True)
+    assert abs(kahan - exact) * 100 < abs(naive - exact)
+    assert abs(kahan - exact) <= 2.0  # one float16 ulp at 4096
+
+
+def test_presets_and_aliases():
+    assert acc.preset("fp16-fp32acc") == fpsim.PRESETS["fp16 inputs, fp32 accumulate"]
+    a = np.array([[1.0, 2.0**-20]])
+    b = np.array([[1.0], [1.0]])
+    assert fpsim.matmul(a, b, preset="bf16-fp32acc")[0, 0] == 1.0 + 2.0**-20
+    with pytest.raises(ValueError, match="preset='fp8'"):
+        fpsim.matmul(a, b, preset="fp8")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(fmt="float16", order="zigzag"), "order='zigzag'"),
+    (dict(fmt="float16", accum="float16", order="blocked"), "block"),
+    (dict(fmt="float16", accum="float16", block=4), "block=4"),
+    (dict(fmt="float16", compensated=True), "compensated"),
+    (dict(fmt="float16", accum="float16", order="pairwise", compensated=True), "compensated"),
+    (dict(fmt="float16", accum="float64", rounding="rtz"), "rtz"),
+    (dict(fmt="float64", accum="float32"), "float64 output"),
+    (dict(), "fmt"),
+    (dict(fmt="float16", accum="float64x"), "float64x"),
+])
+def test_bad_models_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fpsim.matmul(np.ones((2, 2)), np.ones((2, 2)), **kwargs)
+
+
+def test_bad_operands_are_named():
+    with pytest.raises(ValueError, match=r"do not align"):
+        fpsim.matmul(np.ones((2, 3)), np.ones((2, 3)), "float16")
+    with pytest.raises(ValueError, match=r"operand b holds 0.1 at index \(1, 0\)"):
+        fpsim.matmul(np.ones((2, 2)), np.array([[1.0, 1.0], [0.1, 1.0]]), "float16")
+    with pytest.raises(ValueError, match="2-D"):
+        fpsim.matmul(np.ones(3), np.ones((3, 1)), "float16")
+    with pytest.raises(ValueError, match="1-D"):
+        fpsim.dot(np.ones((2, 2)), np.ones(2), "float16")
+    with pytest.raises(ValueError, match="could overflow"):
+        fpsim.matmul(np.full((1, 2), 2.0**500), np.full((2, 1), 2.0**500), "e10m10-nosub")
+
+
+def test_empty_inner_dimension_gives_zeros():
+    out = fpsim.matmul(np.zeros((2, 0)), np.zeros((0, 3)), "float16", accum="float16")
+    assert out.shape == (2, 3) and not np.signbit(out).any() and (out == 0).all()
