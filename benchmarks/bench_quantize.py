@@ -118,12 +118,15 @@ def main(argv=None) -> int:
     text = "\n".join(header + rows + footer)
     print(text)
     if args.write:
-        _replace_section(args.write, text, " ".join(["python benchmarks/bench_quantize.py"] + (argv or sys.argv[1:])))
+        replace_section(args.write, "bench_quantize", "Fake quantization (quantize)", text,
+                        " ".join(["python benchmarks/bench_quantize.py"] + (argv or sys.argv[1:])))
     return 0
 
 
-def _replace_section(path: str, body: str, command: str) -> None:
-    begin, end = "<!-- BEGIN bench_quantize -->", "<!-- END bench_quantize -->"
+def replace_section(path: str, name: str, title: str, body: str, command: str) -> None:
+    """Replace the ``<!-- BEGIN name -->`` .. ``<!-- END name -->`` block of the file at ``path``
+    with ``body`` and the command that produced it (appended under ``## title`` if absent)."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\nCommand: `{command}`\n\n{body}\n{end}"
     try:
         with open(path) as fh:
@@ -133,7 +136,7 @@ def _replace_section(path: str, body: str, command: str) -> None:
     if begin in doc and end in doc:
         doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end):]
     else:
-        doc = doc.rstrip("\n") + "\n\n## Fake quantization (quantize)\n\n" + block + "\n"
+        doc = doc.rstrip("\n") + f"\n\n## {title}\n\n" + block + "\n"
     with open(path, "w") as fh:
         fh.write(doc)
 

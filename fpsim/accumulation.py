@@ -80,14 +80,26 @@ def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
         raise ValueError(f"operand {name} must be {ndim}-D, got shape {arr.shape}")
     with np.errstate(invalid="ignore"):
         arr = np.ascontiguousarray(arr, dtype=np.float64)
-    back = quantize(arr, fmt, "rtz")
-    bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
-            | ((arr == 0) & (back == 0)))
-    if np.any(bad):
+    scan = kacc.scan_operand(arr, fmt.params("float64"))
+    if scan[0]:
+        back = quantize(arr, fmt, "rtz")
+        bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
+                | ((arr == 0) & (back == 0)))
         where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
         raise ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, which is "
                          f"not a value of the input format {fmt}: quantize it first")
-    return arr
+    return arr, _Scan(*scan)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scan:
+    """What one pass over an operand found (:func:`fpsim.kernels.accumulate.scan_operand`)."""
+
+    n_not_values: int
+    finite: bool
+    lowest: int  # every element a multiple of 2^lowest (9999: all zero)
+    max_abs: float
+    max_row_sum: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,20 +170,6 @@ def _model(fmt, accum, product, rounding, order, block, compensated, preset_name
                   bool(compensated), mode, policy, stream_key(seed, stream), srk)
 
 
-def _lowest_bit_exponent(x: np.ndarray) -> int | None:
-    """Smallest ``L`` with every finite element of ``x`` a multiple of ``2^L`` (None: all zero)."""
-    nz = x[(x != 0) & np.isfinite(x)]
-    if nz.size == 0:
-        return None
-    bits = nz.view(np.uint64)
-    field = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64)
-    frac = bits & np.uint64((1 << 52) - 1)
-    sig = np.where(field > 0, frac | np.uint64(1 << 52), frac)
-    low = sig & (~sig + np.uint64(1))  # lowest set bit of the significand
-    tz = np.frexp(low.astype(np.float64))[1] - 1  # exact: low is a power of two
-    return int(np.min(np.maximum(field, 1) - 1075 + tz))
-
-
 def _exact_in(bound: float, L: int, f: Format | None) -> bool:
     """Whether every multiple of ``2^L`` not above ``bound`` in magnitude is a value of ``f``
     (None: exact arithmetic, but BLAS computes in float64: float64's condition)."""
@@ -183,32 +181,26 @@ def _exact_in(bound: float, L: int, f: Format | None) -> bool:
     return bound < float(f.max) and (top > 1023 or bound < 2.0 ** top)
 
 
-def _blas_exact(A: np.ndarray, B: np.ndarray, m: _Model):
-    """The BLAS product when it provably equals the model, else None.
+def _blas_exact(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model):
+    """The exact ``A @ B`` from BLAS when the model provably equals it, else None.
 
     It does when every product and every partial sum, in any order, is exactly representable in
     the product format, the accumulator and float64 (float32 for sgemm): then every rounding of
     the model is exact and so is the BLAS sum, whatever order and FMA use it has. Sufficient
     condition checked here: all products are multiples of ``2^L`` (``L`` = lowest set bits of A
-    plus B's), their absolute sum is below ``2^(L + precision)`` and the format's max, and
-    ``2^L`` is not below its smallest positive value. Not taken for Kahan (its -0 rules differ
-    under rdn); zero results get the model's sign of zero afterwards.
+    plus B's), the largest row sum of ``|A|`` times ``max |B|`` bounds every partial sum, and it
+    is below ``2^(L + precision)`` and the format's max, with ``2^L`` not below the format's
+    smallest positive value. Not taken for Kahan (its -0 rules differ under rdn); zero results
+    get the model's sign of zero afterwards.
     """
-    if m.compensated or A.size == 0 or B.size == 0:
+    if m.compensated or A.size == 0 or B.size == 0 or not (sa.finite and sb.finite):
         return None
-    if not (np.isfinite(A).all() and np.isfinite(B).all()):
-        return None
-    K = A.shape[1]
-    La, Lb = _lowest_bit_exponent(A), _lowest_bit_exponent(B)
-    absA, absB = np.abs(A), np.abs(B)
-    if La is None or Lb is None:
+    if sa.lowest == 9999 or sb.lowest == 9999:  # a zero operand: every product is ±0
         C = np.zeros((A.shape[0], B.shape[1]))
     else:
-        L = La + Lb
-        # Sum of |products| of any output, bounded two ways; float64 row sums may round low by a
-        # relative K*2^-53 at most, covered by the factor.
-        bound = min(absA.sum(axis=1).max() * absB.max(), absB.sum(axis=0).max() * absA.max())
-        bound *= 1 + (K + 2) * 2.0 ** -52
+        L = sa.lowest + sb.lowest
+        # The float64 row sums may round low by a relative K*2^-53 at most: covered.
+        bound = sa.max_row_sum * sb.max_abs * (1 + (A.shape[1] + 2) * 2.0 ** -52)
         if not all(_exact_in(bound, L, f) for f in (m.product, m.accum, _FLOAT64)
                    if f is not None or m.acc_kind == kacc.ACC_EXACT):
             return None
@@ -218,6 +210,14 @@ def _blas_exact(A: np.ndarray, B: np.ndarray, m: _Model):
             C = A @ B
     kacc.fix_zero_signs(A, B, C, m.mode)
     return C
+
+
+def blas_exact(A, B, m: _Model):
+    """:func:`_blas_exact` for two float64 operands of the model's input format (tests and
+    benchmarks ask it whether the fast path applies)."""
+    A, sa = _operand(A, "a", m.inputs, 2)
+    B, sb = _operand(B, "b", m.inputs, 2)
+    return _blas_exact(A, B, sa, sb, m)
 
 
 def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequential",
@@ -246,15 +246,16 @@ def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequ
     """
     m = _model(fmt, accum, product, rounding, order, block, compensated, preset, inputs,
                overflow, seed, stream, sr_bits)
-    A = _operand(a, "a", m.inputs, 2)
-    B = _operand(b, "b", m.inputs, 2)
+    A, sa = _operand(a, "a", m.inputs, 2)
+    B, sb = _operand(b, "b", m.inputs, 2)
     if A.shape[1] != B.shape[0]:
         raise ValueError(f"shapes {A.shape} and {B.shape} do not align: a's columns ({A.shape[1]}) "
                          f"must equal b's rows ({B.shape[0]})")
-    return _matmul(A, B, m, fast)
+    return _matmul(A, B, sa, sb, m, fast)
 
 
-def _matmul(A: np.ndarray, B: np.ndarray, m: _Model, fast: bool) -> np.ndarray:
+def _matmul(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model,
+            fast: bool) -> np.ndarray:
     M, K = A.shape
     N = B.shape[1]
     out = np.empty((M, N), np.float64)
@@ -265,13 +266,12 @@ def _matmul(A: np.ndarray, B: np.ndarray, m: _Model, fast: bool) -> np.ndarray:
     PP = (m.product or m.fmt).params("float64")
     prod_kind = kacc.PROD_EXACT if m.product is None else kacc.PROD_FORMAT
     if fast:
-        C = _blas_exact(A, B, m)
+        C = _blas_exact(A, B, sa, sb, m)
         if C is not None:
-            kacc.round_outputs(C, out, PO, m.mode, m.policy, np.uint64(m.key), m.srk, 5 * K + 4,
-                               nchunk)
+            kacc.round_outputs(C, out, PO, m.mode, m.policy, np.uint64(m.key), m.srk, 5 * K + 4)
             return out
         if (m.acc_kind == kacc.ACC_FORMAT and m.order == kacc.ORDER_SEQUENTIAL
-                and not m.compensated and np.isfinite(A).all() and np.isfinite(B).all()):
+                and not m.compensated and sa.finite and sb.finite):
             kacc.matmul_sequential(A, B, out, prod_kind, PP, PA, PO, m.mode, m.policy,
                                    np.uint64(m.key), m.srk, nchunk)
             return out

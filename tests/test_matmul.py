@@ -108,7 +108,7 @@ def test_fast_path_equals_model_where_taken(model):
     A[0] = -0.0  # zero outputs: signs from the rule
     m = acc._model("float16", model.get("accum"), None, "rdn", model.get("order", "sequential"),
                    model.get("block"), False, None, None, "ieee", 0, 0, None)
-    assert acc._blas_exact(A, B, m) is not None
+    assert acc.blas_exact(A, B, m) is not None
     for rounding in ("rne", "rdn"):
         if rounding != "rne" and model.get("accum") == "float64":
             continue
@@ -122,14 +122,14 @@ def test_fast_path_refused_when_a_sum_is_inexact():
     B = fpsim.quantize(rng.standard_normal((64, 8)), "float16")
     m = acc._model("float16", "float16", None, "rne", "sequential", None, False, None, None,
                    "ieee", 0, 0, None)
-    assert acc._blas_exact(A, B, m) is None
+    assert acc.blas_exact(A, B, m) is None
     m32 = acc._model("float32", "float32", None, "rne", "sequential", None, False, None,
                      "float16", "ieee", 0, 0, None)
-    assert acc._blas_exact(A, B, m32) is None
+    assert acc.blas_exact(A, B, m32) is None
     # 2^-24 + 1 + ... : the lowest bit and the sum span more than float32's 24 bits.
-    A2 = np.array([[2.0**-24, 1.0, 1024.0]])
+    A2 = np.array([[2.0**-24, 1.0, 1024.0]])  # float16 values
     B2 = np.array([[1.0], [1.0], [1.0]])
-    assert acc._blas_exact(A2, B2, m32) is None
+    assert acc.blas_exact(A2, B2, m32) is None
 
 
 def test_parallel_kernel_equals_serial_twin():

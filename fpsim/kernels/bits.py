@@ -18,3 +18,4 @@ def bit_length(x):
             x >>= s
             n += s
     return n + (1 if x else 0)
+
