@@ -173,7 +173,13 @@ def _adjudicate(x: float, fmt: Format, kind: str, ours: int, theirs: int) -> str
 
 
 def main(argv=None) -> int:
-    """Command line: ``fpsim validate quantize [--formats ...] [--limit N]``."""
+    """Command line: ``fpsim validate quantize [--formats ...] [--limit N]`` or
+    ``fpsim validate arith [...]`` (:mod:`fpsim.validate_arith`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["arith"]:
+        from . import validate_arith
+
+        return validate_arith.main(argv[1:])
     parser = argparse.ArgumentParser(prog="fpsim validate", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     q = sub.add_parser("quantize", help="exhaustive float32 -> format conversions vs ml_dtypes/numpy")
@@ -182,6 +188,8 @@ def main(argv=None) -> int:
     q.add_argument("--limit", type=int, default=None,
                    help="check only the first N float32 bit patterns (default: all 2^32)")
     q.add_argument("--block", type=int, default=1 << 24, help="inputs per block (default: 2^24)")
+    sub.add_parser("arith", help="arithmetic vs SoftFloat and exhaustive small formats vs the "
+                   "exact reference (see fpsim validate arith --help)")
     args = parser.parse_args(argv)
     try:
         fmts = [_format(name) for name in args.formats.split(",") if name]

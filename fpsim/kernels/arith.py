@@ -151,8 +151,9 @@ def odd_bits(x, es):
 @njit(cache=True, inline="always")
 def special_value(x, P, overflow):
     """A special result (NaN, ±Inf, exact ±0 as float64) as a value of the format: NaN stays
-    NaN; Inf is kept, or ±max under saturation, or NaN; -0 becomes +0 without a negative zero."""
-    if np.isnan(x):
+    NaN; Inf is kept, or ±max under saturation, or NaN; -0 becomes +0 without a negative zero,
+    and zero NaN without a zero."""
+    if np.isnan(x) or (x == 0.0 and P.has_zero == 0):  # no zero (e8m0): NaN, as round_bits
         return bits_f64(_QNAN)
     s = _SIGN if np.signbit(x) else np.int64(0)
     if x == 0.0:
