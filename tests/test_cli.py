@@ -210,3 +210,19 @@ def test_validate_missing_module(capsys, monkeypatch):
     rc, out, err = run(capsys, "validate")
     assert rc == 2 and out == ""
     assert err.startswith("fpsim validate: error: ") and err.count("\n") == 1
+
+
+def test_validate_arith_reports_counts_and_time(capsys):
+    rc, out, err = run(capsys, "validate", "arith", "--cases", "300", "--formats", "float4_e2m1fn",
+                       "--ops", "mul,fma", "--modes", "rne,rto", "--jobs", "1")
+    assert rc == 0, out + err
+    lines = out.splitlines()
+    assert "SoftFloat float16 mul rne tininess=after: " in out
+    assert "exhaustive float4_e2m1fn fma rto: 4096 cases, 0 mismatches" in out
+    # 2 types x 2 ops x 1 IEEE mode x 2 tininess + 2 ops x 2 modes exhaustive
+    assert re.fullmatch(r"arith: 12 comparisons, \d+ cases, 0 mismatches, \d+ s", lines[-1])
+
+
+def test_validate_arith_rejects_unknown_op(capsys):
+    rc, out, err = run(capsys, "validate", "arith", "--ops", "pow")
+    assert rc == 2 and "unknown op 'pow'" in err
