@@ -131,8 +131,11 @@ def _readonly_flat(x: np.ndarray) -> np.ndarray:
 
 
 def _wide(fmt: Format) -> Format:
-    """``fmt``'s precision with float64's exponent range (tininess after rounding)."""
-    return Format(exp_bits=11, man_bits=fmt.man_bits)
+    """``fmt``'s precision with float64's exponent range, for tininess after rounding (only the
+    precision and the lower exponent limit matter). ``fn`` specials allow ``man_bits = 0``
+    (float8_e8m0fnu), which ``ieee`` forbids (no room for Inf and NaN codes); with fraction
+    bits ``fn`` would reach 2^1024, so ``ieee`` it is then."""
+    return Format(exp_bits=11, man_bits=fmt.man_bits, specials="ieee" if fmt.man_bits else "fn")
 
 
 def _doc(formula):

@@ -59,6 +59,10 @@ def _neg(x: float) -> bool:
 
 
 def _zero(neg: bool, fmt: Format) -> float:
+    """An exact zero result: ±0, or NaN in a format without zero (float8_e8m0fnu), as rounding
+    zero into it gives (reference.round_value); no flag is raised."""
+    if not fmt.zero:
+        return math.nan
     return -0.0 if (neg and fmt.has_negzero) else 0.0
 
 
@@ -91,7 +95,9 @@ def _sqrt(X: Fraction, fmt: Format) -> Fraction:
 def _tiny_after_rounding(X: Fraction, neg: bool, fmt: Format, mode: RoundMode, rnd: int,
                          k: int) -> bool:
     """Whether X rounded to the format's precision with an unbounded exponent is below min_normal."""
-    wide = Format(exp_bits=11, man_bits=fmt.man_bits)  # same precision, exponent range of float64
+    # Same precision, exponent range of float64 (fn: a format without fraction bits has no room
+    # for ieee's Inf and NaN codes; the top of the range does not matter here).
+    wide = Format(exp_bits=11, man_bits=fmt.man_bits, specials="ieee" if fmt.man_bits else "fn")
     y, _ = round_rational(X, neg, wide, mode, Overflow.IEEE, rnd, k)
     return abs(y) < fmt.min_normal
 

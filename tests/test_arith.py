@@ -136,3 +136,13 @@ def test_operand_checks_and_broadcasting():
     assert y.shape == (3, 3) and y.dtype == np.float64
     y, f = A.div(1.0, 0.0, "fp16", flags=True)
     assert y == math.inf and f == Flag.DIVBYZERO
+
+
+def test_format_without_zero_or_fraction_bits():
+    """float8_e8m0fnu (no zero, no fraction bits, unsigned): x - x is NaN, as rounding zero into
+    it is; every operand pair of sub agrees with the reference."""
+    y, f = A.sub(2.0**-3, 2.0**-3, "float8_e8m0fnu", flags=True)
+    assert math.isnan(y) and f == 0
+    assert A.add(2.0**-127, 2.0**-127, "float8_e8m0fnu") == 2.0**-126
+    res = VA.check_exhaustive("float8_e8m0fnu", "sub", "rne")
+    assert res.mismatches == 0, res.line()
