@@ -65,7 +65,10 @@ def preset(name: str) -> Preset:
 
 
 def _is_float64(f) -> bool:
-    return isinstance(f, str) and f.lower() in ("float64", "fp64", "double") or f == _FLOAT64
+    """Whether ``f`` (a name or a Format) is IEEE binary64."""
+    if isinstance(f, str):
+        return f.lower() in ("float64", "fp64", "double")
+    return isinstance(f, Format) and f == _FLOAT64  # (the name is not part of equality)
 
 
 def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
@@ -140,10 +143,10 @@ def _model(fmt, accum, product, rounding, order, block, compensated, preset_name
         acc_kind, acc = kacc.ACC_FORMAT, _format(accum)
         check_arith_format(acc)
     out = _FLOAT64 if _is_float64(fmt) else _format(fmt)
-    if out == _FLOAT64 and acc_kind != kacc.ACC_FLOAT64:
+    if _is_float64(out) and acc_kind != kacc.ACC_FLOAT64:
         raise ValueError("a float64 output needs accum='float64' (a narrower accumulator or an "
                          "exact sum is rounded into the output, which takes at most 26 bits)")
-    if out != _FLOAT64:
+    if not _is_float64(out):
         check_arith_format(out)
     ins = out if inputs is None else _format(inputs)
     check_arith_format(ins)
@@ -162,10 +165,9 @@ def _model(fmt, accum, product, rounding, order, block, compensated, preset_name
     if compensated and (acc_kind == kacc.ACC_EXACT or order != "sequential"):
         raise ValueError("compensated=True is Kahan summation of a sequential sum in an "
                          "accumulator format: it needs accum=<format> and order='sequential'")
-    rounded_into = [f for f in (acc, prod, out) if f is not None and f != _FLOAT64]
+    rounded_into = [f for f in (acc, prod, out) if f is not None and not _is_float64(f)]
     srk = arith_sr_bits(max(rounded_into, key=lambda f: f.man_bits), sr_bits) if rounded_into \
         else 1
-
     return _Model(out, ins, prod, acc, acc_kind, _ORDERS[order], int(block or 1),
                   bool(compensated), mode, policy, stream_key(seed, stream), srk)
 

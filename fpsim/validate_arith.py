@@ -22,6 +22,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import math
+import multiprocessing
 import time
 
 import numpy as np
@@ -239,11 +240,19 @@ def main(argv=None) -> int:
                 tasks.append(("exhaustive", (name, op, mode)))
     t0 = time.perf_counter()
     total = bad = 0
-    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for res in pool.map(_run, tasks):
-            print(res.line(), flush=True)
-            total += res.cases
-            bad += res.mismatches
+    if args.jobs <= 1:
+        results = map(_run, tasks)
+    else:
+        # spawn, not fork: forking a process whose Numba thread pool is running kills workers
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_run, tasks)
+    for res in results:
+        print(res.line(), flush=True)
+        total += res.cases
+        bad += res.mismatches
+    if args.jobs > 1:
+        pool.shutdown()
     print(f"arith: {len(tasks)} comparisons, {total} cases, {bad} mismatches, "
           f"{time.perf_counter() - t0:.0f} s")
     return 1 if bad else 0
