@@ -22,8 +22,7 @@ import dataclasses
 import numpy as np
 
 from . import backend
-from .arith import arith_sr_bits, check_arith_format
-from .convert import quantize
+from .arith import arith_sr_bits, check_arith_format, first_non_value
 from .format import Format
 from .formats import format as _format
 from .kernels import accumulate as kacc
@@ -85,10 +84,7 @@ def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
         arr = np.ascontiguousarray(arr, dtype=np.float64)
     scan = kacc.scan_operand(arr, fmt.params("float64"))
     if scan[0]:
-        back = quantize(arr, fmt, "rtz")
-        bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
-                | ((arr == 0) & (back == 0)))
-        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
+        where = first_non_value(arr, fmt)
         raise ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, which is "
                          f"not a value of the input format {fmt}: quantize it first")
     return arr, _Scan(*scan)

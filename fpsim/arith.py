@@ -51,16 +51,25 @@ def _operands(args):
     return np.broadcast_arrays(*arrs)
 
 
+def first_non_value(arr: np.ndarray, fmt: Format) -> tuple[int, ...] | None:
+    """Index of the first element of the float64 array ``arr`` that is not a value of ``fmt``
+    (NaN counts as one; ±0 when the format rounds it to zero), or None. For error messages: the
+    kernels make the same check in their own pass."""
+    back = quantize(arr, fmt, "rtz")
+    bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
+            | ((arr == 0) & (back == 0)))
+    if not np.any(bad):
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
+
+
 def _not_a_value(raw, fmt):
     """The ValueError naming the first operand that holds a non-value of ``fmt`` and where (an
     index in the operand's own shape)."""
     for name, x in zip(_NAMES, raw):
         arr = _operands([x])[0]
-        back = quantize(arr, fmt, "rtz")
-        bad = ~((back.view(np.uint64) == arr.view(np.uint64)) | np.isnan(arr)
-                | ((arr == 0) & (back == 0)))
-        if np.any(bad):
-            where = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
+        where = first_non_value(arr, fmt)
+        if where is not None:
             return ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, "
                               f"which is not a value of {fmt}: quantize it first")
     raise AssertionError("the kernel flagged an operand that is a value of the format")
