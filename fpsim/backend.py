@@ -68,11 +68,13 @@ def quantize(x: np.ndarray, fmt: Format, mode: int, overflow: int, key: int, srk
             f"{carrier} carrier of this call), got {out.dtype} {out.shape}"
             + ("" if out.flags.c_contiguous else " non-contiguous")
             + ("" if out.flags.writeable else " read-only"))
-    k = nchunks(x.size)
+    serial = x.size < config.SERIAL_BELOW
+    k = 1 if serial else nchunks(x.size)
     counts = np.zeros((k, 5), np.int64)
     hist = np.zeros((k, STATS_LEN if want_stats else 0), np.int64)
     P = fmt.params(carrier)
-    cpu.QUANTIZE[mode](_bits(x), _bits(out), P, overflow, np.uint64(key), srk, counts, hist)
+    drivers = cpu.QUANTIZE_SERIAL if serial else cpu.QUANTIZE
+    drivers[mode](_bits(x), _bits(out), P, overflow, np.uint64(key), srk, counts, hist)
     stats = Stats.from_kernel(x.size, counts, hist, P) if want_stats else None
     return out, stats
 

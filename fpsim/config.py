@@ -4,3 +4,6 @@
 CHUNKS_PER_THREAD = 4
 #: Smallest number of elements per chunk (below this, fewer chunks are used).
 MIN_CHUNK = 1 << 14
+#: Arrays with fewer elements are quantized by the serial driver (no thread pool: see
+#: kernels/cpu.py, the serial twins).
+SERIAL_BELOW = 1 << 16

@@ -256,7 +256,7 @@ class Format:
             nan = 1
         return total - nan
 
-    @property
+    @functools.cached_property  # asked on every quantize call (a cast site makes dozens a step)
     def fits_float32(self) -> bool:
         """Whether a float32 carrier serves the format: every value is a float32 value and every
         normal number a float32 normal number."""

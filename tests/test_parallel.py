@@ -32,6 +32,25 @@ def _many_chunks(fn, monkeypatch):
         return fn()
 
 
+def _serial_driver(fn, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(config, "SERIAL_BELOW", 1 << 62)  # the non-parallel twin driver
+        return fn()
+
+
+def test_quantize_serial_driver_equals_parallel(monkeypatch):
+    """The serial drivers used for small arrays (training-step casts) equal the parallel ones;
+    they inline the same _quantize, so two modes (one deterministic, one random) on the float32
+    carrier of training cover them."""
+    x = random_values("float32", 200_001, seed=8)
+    for mode in ("rne", "sr"):
+        run = lambda: fpsim.quantize(x, "e5m2", mode, seed=3, stats=True)  # noqa: E731
+        (y, st) = run()
+        y1, st1 = _serial_driver(run, monkeypatch)
+        assert np.array_equal(y.view(np.uint8), y1.view(np.uint8)), mode
+        assert st == st1, mode
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_quantize_parallel_equals_serial(dtype, monkeypatch):
     x = random_values(dtype, 200_001, seed=8)

@@ -11,6 +11,7 @@ so histograms of any carrier and any format can be added.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 K_MIN = -1074
 K_MAX = 1023
@@ -33,17 +34,35 @@ def fold(rows: np.ndarray, P) -> tuple[np.ndarray, int, int, int]:
     ``P`` is the carrier's :class:`~fpsim.format.KernelParams` (it says how exponent fields map
     to binades).
     """
-    h = rows.sum(axis=0)
-    fields = h[:SUB0].reshape(4, EXP_BINS).sum(axis=0)
-    sub = h[SUB0:NAN_BIN]
-    nans = int(h[NAN_BIN])
     exp_hist = np.zeros(N_BINADES, np.int64)
-    # Normal carrier binades: field be holds 2^(be - cbias) <= |x| < 2^(be - cbias + 1).
-    be = np.arange(1, P.cexp_max)
-    exp_hist[be - P.cbias - K_MIN] += fields[1:P.cexp_max]
-    # Carrier subnormals with an n-bit fraction: 2^(1 - cbias - cm + n - 1) <= |x|.
-    n = np.arange(1, P.cm + 1)
-    exp_hist[(1 - P.cbias - P.cm) + n - 1 - K_MIN] += sub[1:P.cm + 1]
-    zeros = int(fields[0] - sub.sum())
-    infs = int(fields[P.cexp_max] - nans)
-    return exp_hist, zeros, infs, nans
+    extra = np.zeros(3, np.int64)
+    _fold(rows, int(P.cbias), int(P.cexp_max), int(P.cm), exp_hist, extra)
+    return exp_hist, int(extra[0]), int(extra[1]), int(extra[2])
+
+
+@njit(cache=True)
+def _fold(rows, cbias, cexp_max, cm, exp_hist, extra):
+    """Jitted body of :func:`fold` (the numpy version cost 14 us a call, a training step's
+    casts make dozens of calls); ``extra`` receives (zeros, infs, nans)."""
+    nans = 0
+    field0 = 0
+    field_max = 0
+    sub_total = 0
+    for c in range(rows.shape[0]):
+        row = rows[c]
+        nans += row[NAN_BIN]
+        for q in range(4):
+            base = q * EXP_BINS
+            field0 += row[base]
+            field_max += row[base + cexp_max]
+            # Normal carrier binades: field be holds 2^(be - cbias) <= |x| < 2^(be - cbias + 1).
+            for be in range(1, cexp_max):
+                exp_hist[be - cbias - K_MIN] += row[base + be]
+        # Carrier subnormals with an n-bit fraction: 2^(1 - cbias - cm + n - 1) <= |x|.
+        for n in range(1, cm + 1):
+            exp_hist[(1 - cbias - cm) + n - 1 - K_MIN] += row[SUB0 + n]
+        for n in range(SUB_BINS):
+            sub_total += row[SUB0 + n]
+    extra[0] = field0 - sub_total
+    extra[1] = field_max - nans
+    extra[2] = nans
