@@ -68,8 +68,11 @@ class Stats:
     def __add__(self, other: "Stats") -> "Stats":
         if not isinstance(other, Stats):
             return NotImplemented
-        return Stats(**{f.name: getattr(self, f.name) + getattr(other, f.name)
-                        for f in dataclasses.fields(self)})
+        return Stats(self.total + other.total, self.underflow + other.underflow,
+                     self.subnormal + other.subnormal, self.overflow + other.overflow,
+                     self.nan + other.nan, self.inexact + other.inexact,
+                     self.exp_hist + other.exp_hist, self.hist_zero + other.hist_zero,
+                     self.hist_inf + other.hist_inf, self.hist_nan + other.hist_nan)
 
     def __radd__(self, other):
         if other == 0:  # sum([...]) starts from 0
@@ -98,3 +101,108 @@ class Stats:
         return (f"Stats(total={self.total}, underflow={self.underflow}, subnormal={self.subnormal}, "
                 f"overflow={self.overflow}, nan={self.nan}, inexact={self.inexact}, "
                 f"zeros={self.hist_zero}, infs={self.hist_inf}, nans={self.hist_nan})")
+
+
+# -- recorders: the side channel from cast sites to whoever listens ------------------------------
+
+#: Roles of cast sites (what a rounded value is).
+ROLES = ("input", "activation", "activation-grad", "weight", "weight-grad", "optimizer-state")
+#: Roles whose values are gradients (their underflow is gradient underflow).
+GRAD_ROLES = ("activation-grad", "weight-grad")
+
+_active: list["Recorder"] = []
+
+
+def wants_stats() -> bool:
+    """True when some recorder is listening (cast sites then ask the kernel for Stats)."""
+    return bool(_active)
+
+
+def emit(site: str, role: str, direction: str, stats: Stats) -> None:
+    """Hand one rounding's Stats to every active recorder; does nothing when none is active.
+
+    Args:
+        site: the cast site's name (a module path such as ``"layers.0"``, ``"layers.0.weight"``).
+        role: one of :data:`ROLES`.
+        direction: ``"forward"`` or ``"backward"``.
+    """
+    for r in _active:
+        r.add(site, role, direction, stats)
+
+
+class recording:
+    """Context manager that makes ``recorder`` active: ``with recording(rec): ...``."""
+
+    def __init__(self, recorder: "Recorder"):
+        self.recorder = recorder
+
+    def __enter__(self):
+        _active.append(self.recorder)
+        return self.recorder
+
+    def __exit__(self, *exc):
+        _active.remove(self.recorder)
+
+
+@dataclasses.dataclass
+class StepSummary:
+    """Everything the cast sites reported during one training step.
+
+    Attributes:
+        step: the step number.
+        sites: ``(site, role, direction) -> Stats`` summed over the step's roundings.
+    """
+
+    step: int
+    sites: dict
+
+    def rows(self):
+        """``(site, role, direction, Stats)`` in a stable order (sorted by key)."""
+        return [(*k, self.sites[k]) for k in sorted(self.sites)]
+
+    def total(self, roles=GRAD_ROLES) -> Stats:
+        """Sum of the Stats of every site with one of ``roles``."""
+        return sum((s for (_, role, _), s in self.sites.items() if role in roles), Stats())
+
+    def grad_underflow_rate(self) -> float:
+        """Fraction of non-zero finite gradient values (both gradient roles) flushed to zero."""
+        t = self.total()
+        live = t.total - t.hist_zero - t.hist_inf - t.hist_nan
+        return t.underflow / live if live else 0.0
+
+    def nonfinite(self, roles=GRAD_ROLES) -> int:
+        """Number of gradient values that are Inf or NaN after rounding (overflow or NaN
+        produced, or non-finite inputs)."""
+        t = self.total(roles)
+        return t.overflow + t.nan + t.hist_inf + t.hist_nan
+
+
+class Recorder:
+    """Collects the Stats of each cast site per step.
+
+    Use: ``rec = Recorder(); with recording(rec): ... rec.end_step()`` — every ``emit`` between
+    two :meth:`end_step` calls belongs to step ``rec.step``.
+
+    Args:
+        keep: keep every :class:`StepSummary` in :attr:`history` (else only the last).
+    """
+
+    def __init__(self, keep: bool = True):
+        self.step = 0
+        self.keep = keep
+        self.history: list[StepSummary] = []
+        self._current: dict = {}
+
+    def add(self, site, role, direction, stats):
+        key = (site, role, direction)
+        old = self._current.get(key)
+        self._current[key] = stats if old is None else old + stats
+
+    def end_step(self) -> StepSummary:
+        """Close the current step: returns its summary and starts step ``step + 1``."""
+        summary = StepSummary(self.step, self._current)
+        if self.keep:
+            self.history.append(summary)
+        self._current = {}
+        self.step += 1
+        return summary

@@ -1,0 +1,39 @@
+"""Multi-layer perceptron: flatten, hidden Linear + activation layers, output Linear."""
+
+import math
+
+from fpsim import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class MLP(nn.Module):
+    """``Flatten -> [Linear -> act] * len(hidden) -> Linear``; layers named ``net.0``, ...
+
+    Args:
+        in_features: flattened input size; out_features: classes or targets.
+        hidden: widths of the hidden layers; activation: a key of :data:`ACTIVATIONS`.
+        seed: initialization seed (layer i uses ``seed + i``).
+    """
+
+    def __init__(self, in_features, out_features, hidden=(128, 128), activation="relu", seed=0):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        layers, width = [nn.Flatten()], in_features
+        for i, h in enumerate(hidden):
+            layers += [nn.Linear(width, h, rng=seed + i), ACTIVATIONS[activation]()]
+            width = h
+        layers.append(nn.Linear(width, out_features, rng=seed + len(hidden)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def build(config: dict) -> MLP:
+    """Config keys: ``input_shape``, ``num_classes`` (from the dataset), ``hidden`` (list of
+    widths, default [128, 128]), ``activation`` (default relu), ``seed``."""
+    return MLP(math.prod(config["input_shape"]), config["num_classes"],
+               tuple(config.get("hidden", (128, 128))), config.get("activation", "relu"),
+               config.get("seed", 0))
