@@ -5,6 +5,7 @@ Subcommands::
     fpsim formats [NAMES...] [--json]       properties of named formats, aliases or specs
     fpsim quantize VALUES... --format F     round a few values, show code bits and events
     fpsim validate ...                      forwarded to ``fpsim.validate.main``
+    fpsim train [--model M --policy P ...]  train with run records (see fpsim.cli_train)
 
 Every error caused by the input (unknown format, bad rounding name, unparsable value) is one line
 on stderr and exit status 2, never a traceback.
@@ -22,6 +23,7 @@ import sys
 
 import numpy as np
 
+from . import cli_train
 from .convert import encode, quantize
 from .format import Format
 from .formats import NAMED
@@ -309,6 +311,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
 
     sub.add_parser("validate", help="run the validation suite (arguments are forwarded)",
                    add_help=False)
+    cli_train.add_parser(sub)
     return parser, sub.choices
 
 

@@ -1,0 +1,98 @@
+"""``fpsim train``: the training loop from the command line (TOML config and/or flags)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+
+#: Flags that map one to one onto TrainConfig fields (flag name with - for _).
+_FIELDS = ("model", "dataset", "policy", "optimizer", "lr", "momentum", "weight_decay",
+           "schedule", "epochs", "batch_size", "seed", "hist_every", "checkpoint_every", "name")
+
+
+def add_parser(sub) -> None:
+    """Register the ``train`` subcommand on the argparse sub-parsers ``sub``."""
+    p = sub.add_parser(
+        "train", help="train a model under a precision policy, recording the run in SQLite",
+        description="Train a model from the zoo on a dataset under a precision policy. Every step "
+                    "(metrics, per-site event counts, histograms every K steps) and a checkpoint "
+                    "are committed to the SQLite database --db; an interrupted run (Ctrl-C, "
+                    "SIGTERM, or a crash) resumes bit-identically with --resume. Flags override "
+                    "the --config file. Fields left unset take the defaults of the model/dataset "
+                    "pair (see docs/training.md).")
+    p.add_argument("--config", metavar="TOML", help="TOML file of TrainConfig fields "
+                   "(tables: policy, model_config, dataset_options)")
+    p.add_argument("--model", help="mlp (default), cnn, resnet, transformer")
+    p.add_argument("--dataset", help="digits (default), mnist1d, synthetic-classification, "
+                   "synthetic-regression, mnist, cifar10")
+    p.add_argument("--data-path", help="directory of the files of the mnist / cifar10 loaders")
+    p.add_argument("--policy", help="fp32 (default), mixed_fp16, mixed_bf16, fp8_e4m3_e5m2")
+    p.add_argument("--optimizer", help="sgd, adam or adamw")
+    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", help="constant or cosine")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--hist-every", type=int, help="histograms every K steps (default 50, 0: never)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every K steps (default 100)")
+    p.add_argument("--name", help="label of the run")
+    p.add_argument("--no-instrument", action="store_true", help="no per-site event counts")
+    p.add_argument("--db", default="runs.sqlite", help="run-record database (default runs.sqlite)")
+    p.add_argument("--resume", nargs="?", const=True, type=int, metavar="RUN_ID",
+                   help="continue run RUN_ID (default: the newest unfinished run) from its checkpoint")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def config_from_args(args) -> dict:
+    """TrainConfig fields from the --config file overlaid with the given flags."""
+    cfg = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as f:
+                cfg = tomllib.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"config file {args.config} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config file {args.config} is not valid TOML: {e}") from None
+    for field in _FIELDS:
+        v = getattr(args, field)
+        if v is not None:
+            cfg[field] = v
+    if args.data_path:
+        cfg.setdefault("dataset_options", {})["path"] = args.data_path
+    if args.no_instrument:
+        cfg["instrument"] = False
+    return cfg
+
+
+def run(args) -> int:
+    """Handler of ``fpsim train``: 0 when the run finished, 130 when it was interrupted, 2 for
+    bad input (one line on stderr)."""
+    from .records import RecordError
+    from .train import train
+    try:
+        cfg = config_from_args(args)
+        summary = train(None if args.resume else cfg, db=args.db, resume=args.resume,
+                        progress=not (args.no_progress or args.json) and sys.stderr.isatty())
+    except (ValueError, TypeError, FileNotFoundError, RecordError) as e:
+        print(f"fpsim train: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        acc = summary["test_accuracy"]
+        print(f"run {summary['run_id']} {summary['status']} in {summary['seconds']:.1f} s: "
+              f"{summary['steps']} steps, test accuracy "
+              f"{'n/a' if acc is None else f'{acc:.4f}'}, final loss {summary['final_loss']}, "
+              f"skipped steps {summary['skipped_steps']}, gradient underflow rate "
+              f"{summary['grad_underflow_rate']} (db {summary['db']})")
+    if summary["status"] == "interrupted":
+        print(f"fpsim train: interrupted at step {summary['steps']}; continue with "
+              f"fpsim train --resume {summary['run_id']} --db {summary['db']}", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,254 @@
+"""Run records in SQLite: one database per study, written transactionally.
+
+Tables (schema version :data:`SCHEMA`):
+
+- ``meta``: ``app = fpsim``, ``schema`` — how a database is recognized as ours.
+- ``runs``: one row per run: config (JSON), seed, library versions, status
+  (``running`` / ``interrupted`` / ``finished`` / ``failed``), times, summary (JSON).
+- ``steps``: per training step: loss, batch accuracy, learning rate, loss scale, skipped,
+  gradient underflow rate, non-finite gradient count, wall time.
+- ``site_events``: per step and cast site (site, role, direction): the event counts of
+  :class:`~fpsim.instrument.Stats`.
+- ``histograms``: every K steps, per site: the input exponent histogram (int64 counts of the
+  binades ``k_min ..``, plus zero / Inf / NaN counts).
+- ``epochs``: per epoch: train loss/accuracy, test loss/accuracy.
+- ``checkpoints``: the latest checkpoint of each run (an ``.npz`` blob of model, optimizer and
+  loop state), the point ``--resume`` continues from.
+
+A run's rows are committed together with its checkpoint, so after any interruption the
+database holds a consistent prefix of the run; :meth:`RunDB.truncate` drops rows beyond the
+checkpoint before a resumed run recomputes them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import sqlite3
+
+import numpy as np
+
+SCHEMA = 1
+_HEADER = b"SQLite format 3\x00"
+
+_TABLES = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT, config TEXT NOT NULL, seed INTEGER,
+    versions TEXT, status TEXT NOT NULL, created TEXT, finished TEXT, summary TEXT);
+CREATE TABLE steps (run_id INTEGER, step INTEGER, epoch INTEGER, loss REAL, accuracy REAL,
+    lr REAL, loss_scale REAL, skipped INTEGER, grad_underflow_rate REAL, nonfinite INTEGER,
+    seconds REAL, PRIMARY KEY (run_id, step));
+CREATE TABLE site_events (run_id INTEGER, step INTEGER, site TEXT, role TEXT, direction TEXT,
+    total INTEGER, underflow INTEGER, subnormal INTEGER, overflow INTEGER, nan INTEGER,
+    inexact INTEGER, zeros INTEGER, PRIMARY KEY (run_id, step, site, role, direction));
+CREATE TABLE histograms (run_id INTEGER, step INTEGER, site TEXT, role TEXT, direction TEXT,
+    k_min INTEGER, counts BLOB, zeros INTEGER, infs INTEGER, nans INTEGER,
+    PRIMARY KEY (run_id, step, site, role, direction));
+CREATE TABLE epochs (run_id INTEGER, epoch INTEGER, step INTEGER, train_loss REAL,
+    train_accuracy REAL, test_loss REAL, test_accuracy REAL, seconds REAL,
+    PRIMARY KEY (run_id, epoch));
+CREATE TABLE checkpoints (run_id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER,
+    created TEXT, state BLOB);
+"""
+_STEP_TABLES = ("steps", "site_events", "histograms")
+
+
+class RecordError(ValueError):
+    """A database that is not an fpsim run record (foreign, corrupt, newer schema) or a run
+    that does not exist."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_existing(path: str) -> None:
+    """Raise RecordError unless ``path`` is an fpsim database; never writes to it."""
+    with open(path, "rb") as f:
+        head = f.read(len(_HEADER))
+    if head != _HEADER:
+        raise RecordError(f"{path} is not an SQLite database (corrupt or foreign file); "
+                          "choose another --db")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            meta = dict(con.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+            con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise RecordError(f"{path} is a damaged SQLite database ({e}); choose another --db") from e
+    if meta.get("app") != "fpsim":
+        raise RecordError(f"{path} is an SQLite database of another application (tables: "
+                          f"{', '.join(sorted(tables)) or 'none'}); fpsim will not write to it")
+    if int(meta.get("schema", -1)) > SCHEMA:
+        raise RecordError(f"{path} has run-record schema {meta['schema']}, newer than this "
+                          f"fpsim's {SCHEMA}; upgrade fpsim")
+
+
+class RunDB:
+    """An fpsim run-record database (created if ``path`` does not exist or is empty).
+
+    Raises:
+        RecordError: ``path`` exists but is not an fpsim database; the file is left untouched.
+    """
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        if not fresh:
+            _check_existing(self.path)
+        self.con = sqlite3.connect(self.path)
+        self.con.execute("PRAGMA journal_mode=WAL")  # readers (reports) while a run writes
+        self.con.execute("PRAGMA synchronous=NORMAL")
+        if fresh:
+            with self.con:
+                self.con.executescript(_TABLES)
+                self.con.executemany("INSERT INTO meta VALUES (?, ?)",
+                                     [("app", "fpsim"), ("schema", str(SCHEMA))])
+
+    def close(self):
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- runs --------------------------------------------------------------------------------
+    def new_run(self, name: str, config: dict, seed: int, versions: dict) -> int:
+        """Insert a run (status ``running``) and commit; returns its id."""
+        with self.con:
+            cur = self.con.execute(
+                "INSERT INTO runs (name, config, seed, versions, status, created) "
+                "VALUES (?, ?, ?, ?, 'running', ?)",
+                (name, json.dumps(config, sort_keys=True), seed, json.dumps(versions), _now()))
+        return cur.lastrowid
+
+    def run(self, run_id: int) -> dict:
+        """The run's row as a dict (config and summary decoded)."""
+        row = self.con.execute("SELECT id, name, config, seed, versions, status, created, finished, "
+                               "summary FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RecordError(f"no run {run_id} in {self.path}")
+        keys = ("id", "name", "config", "seed", "versions", "status", "created", "finished", "summary")
+        d = dict(zip(keys, row))
+        for k in ("config", "versions", "summary"):
+            d[k] = json.loads(d[k]) if d[k] else None
+        return d
+
+    def runs(self) -> list[dict]:
+        """Every run, oldest first."""
+        return [self.run(r[0]) for r in self.con.execute("SELECT id FROM runs ORDER BY id")]
+
+    def latest_unfinished(self) -> int:
+        """Id of the newest run that did not finish."""
+        row = self.con.execute("SELECT id FROM runs WHERE status != 'finished' ORDER BY id DESC "
+                               "LIMIT 1").fetchone()
+        if row is None:
+            raise RecordError(f"no unfinished run to resume in {self.path}")
+        return row[0]
+
+    def set_status(self, run_id: int, status: str, summary: dict | None = None) -> None:
+        """Set a run's status (and summary), committing everything written so far."""
+        with self.con:
+            self.con.execute("UPDATE runs SET status = ?, summary = COALESCE(?, summary), "
+                             "finished = ? WHERE id = ?",
+                             (status, None if summary is None else json.dumps(summary),
+                              _now() if status == "finished" else None, run_id))
+
+    # -- per-step rows (committed by checkpoint / commit) ---------------------------------------
+    def add_step(self, run_id: int, step: int, epoch: int, metrics: dict, summary) -> None:
+        """Queue one step's metrics and per-site events (committed by the next :meth:`commit`
+        or :meth:`checkpoint`)."""
+        self.con.execute(
+            "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, step, epoch, metrics["loss"], metrics["accuracy"], metrics["lr"],
+             metrics["loss_scale"], int(metrics["skipped"]), metrics["grad_underflow_rate"],
+             metrics["nonfinite"], metrics["seconds"]))
+        if summary is not None:
+            self.con.executemany(
+                "INSERT INTO site_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, step, site, role, d, s.total, s.underflow, s.subnormal, s.overflow,
+                  s.nan, s.inexact, s.hist_zero) for site, role, d, s in summary.rows()])
+
+    def add_histograms(self, run_id: int, step: int, summary) -> None:
+        """Queue the exponent histograms of every site of one step."""
+        rows = []
+        for site, role, d, s in summary.rows():
+            k, counts = s.binades()
+            rows.append((run_id, step, site, role, d, int(k[0]) if k.size else 0,
+                         counts.astype("<i8").tobytes(), s.hist_zero, s.hist_inf, s.hist_nan))
+        self.con.executemany("INSERT INTO histograms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def add_epoch(self, run_id: int, epoch: int, step: int, row: dict) -> None:
+        """Queue one epoch's evaluation."""
+        self.con.execute("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (run_id, epoch, step, row["train_loss"], row["train_accuracy"],
+                          row["test_loss"], row["test_accuracy"], row["seconds"]))
+
+    def commit(self) -> None:
+        self.con.commit()
+
+    def checkpoint(self, run_id: int, step: int, epoch: int, state: dict) -> None:
+        """Replace the run's checkpoint with ``state`` (flat dict of arrays) at ``step`` and
+        commit it together with every queued row."""
+        buf = io.BytesIO()
+        np.savez(buf, **state)
+        self.con.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
+                         (run_id, step, epoch, _now(), buf.getvalue()))
+        self.con.commit()
+
+    def load_checkpoint(self, run_id: int) -> tuple[int, dict] | None:
+        """``(step, state)`` of the run's checkpoint, or None."""
+        row = self.con.execute("SELECT step, state FROM checkpoints WHERE run_id = ?",
+                               (run_id,)).fetchone()
+        if row is None:
+            return None
+        with np.load(io.BytesIO(row[1])) as z:
+            return row[0], {k: z[k] for k in z.files}
+
+    def truncate(self, run_id: int, step: int) -> None:
+        """Delete the run's step rows from ``step`` on and epochs that ended there or later
+        (rows a resumed run will write again)."""
+        with self.con:
+            for t in _STEP_TABLES:
+                self.con.execute(f"DELETE FROM {t} WHERE run_id = ? AND step >= ?", (run_id, step))
+            self.con.execute("DELETE FROM epochs WHERE run_id = ? AND step > ?", (run_id, step))
+
+    # -- reading --------------------------------------------------------------------------------
+    def steps(self, run_id: int) -> dict[str, np.ndarray]:
+        """The run's per-step metrics as columns."""
+        cur = self.con.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY step", (run_id,))
+        cols = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        return {c: np.array([r[i] for r in rows]) for i, c in enumerate(cols)}
+
+    def epochs(self, run_id: int) -> list[dict]:
+        """The run's per-epoch evaluations."""
+        cur = self.con.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def site_events(self, run_id: int) -> list[dict]:
+        """The run's per-step, per-site event counts."""
+        cur = self.con.execute("SELECT * FROM site_events WHERE run_id = ? ORDER BY step, site, "
+                               "role, direction", (run_id,))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def histograms(self, run_id: int) -> list[dict]:
+        """The run's recorded histograms, ``counts`` decoded to int64 arrays."""
+        cur = self.con.execute("SELECT * FROM histograms WHERE run_id = ? ORDER BY step, site, "
+                               "role, direction", (run_id,))
+        cols = [d[0] for d in cur.description]
+        out = []
+        for r in cur.fetchall():
+            d = dict(zip(cols, r))
+            d["counts"] = np.frombuffer(d["counts"], "<i8").copy()
+            out.append(d)
+        return out
