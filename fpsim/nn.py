@@ -108,9 +108,11 @@ class Module:
 
     def named_parameters(self, prefix: str = ""):
         """``(dotted name, Parameter)`` for every parameter, depth first in definition order."""
+        seen = set()  # a parameter shared by two modules is listed once, under its first name
         for mname, m in self.named_modules(prefix):
             for name, v in vars(m).items():
-                if isinstance(v, Parameter):
+                if isinstance(v, Parameter) and id(v) not in seen:
+                    seen.add(id(v))
                     yield (f"{mname}.{name}" if mname else name), v
 
     def parameters(self) -> list[Parameter]:
@@ -285,6 +287,8 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int = 0):
         super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p, self.seed = p, seed
         self.register_buffer("calls", np.zeros((), np.int64))
 

@@ -28,6 +28,10 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got no parameters")
+        names = [n for n, _ in self.params]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"optimizer got parameters with the same name: {dup}")
         if not lr > 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
         self.base_lr = float(lr)
@@ -47,6 +51,9 @@ class Optimizer:
         self.t += 1
         for name, p in self.params:
             if p.grad is not None:
+                if p.grad.shape != p.data.shape:
+                    raise ValueError(f"gradient of {name!r} has shape {p.grad.shape}, the "
+                                     f"parameter {p.data.shape}")
                 self._update(name, p, p.grad.astype(p.data.dtype, copy=False), lr)
 
     def _buffer(self, name, key, like):
@@ -73,6 +80,12 @@ class Optimizer:
         """Restore :meth:`state_dict` output (parameter names must match)."""
         if set(sd["state"]) != set(self.state):
             raise ValueError("optimizer state names do not match the parameters")
+        shapes = {n: p.data.shape for n, p in self.params}
+        for n, st in sd["state"].items():
+            for k, v in st.items():
+                if np.shape(v) != shapes[n]:
+                    raise ValueError(f"optimizer state {n!r}/{k!r} has shape {np.shape(v)}, "
+                                     f"the parameter {shapes[n]}")
         self.t = int(sd["t"])
         self.state = {n: {k: np.array(v) for k, v in st.items()} for n, st in sd["state"].items()}
 
