@@ -118,16 +118,18 @@ def wants_stats() -> bool:
     return bool(_active)
 
 
-def emit(site: str, role: str, direction: str, stats: Stats) -> None:
+def emit(site: str, role: str, direction: str, stats: Stats, scale: float | None = None) -> None:
     """Hand one rounding's Stats to every active recorder; does nothing when none is active.
 
     Args:
         site: the cast site's name (a module path such as ``"layers.0"``, ``"layers.0.weight"``).
         role: one of :data:`ROLES`.
         direction: ``"forward"`` or ``"backward"``.
+        scale: the loss scale the rounded values carry (gradients under loss scaling), if known;
+            the histogram of the unscaled values is the recorded one shifted by -log2(scale).
     """
     for r in _active:
-        r.add(site, role, direction, stats)
+        r.add(site, role, direction, stats, scale)
 
 
 class recording:
@@ -155,10 +157,16 @@ class StepSummary:
 
     step: int
     sites: dict
+    #: ``(site, role, direction) -> scale`` of the values rounded there (only where known).
+    scales: dict = dataclasses.field(default_factory=dict)
 
     def rows(self):
         """``(site, role, direction, Stats)`` in a stable order (sorted by key)."""
         return [(*k, self.sites[k]) for k in sorted(self.sites)]
+
+    def scale(self, site: str, role: str, direction: str) -> float | None:
+        """The scale recorded with a site's values (None if unknown)."""
+        return self.scales.get((site, role, direction))
 
     def total(self, roles=GRAD_ROLES) -> Stats:
         """Sum of the Stats of every site with one of ``roles``."""
@@ -192,17 +200,20 @@ class Recorder:
         self.keep = keep
         self.history: list[StepSummary] = []
         self._current: dict = {}
+        self._scales: dict = {}
 
-    def add(self, site, role, direction, stats):
+    def add(self, site, role, direction, stats, scale=None):
         key = (site, role, direction)
         old = self._current.get(key)
         self._current[key] = stats if old is None else old + stats
+        if scale is not None:
+            self._scales[key] = scale
 
     def end_step(self) -> StepSummary:
         """Close the current step: returns its summary and starts step ``step + 1``."""
-        summary = StepSummary(self.step, self._current)
+        summary = StepSummary(self.step, self._current, self._scales)
         if self.keep:
             self.history.append(summary)
-        self._current = {}
+        self._current, self._scales = {}, {}
         self.step += 1
         return summary

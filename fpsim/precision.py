@@ -155,6 +155,10 @@ class Policy:
         self.cast_input = cast_input
         self.seed = seed
         self.step = 0  #: current training step (set by the training loop; keys SR)
+        #: True: every site passes values through unrounded (the shadow float32 pass)
+        self.bypass = False
+        #: a dict to receive each activation-gradient site's (rounded) cotangent, or None
+        self.capture = None
 
     def __repr__(self):
         casts = ", ".join(f"{k}={v}" for k, v in self.casts.items() if v is not None)
@@ -195,19 +199,26 @@ class Policy:
     def cast_op(self, x, site: str, forward: Cast | None, backward: Cast | None,
                 roles=("activation", "activation-grad")):
         """``x`` through a cast site: forward value rounded by ``forward``, cotangent by
-        ``backward`` (either may be None: passed through)."""
-        return custom(x, self._rounder(site, roles[0], "forward", forward),
-                      self._rounder(site, roles[1], "backward", backward))
+        ``backward`` (either may be None: passed through). The backward rule is tagged: a
+        numeric tag is the scale the cotangent carries, reported with its Stats."""
+        fwd = self._rounder(site, roles[0], "forward", forward)
+        bwd = self._rounder(site, roles[1], "backward", backward)
+        return custom(x, fwd, lambda g, tag: (bwd(g, tag), tag), tagged=True)
 
     def _rounder(self, site, role, direction, cast):
-        if cast is None:
-            return lambda a: a
+        capture = direction == "backward" and role == "activation-grad"
 
-        def rnd(a):
-            y, st = cast.round(a, self.seed, _stream(site, role, self.step),
-                               instrument.wants_stats())
-            if st is not None:
-                instrument.emit(site, role, direction, st)
+        def rnd(a, tag=None):
+            if cast is None or self.bypass:
+                y = a
+            else:
+                y, st = cast.round(a, self.seed, _stream(site, role, self.step),
+                                   instrument.wants_stats())
+                if st is not None:
+                    instrument.emit(site, role, direction, st,
+                                    tag if isinstance(tag, (int, float)) else None)
+            if capture and self.capture is not None:
+                self.capture[site] = y
             return y
         return rnd
 

@@ -8,7 +8,10 @@ Tables (schema version :data:`SCHEMA`):
 - ``steps``: per training step: loss, batch accuracy, learning rate, loss scale, skipped,
   gradient underflow rate, non-finite gradient count, wall time.
 - ``site_events``: per step and cast site (site, role, direction): the event counts of
-  :class:`~fpsim.instrument.Stats`.
+  :class:`~fpsim.instrument.Stats`, the loss scale the rounded values carried, and (on shadow
+  steps, activation gradients) the paper's underflow count: elements non-zero in a float32
+  recomputation of the step but zero in the emulated one.
+- ``scales``: per step and GEMM site of a per-site scaler: carried and local scale.
 - ``histograms``: every K steps, per site: the input exponent histogram (int64 counts of the
   binades ``k_min ..``, plus zero / Inf / NaN counts).
 - ``epochs``: per epoch: train loss/accuracy, test loss/accuracy.
@@ -30,7 +33,7 @@ import sqlite3
 
 import numpy as np
 
-SCHEMA = 1
+SCHEMA = 2
 _HEADER = b"SQLite format 3\x00"
 
 _TABLES = """
@@ -42,7 +45,10 @@ CREATE TABLE steps (run_id INTEGER, step INTEGER, epoch INTEGER, loss REAL, accu
     seconds REAL, PRIMARY KEY (run_id, step));
 CREATE TABLE site_events (run_id INTEGER, step INTEGER, site TEXT, role TEXT, direction TEXT,
     total INTEGER, underflow INTEGER, subnormal INTEGER, overflow INTEGER, nan INTEGER,
-    inexact INTEGER, zeros INTEGER, PRIMARY KEY (run_id, step, site, role, direction));
+    inexact INTEGER, zeros INTEGER, scale REAL, shadow_underflow INTEGER, shadow_total INTEGER,
+    PRIMARY KEY (run_id, step, site, role, direction));
+CREATE TABLE scales (run_id INTEGER, step INTEGER, site TEXT, carried REAL, local REAL,
+    PRIMARY KEY (run_id, step, site));
 CREATE TABLE histograms (run_id INTEGER, step INTEGER, site TEXT, role TEXT, direction TEXT,
     k_min INTEGER, counts BLOB, zeros INTEGER, infs INTEGER, nans INTEGER,
     PRIMARY KEY (run_id, step, site, role, direction));
@@ -52,7 +58,7 @@ CREATE TABLE epochs (run_id INTEGER, epoch INTEGER, step INTEGER, train_loss REA
 CREATE TABLE checkpoints (run_id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER,
     created TEXT, state BLOB);
 """
-_STEP_TABLES = ("steps", "site_events", "histograms")
+_STEP_TABLES = ("steps", "site_events", "histograms", "scales")
 
 
 class RecordError(ValueError):
@@ -84,9 +90,9 @@ def _check_existing(path: str) -> None:
     if meta.get("app") != "fpsim":
         raise RecordError(f"{path} is an SQLite database of another application (tables: "
                           f"{', '.join(sorted(tables)) or 'none'}); fpsim will not write to it")
-    if int(meta.get("schema", -1)) > SCHEMA:
-        raise RecordError(f"{path} has run-record schema {meta['schema']}, newer than this "
-                          f"fpsim's {SCHEMA}; upgrade fpsim")
+    if int(meta.get("schema", -1)) != SCHEMA:
+        raise RecordError(f"{path} has run-record schema {meta.get('schema')}, this fpsim "
+                          f"reads schema {SCHEMA}; use a new --db (or the fpsim that wrote it)")
 
 
 class RunDB:
@@ -162,19 +168,33 @@ class RunDB:
                               _now() if status == "finished" else None, run_id))
 
     # -- per-step rows (committed by checkpoint / commit) ---------------------------------------
-    def add_step(self, run_id: int, step: int, epoch: int, metrics: dict, summary) -> None:
+    def add_step(self, run_id: int, step: int, epoch: int, metrics: dict, summary,
+                 shadow: dict | None = None, scales: dict | None = None) -> None:
         """Queue one step's metrics and per-site events (committed by the next :meth:`commit`
-        or :meth:`checkpoint`)."""
+        or :meth:`checkpoint`).
+
+        Args:
+            shadow: ``site -> (underflow, total)`` of the shadow float32 comparison, if made.
+            scales: ``site -> (carried, local)`` of a per-site scaler.
+        """
         self.con.execute(
             "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, step, epoch, metrics["loss"], metrics["accuracy"], metrics["lr"],
              metrics["loss_scale"], int(metrics["skipped"]), metrics["grad_underflow_rate"],
              metrics["nonfinite"], metrics["seconds"]))
         if summary is not None:
+            shadow = shadow or {}
+
+            def sh(site, role, i):
+                return shadow[site][i] if role == "activation-grad" and site in shadow else None
             self.con.executemany(
-                "INSERT INTO site_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO site_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, step, site, role, d, s.total, s.underflow, s.subnormal, s.overflow,
-                  s.nan, s.inexact, s.hist_zero) for site, role, d, s in summary.rows()])
+                  s.nan, s.inexact, s.hist_zero, summary.scale(site, role, d),
+                  sh(site, role, 0), sh(site, role, 1)) for site, role, d, s in summary.rows()])
+        if scales:
+            self.con.executemany("INSERT INTO scales VALUES (?, ?, ?, ?, ?)",
+                                 [(run_id, step, k, a, s) for k, (a, s) in sorted(scales.items())])
 
     def add_histograms(self, run_id: int, step: int, summary) -> None:
         """Queue the exponent histograms of every site of one step."""
@@ -238,6 +258,13 @@ class RunDB:
         """The run's per-step, per-site event counts."""
         cur = self.con.execute("SELECT * FROM site_events WHERE run_id = ? ORDER BY step, site, "
                                "role, direction", (run_id,))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def scales(self, run_id: int) -> list[dict]:
+        """The run's per-step, per-site scales of a per-site scaler."""
+        cur = self.con.execute("SELECT * FROM scales WHERE run_id = ? ORDER BY step, site",
+                               (run_id,))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 

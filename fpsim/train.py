@@ -15,6 +15,7 @@ resumed from its checkpoint is bit-identical to one that never stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import signal
 import time
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import data as datasets
 from . import engine as E
-from . import instrument, optim
+from . import instrument, optim, scaling
 from .precision import policy as make_policy
 from .records import RecordError, RunDB
 
@@ -53,6 +54,11 @@ class TrainConfig:
         optimizer: ``sgd``, ``adam`` or ``adamw``; lr: base learning rate; momentum
             (SGD), weight_decay; schedule: ``constant`` or ``cosine`` (over the whole run).
         epochs, batch_size, seed.
+        scaler: the loss scaler (see :func:`fpsim.scaling.scaler`): ``none``,
+            ``static:S``, ``dynamic[:variant]``, ``adaptive`` or a dict.
+        shadow_every: every K steps (0: never) recompute the step in float32 and count, per
+            activation-gradient site, the elements non-zero there but zero in the emulation
+            (the underflow rate as Zhao et al. define it; costs a second pass).
         instrument: record per-site event counts (Stats) at every cast site.
         hist_every: record the sites' exponent histograms every K steps (0: never).
         checkpoint_every: write a checkpoint (and commit the queued rows) every K steps, and at
@@ -73,6 +79,8 @@ class TrainConfig:
     seed: int = 0
     model_config: dict = dataclasses.field(default_factory=dict)
     dataset_options: dict = dataclasses.field(default_factory=dict)
+    scaler: str | dict = "none"
+    shadow_every: int = 0
     instrument: bool = True
     hist_every: int = 50
     checkpoint_every: int = 100
@@ -103,11 +111,18 @@ class TrainConfig:
                 raise ValueError(f"{k} must be a positive integer, got {getattr(c, k)!r}")
         if not (isinstance(c.lr, (int, float)) and c.lr > 0):
             raise ValueError(f"lr must be a positive number, got {c.lr!r}")
-        for k in ("hist_every", "checkpoint_every"):
+        for k in ("hist_every", "checkpoint_every", "shadow_every"):
             if getattr(c, k) < 0:
                 raise ValueError(f"{k} must be >= 0")
-        make_policy(c.policy)  # validates
+        pol = make_policy(c.policy)  # validates
+        scaling.scaler(c.scaler, _grad_format(pol))
         return c
+
+
+def _grad_format(policy) -> str:
+    """The activation-gradient format of a policy (u_min / u_max of the adaptive scaler)."""
+    cast = policy.casts["activation_grads"]
+    return "float32" if cast is None else cast.format
 
 
 def versions() -> dict:
@@ -146,6 +161,8 @@ class Session:
                                                    weight_decay=cfg.weight_decay,
                                                    schedule=schedule, **kw)
         self.sites = self.policy.apply(self.model, self.opt)
+        self.scaler = scaling.scaler(cfg.scaler, _grad_format(self.policy))
+        self.scaler_sites = (self.scaler.attach(self.model) if self.scaler.per_site else [])
         self.params = self.model.parameters()
         self.step = 0
         #: epoch sums (loss, correct, count), skipped steps, gradient underflow / live counts
@@ -160,19 +177,25 @@ class Session:
         t0 = time.perf_counter()
         self.policy.step = self.step
         x, y = self.data.x_train[idx], self.data.y_train[idx]
-        for p in self.params:
-            p.grad = None
-        out = self.model(E.Tensor(x))
-        loss = self.loss(out, y)
-        loss.backward()
+        shadow_now = bool(self.cfg.shadow_every) and self.step % self.cfg.shadow_every == 0
+        self.policy.capture = {} if shadow_now else None
+        if self.scaler.per_site:
+            self.scaler.last = {}
+        loss, out = self._forward_backward(x, y)
         summary = recorder.end_step() if recorder is not None else None
-        grads = [p.grad for p in self.params if p.grad is not None]
-        finite = all(np.isfinite(g).all() for g in grads) and np.isfinite(loss.data)
-        if finite:
+        shadow = self._shadow(x, y) if shadow_now else None
+        scale = self.scale_used
+        if not self.scaler.per_site and scale != 1.0:
+            for p in self.params:  # GradScaler: grads times float32(1 / float64(scale))
+                if p.grad is not None:
+                    p.grad *= p.grad.dtype.type(1.0 / np.float64(scale))
+        finite = all(np.isfinite(p.grad).all() for p in self.params if p.grad is not None)
+        do_step = self.scaler.update(scaling.StepStats(not finite, summary))
+        if do_step:
             self.opt.step()
         correct = int((out.data.argmax(1) == y).sum()) if self.classify else 0
         self.totals[:3] += (float(loss.data) * len(idx), correct, len(idx))
-        self.totals[3] += not finite
+        self.totals[3] += not do_step
         rate = float("nan")
         if summary is not None:
             t = summary.total()
@@ -180,10 +203,51 @@ class Session:
             self.totals[4:] += (t.underflow, live)
             rate = t.underflow / live if live else 0.0
         self.step += 1
+        scales = dict(self.scaler.last) if self.scaler.per_site else None
         return dict(loss=float(loss.data), accuracy=correct / len(idx) if self.classify else None,
-                    lr=self.opt.lr, loss_scale=1.0, skipped=not finite, grad_underflow_rate=rate,
+                    lr=self.opt.lr, loss_scale=scale, skipped=not do_step,
+                    grad_underflow_rate=rate,
                     nonfinite=0 if summary is None else summary.nonfinite(),
-                    seconds=time.perf_counter() - t0, summary=summary)
+                    seconds=time.perf_counter() - t0, summary=summary, shadow=shadow,
+                    scales=scales)
+
+    def _forward_backward(self, x, y):
+        for p in self.params:
+            p.grad = None
+        out = self.model(E.Tensor(x))
+        loss = self.loss(out, y)
+        self.scale_used = float(self.scaler.loss_scale())
+        # Inf / NaN gradients are an expected event under loss scaling (the step is skipped).
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss.backward(self.scale_used, tag=self.scale_used,
+                          merge=self.scaler.merge if self.scaler.per_site else None)
+        return loss, out
+
+    def _shadow(self, x, y) -> dict:
+        """Recompute the step in float32 (no rounding, no scaling) and compare each
+        activation-gradient site: ``site -> (non-zero in float32 but zero emulated, total)``.
+        Gradients, buffers (batch-norm statistics, dropout counters) and recorded data are left
+        as the emulated step made them."""
+        emulated = self.policy.capture
+        grads = [p.grad for p in self.params]
+        buffers = [(m, b, np.array(getattr(m, b), copy=True))
+                   for _, m in self.model.named_modules() for b in m._buffers]
+        self.policy.bypass, self.policy.capture = True, {}
+        if self.scaler.per_site:
+            self.scaler.enabled = False
+        try:
+            self._forward_backward(x, y)
+            reference = self.policy.capture
+        finally:
+            self.policy.bypass, self.policy.capture = False, None
+            if self.scaler.per_site:
+                self.scaler.enabled = True
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            for m, b, v in buffers:
+                setattr(m, b, v)
+        return {site: (int(((reference[site] != 0) & (g == 0)).sum()), int(g.size))
+                for site, g in emulated.items() if site in reference}
 
     def evaluate(self, x, y, batch: int = 512) -> tuple[float, float | None]:
         """Mean loss and accuracy (None for regression) on ``(x, y)`` in evaluation mode."""
@@ -209,6 +273,7 @@ class Session:
                 st[f"opt/{pname}/{k}"] = v
         st["loop/step"] = np.array(self.step)
         st["loop/totals"] = self.totals.copy()
+        st["scaler"] = np.frombuffer(json.dumps(self.scaler.state_dict()).encode(), np.uint8)
         return st
 
     def load(self, st: dict) -> None:
@@ -222,6 +287,7 @@ class Session:
         self.opt.load_state_dict({"t": int(st["opt/t"]), "state": opt_state})
         self.step = int(st["loop/step"])
         self.totals = st["loop/totals"].astype(np.float64).copy()
+        self.scaler.load_state_dict(json.loads(st["scaler"].tobytes().decode()))
 
 
 class _Interrupt:
@@ -306,8 +372,8 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
                 recorder.step = s.step
             step = s.step
             m = s.train_step(order[within], recorder)
-            summary = m.pop("summary")
-            rdb.add_step(run_id, step, epoch, m, summary)
+            summary, shadow, scales = m.pop("summary"), m.pop("shadow"), m.pop("scales")
+            rdb.add_step(run_id, step, epoch, m, summary, shadow, scales)
             if summary is not None and cfg.hist_every and step % cfg.hist_every == 0:
                 rdb.add_histograms(run_id, step, summary)
             bar.update(1)

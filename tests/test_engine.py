@@ -156,3 +156,28 @@ def test_deep_graph_has_no_recursion_limit():
 def test_bad_input_is_named(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_tags_pass_through_ordinary_ops_and_merge_where_paths_meet():
+    """A tagged op sees the tag of its cotangent; ordinary ops pass tags on; where two
+    differently tagged cotangents meet, the merge function combines them."""
+    seen = []
+
+    def mark(label):  # a tagged identity op that records the tag and relabels
+        def bwd(g, tag):
+            seen.append((label, tag))
+            return g, f"{tag}>{label}"
+        return lambda t: E.custom(t, lambda v: v, bwd, tagged=True)
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = mark("left")(E.exp(x) * 2.0) + mark("right")(x * 3.0)
+    merged = []
+
+    def merge(a, b):
+        merged.append((a[1], b[1]))
+        return a[0] + b[0], "merged"
+    y.sum().backward(tag="top", merge=merge)
+    assert sorted(seen) == [("left", "top"), ("right", "top")]
+    assert sorted(merged[0]) == ["top>left", "top>right"]
+    np.testing.assert_allclose(x.grad, 2 * np.exp([1.0, 2.0]) + 3.0, rtol=1e-15)
+    with pytest.raises(ValueError, match="different tags"):
+        (mark("a")(x) + mark("b")(x)).sum().backward(tag="t")

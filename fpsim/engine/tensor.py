@@ -88,12 +88,19 @@ class Tensor:
         return Tensor(self.data)
 
     # -- backward -----------------------------------------------------------------------------
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, *, tag=None, merge=None) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf with ``requires_grad``.
 
         Args:
             grad: cotangent of ``self`` (default: ones; for a scalar loss that is dL/dL = 1,
                 and a loss scale ``s`` is passed as ``grad=s``). Broadcast to ``self.shape``.
+            tag: an opaque label travelling with the cotangent (a loss-scaling algorithm keeps
+                the scale it has applied there). Every derivative rule is linear in the
+                cotangent, so ordinary ops hand their output's tag to their inputs unchanged;
+                ops made by :func:`custom` with ``tagged=True`` read and replace it.
+            merge: ``merge((g1, tag1), (g2, tag2)) -> (g, tag)`` combines the cotangents of a
+                tensor used more than once when their tags differ (default: tags must be
+                equal, and the cotangents are added).
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
@@ -101,20 +108,32 @@ class Tensor:
         seed = np.ones_like(self.data) if grad is None else np.broadcast_to(
             np.asarray(grad, self.data.dtype), self.data.shape).copy()
         order = _topological(self)
-        cot = {id(self): seed}
+        cot = {id(self): (seed, tag)}
         for t in reversed(order):
-            g = cot.pop(id(t), None)
+            g, tg = cot.pop(id(t), (None, None))
             if g is None:
                 continue
             if t._vjp is None:  # a leaf: own a copy (g may be a view shared with other tensors)
                 g = np.array(g, dtype=t.data.dtype)
                 t.grad = g if t.grad is None else t.grad + g
                 continue
-            for p, gp in zip(t._parents, t._vjp(g)):
+            if getattr(t._vjp, "tagged", False):
+                grads, tg = t._vjp(g, tg)
+            else:
+                grads = t._vjp(g)
+            for p, gp in zip(t._parents, grads):
                 if gp is None or not p.requires_grad:
                     continue
                 k = id(p)
-                cot[k] = gp if k not in cot else cot[k] + gp
+                if k not in cot:
+                    cot[k] = (gp, tg)
+                elif cot[k][1] == tg:
+                    cot[k] = (cot[k][0] + gp, tg)
+                elif merge is None:
+                    raise ValueError(f"cotangents with different tags {cot[k][1]!r} and {tg!r} "
+                                     "meet at one tensor and backward() got no merge function")
+                else:
+                    cot[k] = merge(cot[k], (gp, tg))
 
     # -- operators (defined in ops.py, attached there) ------------------------------------------
 
@@ -180,10 +199,18 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
 
 
-def custom(x: Tensor, forward, backward) -> Tensor:
+def custom(x: Tensor, forward, backward, tagged: bool = False) -> Tensor:
     """An op defined by the caller: value ``forward(x.data)``, cotangent ``backward(g)``.
 
     This is how rounding (cast sites) and per-site gradient scaling enter the graph without the
-    engine knowing about formats: e.g. ``custom(x, round_to_fp16, round_to_fp16)``.
+    engine knowing about formats: e.g. ``custom(x, round_to_fp16, round_to_fp16)``. With
+    ``tagged=True`` the rule is ``backward(g, tag) -> (g_in, tag_in)`` and sees the cotangent's
+    tag (see :meth:`Tensor.backward`).
     """
+    if tagged:
+        def vjp(g, tag):
+            gi, ti = backward(g, tag)
+            return (gi,), ti
+        vjp.tagged = True
+        return node(forward(x.data), (x,), vjp)
     return node(forward(x.data), (x,), lambda g: (backward(g),))

@@ -1,0 +1,229 @@
+"""Adaptive loss scaling (ALS; Zhao, Vogel, Chen, Cheung, Luk: "Adaptive Loss Scaling for
+Mixed Precision Training", IJCAI 2020) — specs/loss-scaling.md section 3."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import erfinv
+
+from ..engine import custom
+from ..format import Format
+from ..formats import format as parse_format
+from .base import Scaler, StepStats
+
+#: Statistic variants of the reference code (specs/loss-scaling.md 3.2).
+VARIANTS = ("A", "A0", "B")
+
+
+def _tag_scale(tag) -> float:
+    return 1.0 if tag is None else float(tag)
+
+
+class AdaptiveScaler(Scaler):
+    """Per-site loss scales computed during backward from the statistics of the incoming
+    gradient and the layer weight; no global loss scale.
+
+    At each GEMM site (Linear, Conv2d), whose incoming activation gradient ``g`` (rounded to the
+    gradient format) already carries the cumulative scale ``a``::
+
+        sigma = sqrt(E[g^2] E[W^2]) * sqrt(K / 2)    # variant A (default); A0: no sqrt(K/2);
+                                                      # B: sigma = std(g), W ignored
+        s = u_min / (sqrt(2) erfinv(T_uf) sigma)      # P(|s x| < u_min) = T_uf for x ~ N(0, sigma^2)
+        s = max(s, 1)                                 # never scale down for underflow
+        s = min(s, (u_max / K) / o_max)               # overflow guard (B: u_max / max|g|); may go < 1
+        (the three lines above are recomputed every `period` calls of the site, else reused)
+        s = min(s, AB / a); s = min(s, SB)            # cumulative and per-site caps
+        s = 2^floor(log2 s)                           # power-of-two rounding
+        grad of the layer input  <- (g W) * s, carrying a * s   # scales compose down the network
+        grad of the layer weight <- g^T x at scale a, rounded, then divided by a (float32)
+
+    ``K`` is the backward fan-in (Linear: out_features; Conv2d: out_channels * kh * kw),
+    ``o_max`` the largest magnitude of a product of the extremes of g and W. ``u_min`` and
+    ``u_max`` are the gradient format's smallest positive value and largest finite value, so
+    the same defaults serve fp16, bf16 and FP8. Every parameter gradient reaches the optimizer
+    at true magnitude (divided in float32 by the scale it was computed at). BatchNorm, ReLU,
+    pooling and reshapes pass the scale through. Where a tensor feeds several consumers
+    (residual blocks), the cotangents arriving with scales ``a_i`` are rescaled to one target
+    before they are added: the largest ``a_i`` with ``max_i(max|g_i| / a_i) * a < u_max``
+    (else the smallest, halved down to 1/8 until it fits). A step with a non-finite parameter
+    gradient is skipped; there is no global back-off.
+
+    Differences from the reference code (all in fpsim's favour of exactness): statistics are
+    computed in float64; scales are float64 numbers (no fp16 cap on ``a``); weight gradients
+    are unscaled in float32, not stored in fp16 at true magnitude; the data-gradient product is
+    scaled after the float32 GEMM (bit-identical to scaling the fp16 input for power-of-two
+    scales, as the GEMM's products and sums are exact multiples); merged branches are rescaled
+    in float32 and rounded once, at the next cast site.
+
+    Args:
+        format: the gradient format (u_min, u_max).
+        t_uf: target underflow rate T_uf. scale_bound: SB. accum_bound: AB.
+        period: recompute the unbound scale every ``period`` calls per site (N).
+        variant: ``A``, ``A0`` or ``B``. power_of_two: round scales down to powers of two.
+        init_scale: scale of the gradient at the loss (1 in the reference).
+    """
+
+    per_site = True
+    name = "adaptive"
+
+    def __init__(self, format: "str | Format" = "float16", t_uf: float = 1e-3,
+                 scale_bound: float = 16.0, accum_bound: float = 1024.0, period: int = 1,
+                 variant: str = "A", power_of_two: bool = True, init_scale: float = 1.0):
+        fmt = format if isinstance(format, Format) else parse_format(format)
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown ALS statistic variant {variant!r}; choose from {VARIANTS}")
+        if not 0 < t_uf < 1:
+            raise ValueError(f"t_uf must be in (0, 1), got {t_uf}")
+        if not (scale_bound >= 1 and accum_bound >= 1 and init_scale > 0):
+            raise ValueError("scale_bound and accum_bound must be >= 1, init_scale > 0")
+        if int(period) != period or period < 1:
+            raise ValueError(f"period must be a positive integer, got {period}")
+        self.format = fmt
+        self.u_min = float(fmt.min_subnormal if fmt.subnormals else fmt.min_normal)
+        self.u_max = float(fmt.max)
+        self.t_uf, self.sb, self.ab = float(t_uf), float(scale_bound), float(accum_bound)
+        self.period, self.variant, self.power_of_two = int(period), variant, power_of_two
+        self.init_scale = float(init_scale)
+        self.c = math.sqrt(2.0) * float(erfinv(self.t_uf))
+        self.enabled = True
+        self._calls: dict[str, int] = {}
+        self._unbound: dict[str, float] = {}
+        self._pending: dict[str, float] = {}
+        self._weights: dict[str, np.ndarray] = {}
+        #: this step's scales: GEMM site -> (carried scale a, local scale s)
+        self.last: dict[str, tuple[float, float]] = {}
+
+    def describe(self) -> str:
+        return (f"adaptive (T_uf={self.t_uf:g}, SB={self.sb:g}, AB={self.ab:g}, N={self.period}, "
+                f"variant {self.variant})")
+
+    def loss_scale(self) -> float:
+        return self.init_scale
+
+    # -- the scale of one site -----------------------------------------------------------------
+    def unbound_scale(self, g: np.ndarray, w: np.ndarray | None) -> float:
+        """The statistics-driven scale before the caps (float64 statistics)."""
+        g = np.asarray(g, np.float64)
+        if g.size == 0:
+            return 1.0
+        gmax, gmin = float(g.max()), float(g.min())
+        if w is None or self.variant == "B":
+            sigma, umax = float(g.std()), self.u_max
+            omax = max(abs(gmax), abs(gmin))
+        else:
+            w = np.asarray(w, np.float64)
+            k = w.shape[0] * int(np.prod(w.shape[2:]))  # backward fan-in
+            sigma = math.sqrt((g.var() + g.mean() ** 2) * (w.var() + w.mean() ** 2))
+            if self.variant == "A":
+                sigma *= math.sqrt(0.5 * k)
+            umax = self.u_max / k
+            wmax, wmin = float(w.max()), float(w.min())
+            omax = max(abs(gmax * wmax), abs(gmin * wmin), abs(gmax * wmin), abs(gmin * wmax))
+        if sigma == 0 or not math.isfinite(sigma):
+            return 1.0
+        s = max(self.u_min / (self.c * sigma), 1.0)
+        if omax > 0:
+            s = min(s, umax / omax)
+        return s
+
+    def site_scale(self, site: str, grad, weight, carried_scale: float) -> float:
+        """The local scale of ``site`` (see the class docstring); ``weight`` None means a
+        gradient-only site."""
+        calls = self._calls.get(site, 0)
+        if calls % self.period == 0 or site not in self._unbound:
+            self._unbound[site] = self.unbound_scale(grad, weight)
+        self._calls[site] = calls + 1
+        s = min(self._unbound[site], self.ab / carried_scale, self.sb)
+        if self.power_of_two:
+            s = 2.0 ** math.floor(math.log2(s)) if s > 0 and math.isfinite(s) else 1.0
+        return s
+
+    def merge(self, a, b):
+        """Combine cotangents ``(g1, a1)`` and ``(g2, a2)`` of a tensor used twice (fan-out)."""
+        (g1, a1), (g2, a2) = a, b
+        a1, a2 = _tag_scale(a1), _tag_scale(a2)
+        m = max(float(np.abs(g1).max(initial=0)) / a1, float(np.abs(g2).max(initial=0)) / a2)
+        target = next((s for s in sorted({a1, a2}, reverse=True) if m * s < self.u_max), None)
+        if target is None:
+            target = min(a1, a2)
+            while target >= 0.125 and m * target >= self.u_max:
+                target /= 2
+        dt = g1.dtype.type
+        return g1 * dt(target / a1) + g2 * dt(target / a2), target
+
+    def update(self, stats: StepStats) -> bool:
+        self._pending.clear()
+        return not stats.found_inf
+
+    def state_dict(self) -> dict:
+        return {"calls": dict(self._calls), "unbound": dict(self._unbound)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._calls = {k: int(v) for k, v in state["calls"].items()}
+        self._unbound = {k: float(v) for k, v in state["unbound"].items()}
+
+    # -- placement in a model ------------------------------------------------------------------
+    def attach(self, model) -> list[str]:
+        """Place the scaler's ops in ``model`` (after a precision policy's ``apply``): at every
+        Linear / Conv2d a statistics op on the output (before the output cast, so it sees the
+        rounded gradient) and a scale op on the input; an unscale op on every parameter (before
+        its cast, so the gradient is rounded at scale and unscaled after). Returns the GEMM
+        site names."""
+        from ..nn import Conv2d, Linear, Parameter
+        sites = []
+        for mname, m in model.named_modules():
+            for hooks in (m._input_hooks, m._output_hooks, m._param_hooks):
+                hooks[:] = [h for h in hooks if not getattr(h, "_fpsim_scaler", False)]
+            prefix = f"{mname}." if mname else ""
+            if any(isinstance(v, Parameter) for v in vars(m).values()):
+                m._param_hooks.insert(0, _tag(lambda mod, pname, p, prefix=prefix:
+                                              self._unscale_op(p)))
+            if not isinstance(m, (Linear, Conv2d)):
+                continue
+            site = mname or "output"
+            sites.append(site)
+            m._param_hooks.append(_tag(lambda mod, pname, p, site=site: self._keep_weight(
+                site, pname, p)))
+            m._output_hooks.insert(0, _tag(lambda mod, y, site=site: custom(
+                y, _identity, lambda g, t, site=site: self._measure(site, g, t), tagged=True)))
+            m._input_hooks.append(_tag(lambda mod, x, site=site: custom(
+                x, _identity, lambda g, t, site=site: self._apply(site, g, t), tagged=True)))
+        return sites
+
+    def _keep_weight(self, site, pname, p):
+        if pname == "weight":
+            self._weights[site] = p.data
+        return p
+
+    def _measure(self, site, g, tag):
+        if self.enabled:
+            a = _tag_scale(tag)
+            s = self.site_scale(site, g, self._weights.get(site), a)
+            self._pending[site] = s
+            self.last[site] = (a, s)
+        return g, tag
+
+    def _apply(self, site, g, tag):
+        s = self._pending.pop(site, 1.0)
+        if not self.enabled or s == 1.0:
+            return g, tag
+        return g * g.dtype.type(s), _tag_scale(tag) * s
+
+    def _unscale_op(self, p):
+        def back(g, tag):
+            a = _tag_scale(tag)
+            if not self.enabled or a == 1.0:
+                return g, tag
+            return g / g.dtype.type(a), 1.0
+        return custom(p, _identity, back, tagged=True)
+
+
+def _identity(v):
+    return v
+
+
+def _tag(hook):
+    hook._fpsim_scaler = True
+    return hook
