@@ -6,6 +6,8 @@ Subcommands::
     fpsim quantize VALUES... --format F     round a few values, show code bits and events
     fpsim validate ...                      forwarded to ``fpsim.validate.main``
     fpsim train [--model M --policy P ...]  train with run records (see fpsim.cli_train)
+    fpsim compare [--config C ...]          one setting under several loss scalers + report
+    fpsim report DB [--study S]             redraw a study's report
 
 Every error caused by the input (unknown format, bad rounding name, unparsable value) is one line
 on stderr and exit status 2, never a traceback.
@@ -23,7 +25,7 @@ import sys
 
 import numpy as np
 
-from . import cli_train
+from . import cli_train, compare
 from .convert import encode, quantize
 from .format import Format
 from .formats import NAMED
@@ -312,6 +314,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     sub.add_parser("validate", help="run the validation suite (arguments are forwarded)",
                    add_help=False)
     cli_train.add_parser(sub)
+    compare.add_parsers(sub)
     return parser, sub.choices
 
 

@@ -3,8 +3,9 @@
 Tables (schema version :data:`SCHEMA`):
 
 - ``meta``: ``app = fpsim``, ``schema`` — how a database is recognized as ours.
-- ``runs``: one row per run: config (JSON), seed, library versions, status
-  (``running`` / ``interrupted`` / ``finished`` / ``failed``), times, summary (JSON).
+- ``runs``: one row per run: name, config (JSON), seed, library versions, status
+  (``running`` / ``interrupted`` / ``finished`` / ``failed``), times, summary (JSON), and the
+  study (``fpsim compare`` invocation) it belongs to.
 - ``steps``: per training step: loss, batch accuracy, learning rate, loss scale, skipped,
   gradient underflow rate, non-finite gradient count, wall time.
 - ``site_events``: per step and cast site (site, role, direction): the event counts of
@@ -39,7 +40,7 @@ _HEADER = b"SQLite format 3\x00"
 _TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT, config TEXT NOT NULL, seed INTEGER,
-    versions TEXT, status TEXT NOT NULL, created TEXT, finished TEXT, summary TEXT);
+    versions TEXT, status TEXT NOT NULL, created TEXT, finished TEXT, summary TEXT, study TEXT);
 CREATE TABLE steps (run_id INTEGER, step INTEGER, epoch INTEGER, loss REAL, accuracy REAL,
     lr REAL, loss_scale REAL, skipped INTEGER, grad_underflow_rate REAL, nonfinite INTEGER,
     seconds REAL, PRIMARY KEY (run_id, step));
@@ -107,7 +108,12 @@ class RunDB:
         fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
         if not fresh:
             _check_existing(self.path)
-        self.con = sqlite3.connect(self.path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            self.con = sqlite3.connect(self.path)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise RecordError(f"cannot open or create the database {self.path}: {e}") from e
         self.con.execute("PRAGMA journal_mode=WAL")  # readers (reports) while a run writes
         self.con.execute("PRAGMA synchronous=NORMAL")
         if fresh:
@@ -126,30 +132,43 @@ class RunDB:
         self.close()
 
     # -- runs --------------------------------------------------------------------------------
-    def new_run(self, name: str, config: dict, seed: int, versions: dict) -> int:
+    def new_run(self, name: str, config: dict, seed: int, versions: dict,
+                study: str | None = None) -> int:
         """Insert a run (status ``running``) and commit; returns its id."""
         with self.con:
             cur = self.con.execute(
-                "INSERT INTO runs (name, config, seed, versions, status, created) "
-                "VALUES (?, ?, ?, ?, 'running', ?)",
-                (name, json.dumps(config, sort_keys=True), seed, json.dumps(versions), _now()))
+                "INSERT INTO runs (name, config, seed, versions, status, created, study) "
+                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                (name, json.dumps(config, sort_keys=True), seed, json.dumps(versions), _now(),
+                 study))
         return cur.lastrowid
 
     def run(self, run_id: int) -> dict:
         """The run's row as a dict (config and summary decoded)."""
         row = self.con.execute("SELECT id, name, config, seed, versions, status, created, finished, "
-                               "summary FROM runs WHERE id = ?", (run_id,)).fetchone()
+                               "summary, study FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise RecordError(f"no run {run_id} in {self.path}")
-        keys = ("id", "name", "config", "seed", "versions", "status", "created", "finished", "summary")
+        keys = ("id", "name", "config", "seed", "versions", "status", "created", "finished",
+                "summary", "study")
         d = dict(zip(keys, row))
         for k in ("config", "versions", "summary"):
             d[k] = json.loads(d[k]) if d[k] else None
         return d
 
-    def runs(self) -> list[dict]:
-        """Every run, oldest first."""
-        return [self.run(r[0]) for r in self.con.execute("SELECT id FROM runs ORDER BY id")]
+    def runs(self, study: str | None = None) -> list[dict]:
+        """Every run (of ``study``, if given), oldest first."""
+        if study is None:
+            ids = self.con.execute("SELECT id FROM runs ORDER BY id").fetchall()
+        else:
+            ids = self.con.execute("SELECT id FROM runs WHERE study = ? ORDER BY id",
+                                   (study,)).fetchall()
+        return [self.run(r[0]) for r in ids]
+
+    def studies(self) -> list[str]:
+        """Names of the studies in the database, oldest first."""
+        return [r[0] for r in self.con.execute(
+            "SELECT study FROM runs WHERE study IS NOT NULL GROUP BY study ORDER BY min(id)")]
 
     def latest_unfinished(self) -> int:
         """Id of the newest run that did not finish."""

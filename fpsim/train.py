@@ -314,7 +314,8 @@ class _Interrupt:
 
 
 def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
-          resume: int | bool | None = None, progress: bool = False) -> dict:
+          resume: int | bool | None = None, progress: bool = False,
+          study: str | None = None) -> dict:
     """Train, recording the run in the SQLite database ``db``.
 
     Args:
@@ -323,6 +324,7 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
         resume: a run id, or True for the newest unfinished run: continue it from its
             checkpoint, bit-identically.
         progress: show a tqdm progress bar.
+        study: the study (``fpsim compare`` invocation) the run belongs to.
     Returns:
         The summary: ``run_id``, ``db``, ``status`` (``finished`` or ``interrupted``),
         ``test_accuracy``, ``test_loss``, ``final_loss`` (mean training loss of the last
@@ -347,7 +349,7 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
                 config = TrainConfig.from_dict(config)
             cfg = (config or TrainConfig()).resolved()
             session = Session(cfg)
-            run_id = rdb.new_run(cfg.name, dataclasses.asdict(cfg), cfg.seed, versions())
+            run_id = rdb.new_run(cfg.name, dataclasses.asdict(cfg), cfg.seed, versions(), study)
         try:
             return _loop(session, rdb, run_id, progress)
         except BaseException as e:

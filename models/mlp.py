@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from fpsim import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -14,9 +16,13 @@ class MLP(nn.Module):
         in_features: flattened input size; out_features: classes or targets.
         hidden: widths of the hidden layers; activation: a key of :data:`ACTIVATIONS`.
         seed: initialization seed (layer i uses ``seed + i``).
+        init_std: if given, weights are drawn from N(0, init_std^2) and biases set to 0 (the
+            fixed-scale initialization of older networks; small values give small gradients)
+            instead of PyTorch's default U(+-1/sqrt(fan_in)).
     """
 
-    def __init__(self, in_features, out_features, hidden=(128, 128), activation="relu", seed=0):
+    def __init__(self, in_features, out_features, hidden=(128, 128), activation="relu", seed=0,
+                 init_std=None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
@@ -26,6 +32,12 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, out_features, rng=seed + len(hidden)))
         self.net = nn.Sequential(*layers)
+        if init_std is not None:
+            rng = np.random.default_rng([seed, 1])
+            for m in layers:
+                if isinstance(m, nn.Linear):
+                    m.weight.data = (rng.standard_normal(m.weight.shape) * init_std).astype(np.float32)
+                    m.bias.data = np.zeros_like(m.bias.data)
 
     def forward(self, x):
         return self.net(x)
@@ -33,7 +45,7 @@ class MLP(nn.Module):
 
 def build(config: dict) -> MLP:
     """Config keys: ``input_shape``, ``num_classes`` (from the dataset), ``hidden`` (list of
-    widths, default [128, 128]), ``activation`` (default relu), ``seed``."""
+    widths, default [128, 128]), ``activation`` (default relu), ``init_std``, ``seed``."""
     return MLP(math.prod(config["input_shape"]), config["num_classes"],
                tuple(config.get("hidden", (128, 128))), config.get("activation", "relu"),
-               config.get("seed", 0))
+               config.get("seed", 0), config.get("init_std"))

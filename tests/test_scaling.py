@@ -164,18 +164,31 @@ def test_adaptive_site_scales_equal_the_formula_on_recorded_gradients(variant):
     pol.apply(model)
     als = AdaptiveScaler("float16", variant=variant, init_scale=2.0 ** -14)
     sites = als.attach(model)
-    assert sites == ["net.1", "net.3", "net.5", "net.7"]
+    assert sites == ["net.1", "net.3", "net.5", "net.7", "loss-cast"]
     rng = np.random.default_rng(0)
     x = rng.random((32, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 10, 32)
     pol.capture = {}
-    loss = E.cross_entropy(model(E.Tensor(x)), y)
+    out = model(E.Tensor(x))
+    loss = E.cross_entropy(out, y)
     loss.backward(als.loss_scale(), tag=als.loss_scale(), merge=als.merge)
     f16 = fpsim.format("float16")
+    # The loss-cast site: the float32 gradient of the mean cross-entropy, log-normal statistics
+    # of its non-zero magnitudes (specs 3.2, "Log-normal variant").
+    z = out.data.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(32), y] -= 1
+    g = np.abs(p / 32 * als.init_scale)
+    logs = np.log(g[g > 0])
+    s0 = math.exp(math.log(f16.min_subnormal) - logs.mean()
+                  - logs.std() * math.sqrt(2) * erfinv(2 * 1e-3 - 1))
+    s0 = min(max(s0, 1.0), f16.max / g.max(), 1024 / als.init_scale, 16.0)
+    assert als.last["loss-cast"] == (als.init_scale, 2.0 ** math.floor(math.log2(s0)))
     modules = dict(model.named_modules())
-    carried = als.init_scale
+    carried = als.init_scale * als.last["loss-cast"][1]
     scales = []
-    for site in reversed(sites):  # backward order: the output layer first
+    for site in reversed(sites[:-1]):  # backward order: the output layer first
         g = pol.capture[site]
         w = fpsim.quantize(modules[site].weight.data, "float16")
         want = spec_scale(g, w, carried, f16.min_subnormal, f16.max, variant=variant)

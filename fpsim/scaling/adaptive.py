@@ -15,6 +15,8 @@ from .base import Scaler, StepStats
 
 #: Statistic variants of the reference code (specs/loss-scaling.md 3.2).
 VARIANTS = ("A", "A0", "B")
+#: Name of the cast site at the model output (the float32 loss gradient entering the format).
+OUTPUT_SITE = "loss-cast"
 
 
 def _tag_scale(tag) -> float:
@@ -63,6 +65,12 @@ class AdaptiveScaler(Scaler):
         period: recompute the unbound scale every ``period`` calls per site (N).
         variant: ``A``, ``A0`` or ``B``. power_of_two: round scales down to powers of two.
         init_scale: scale of the gradient at the loss (1 in the reference).
+        output_site: the statistic of the cast site at the model output, where the float32
+            gradient of the loss enters the gradient format (the reference's
+            ``AdaLossCastFunction``): ``lognormal`` (default; as the reference's SSD and SegNet
+            heads use it: ``s = u_min / exp(mu + Phi^-1(T_uf) sigma)`` over ln|g| of the
+            non-zero values, then ``min(s, u_max / max|g|)``), ``gaussian`` (the gradient-only
+            formula), or None (no site: the output gradient is rounded at ``init_scale``).
     """
 
     per_site = True
@@ -70,7 +78,8 @@ class AdaptiveScaler(Scaler):
 
     def __init__(self, format: "str | Format" = "float16", t_uf: float = 1e-3,
                  scale_bound: float = 16.0, accum_bound: float = 1024.0, period: int = 1,
-                 variant: str = "A", power_of_two: bool = True, init_scale: float = 1.0):
+                 variant: str = "A", power_of_two: bool = True, init_scale: float = 1.0,
+                 output_site: str | None = "lognormal"):
         fmt = format if isinstance(format, Format) else parse_format(format)
         if variant not in VARIANTS:
             raise ValueError(f"unknown ALS statistic variant {variant!r}; choose from {VARIANTS}")
@@ -80,6 +89,10 @@ class AdaptiveScaler(Scaler):
             raise ValueError("scale_bound and accum_bound must be >= 1, init_scale > 0")
         if int(period) != period or period < 1:
             raise ValueError(f"period must be a positive integer, got {period}")
+        if output_site not in ("lognormal", "gaussian", None):
+            raise ValueError(f"output_site must be 'lognormal', 'gaussian' or None, got "
+                             f"{output_site!r}")
+        self.output_site = output_site
         self.format = fmt
         self.u_min = float(fmt.min_subnormal if fmt.subnormals else fmt.min_normal)
         self.u_max = float(fmt.max)
@@ -128,12 +141,25 @@ class AdaptiveScaler(Scaler):
             s = min(s, umax / omax)
         return s
 
-    def site_scale(self, site: str, grad, weight, carried_scale: float) -> float:
+    def lognormal_scale(self, g: np.ndarray) -> float:
+        """Unbound scale of a cast site under a log-normal model of |g| (non-zero values)."""
+        a = np.abs(np.asarray(g, np.float64))
+        nz = a[a > 0]
+        if nz.size == 0 or not np.isfinite(nz).all():
+            return 1.0
+        logs = np.log(nz)
+        s = math.exp(math.log(self.u_min) - logs.mean()
+                     - logs.std() * math.sqrt(2.0) * float(erfinv(2 * self.t_uf - 1)))
+        return min(max(s, 1.0), self.u_max / float(nz.max()))
+
+    def site_scale(self, site: str, grad, weight, carried_scale: float,
+                   lognormal: bool = False) -> float:
         """The local scale of ``site`` (see the class docstring); ``weight`` None means a
-        gradient-only site."""
+        gradient-only site; ``lognormal`` uses :meth:`lognormal_scale`."""
         calls = self._calls.get(site, 0)
         if calls % self.period == 0 or site not in self._unbound:
-            self._unbound[site] = self.unbound_scale(grad, weight)
+            self._unbound[site] = (self.lognormal_scale(grad) if lognormal
+                                   else self.unbound_scale(grad, weight))
         self._calls[site] = calls + 1
         s = min(self._unbound[site], self.ab / carried_scale, self.sb)
         if self.power_of_two:
@@ -190,7 +216,20 @@ class AdaptiveScaler(Scaler):
                 y, _identity, lambda g, t, site=site: self._measure(site, g, t), tagged=True)))
             m._input_hooks.append(_tag(lambda mod, x, site=site: custom(
                 x, _identity, lambda g, t, site=site: self._apply(site, g, t), tagged=True)))
+        if self.output_site is not None:
+            model._output_hooks.append(_tag(lambda mod, y: custom(
+                y, _identity, self._output_cast, tagged=True)))
+            sites.append(OUTPUT_SITE)
         return sites
+
+    def _output_cast(self, g, tag):
+        """Scale the float32 gradient of the loss before the output cast rounds it."""
+        if not self.enabled:
+            return g, tag
+        a = _tag_scale(tag)
+        s = self.site_scale(OUTPUT_SITE, g, None, a, lognormal=self.output_site == "lognormal")
+        self.last[OUTPUT_SITE] = (a, s)
+        return (g * g.dtype.type(s), a * s) if s != 1.0 else (g, tag)
 
     def _keep_weight(self, site, pname, p):
         if pname == "weight":
