@@ -58,17 +58,19 @@ class RunData:
         self.fmt = grad_format(run["config"])
 
     def site_rates(self) -> "OrderedDict[str, float]":
-        """Per activation-gradient site: underflowed / all values over the whole run."""
-        tot, und = OrderedDict(), {}
+        """Per activation-gradient site: values flushed to zero / non-zero values, over the
+        whole run (structural zeros — ReLU, pooling — are left out of the denominator)."""
+        live, und = OrderedDict(), {}
         for e in self.events:
             if e["role"] == GRAD_ROLE:
-                tot[e["site"]] = tot.get(e["site"], 0) + e["total"]
+                live[e["site"]] = live.get(e["site"], 0) + e["total"] - e["zeros"]
                 und[e["site"]] = und.get(e["site"], 0) + e["underflow"]
-        return OrderedDict((s, und[s] / t if t else 0.0) for s, t in tot.items())
+        return OrderedDict((s, und[s] / t if t else 0.0) for s, t in live.items())
 
     def shadow_rate(self) -> float | None:
-        """The paper's underflow rate: elements non-zero in float32 but zero emulated, over
-        all activation-gradient elements of the shadow steps (None if never measured)."""
+        """The paper's underflow rate: activation-gradient elements non-zero in the float32
+        recomputation but zero in the emulation, over the elements non-zero in float32, on
+        the shadow steps (None if never measured)."""
         rows = [e for e in self.events if e["shadow_total"] is not None]
         total = sum(e["shadow_total"] for e in rows)
         return sum(e["shadow_underflow"] for e in rows) / total if total else None
@@ -227,8 +229,9 @@ def plot_underflow(runs, path):
         by_site = OrderedDict()
         for e in r.events:
             if e["role"] == GRAD_ROLE:
+                live = e["total"] - e["zeros"]
                 by_site.setdefault(e["site"], []).append(
-                    (e["step"], e["underflow"] / e["total"] if e["total"] else 0.0))
+                    (e["step"], e["underflow"] / live if live else 0.0))
         for site, pts in by_site.items():
             st, rate = zip(*pts)
             ax.plot(st, 100 * _smooth(np.array(rate)), label=site, lw=1.0)
@@ -236,7 +239,7 @@ def plot_underflow(runs, path):
         ax.legend(fontsize=6, ncol=2)
     for ax in list(axes.flat)[len(rs):]:
         ax.axis("off")
-    fig.suptitle("Per-layer activation-gradient underflow (non-zero values rounded to 0)")
+    fig.suptitle("Per-layer activation-gradient underflow (% of the non-zero values rounded to 0)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -326,11 +329,12 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
           f"optimizer {cfg['optimizer']} (lr {cfg['lr']}), seeds "
           f"{sorted({r.seed for r in runs})}. Database `{db_path}`, runs {[r.id for r in runs]}.",
           "", table_markdown(rows), "",
-          "Mean per-layer grad underflow: per activation-gradient site, the fraction of its values "
-          "(zeros included) that were non-zero before rounding and zero after, over the whole run, "
-          "averaged over the sites. Shadow underflow: on shadow steps, the elements non-zero in a "
-          "float32 recomputation of the step but zero in the emulated one (Zhao et al.'s "
-          "definition), over all activation-gradient elements.", "",
+          "Mean per-layer grad underflow: per activation-gradient site, the fraction of its "
+          "non-zero values that rounding flushed to zero, over the whole run, averaged over the "
+          "sites (counted in the quantize kernel at every step). Shadow underflow: on shadow steps, "
+          "the activation-gradient elements non-zero in a float32 recomputation of the step but "
+          "zero in the emulated one (Zhao et al.'s definition: it also counts values lost "
+          "upstream), as a fraction of the elements non-zero in float32.", "",
           "## Loss and accuracy", "", "![curves](curves.png)", "",
           "## Loss scales", "", "![scales](loss_scale.png)", "",
           "## Skipped steps", "", "![skipped](skipped.png)", ""]

@@ -11,7 +11,8 @@ Tables (schema version :data:`SCHEMA`):
 - ``site_events``: per step and cast site (site, role, direction): the event counts of
   :class:`~fpsim.instrument.Stats`, the loss scale the rounded values carried, and (on shadow
   steps, activation gradients) the paper's underflow count: elements non-zero in a float32
-  recomputation of the step but zero in the emulated one.
+  recomputation of the step but zero in the emulated one (``shadow_underflow``), out of the
+  elements non-zero in float32 (``shadow_total``).
 - ``scales``: per step and GEMM site of a per-site scaler: carried and local scale.
 - ``histograms``: every K steps, per site: the input exponent histogram (int64 counts of the
   binades ``k_min ..``, plus zero / Inf / NaN counts).
@@ -193,7 +194,7 @@ class RunDB:
         or :meth:`checkpoint`).
 
         Args:
-            shadow: ``site -> (underflow, total)`` of the shadow float32 comparison, if made.
+            shadow: ``site -> (lost, non-zero in float32)`` of the shadow comparison, if made.
             scales: ``site -> (carried, local)`` of a per-site scaler.
         """
         self.con.execute(

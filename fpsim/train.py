@@ -225,7 +225,8 @@ class Session:
 
     def _shadow(self, x, y) -> dict:
         """Recompute the step in float32 (no rounding, no scaling) and compare each
-        activation-gradient site: ``site -> (non-zero in float32 but zero emulated, total)``.
+        activation-gradient site: ``site -> (elements non-zero in float32 but zero emulated,
+        elements non-zero in float32)``.
         Gradients, buffers (batch-norm statistics, dropout counters) and recorded data are left
         as the emulated step made them."""
         emulated = self.policy.capture
@@ -246,7 +247,8 @@ class Session:
                 p.grad = g
             for m, b, v in buffers:
                 setattr(m, b, v)
-        return {site: (int(((reference[site] != 0) & (g == 0)).sum()), int(g.size))
+        return {site: (int(((reference[site] != 0) & (g == 0)).sum()),
+                       int((reference[site] != 0).sum()))
                 for site, g in emulated.items() if site in reference}
 
     def evaluate(self, x, y, batch: int = 512) -> tuple[float, float | None]:
