@@ -156,6 +156,22 @@ def _first_seed(runs):
     return out
 
 
+def _save(plt, fig, path, dpi=110):
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def _grid(plt, n: int, height: float, **kw):
+    """A figure of ``n`` panels, three to a row; the unused panels are hidden."""
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, height * rows), squeeze=False, **kw)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def plot_curves(runs, path):
     plt = _mpl()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -173,9 +189,7 @@ def plot_curves(runs, path):
     if regression:
         b.set_yscale("log")
     b.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_scales(runs, path):
@@ -199,9 +213,7 @@ def plot_scales(runs, path):
         ax.set(xlabel="step", ylabel="log2 scale of the data gradient below the site",
                title=f"{r.label}: per-site scales (carried x local)")
         ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_skipped(runs, path):
@@ -211,9 +223,7 @@ def plot_skipped(runs, path):
         ax.plot(r.steps["step"], np.cumsum(r.steps["skipped"]), label=r.label, lw=1.2)
     ax.set(xlabel="step", ylabel="skipped steps (cumulative)", title="Skipped steps")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_underflow(runs, path):
@@ -221,10 +231,7 @@ def plot_underflow(runs, path):
     rs = [r for r in _first_seed(runs) if any(e["role"] == GRAD_ROLE for e in r.events)]
     if not rs:
         return False
-    cols = min(3, len(rs))
-    rows = -(-len(rs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False,
-                             sharey=True)
+    fig, axes = _grid(plt, len(rs), 3.6, sharey=True)
     for ax, r in zip(axes.flat, rs):
         by_site = OrderedDict()
         for e in r.events:
@@ -237,12 +244,9 @@ def plot_underflow(runs, path):
             ax.plot(st, 100 * _smooth(np.array(rate)), label=site, lw=1.0)
         ax.set(title=r.label, xlabel="step", ylabel="gradient underflow %")
         ax.legend(fontsize=6, ncol=2)
-    for ax in list(axes.flat)[len(rs):]:
-        ax.axis("off")
+
     fig.suptitle("Per-layer activation-gradient underflow (% of the non-zero values rounded to 0)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -265,9 +269,7 @@ def plot_histograms(r: RunData, path) -> bool:
     if not after:
         return False
     sites = list(after)
-    cols = min(3, len(sites))
-    rows = -(-len(sites) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = _grid(plt, len(sites), 3.4)
     f = r.fmt
     for ax, site in zip(axes.flat, sites):
         ka = np.array(sorted(after[site]))
@@ -282,14 +284,10 @@ def plot_histograms(r: RunData, path) -> bool:
                 ax.axvline(math.log2(v), color=c, ls="--", lw=1, label=name)
         ax.set(title=site, xlabel="log2 |gradient|", ylabel="count", yscale="log")
     axes.flat[0].legend(fontsize=7)
-    for ax in list(axes.flat)[len(sites):]:
-        ax.axis("off")
     fmt_name = "float32" if f is None else f.name
     fig.suptitle(f"{r.label}: activation-gradient exponent histograms ({fmt_name}; steps with "
                  "histograms summed)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path, dpi=100)
     return True
 
 

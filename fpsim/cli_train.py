@@ -8,7 +8,24 @@ import tomllib
 
 #: Flags that map one to one onto TrainConfig fields (flag name with - for _).
 _FIELDS = ("model", "dataset", "policy", "optimizer", "lr", "momentum", "weight_decay",
-           "schedule", "epochs", "batch_size", "seed", "hist_every", "checkpoint_every", "name")
+           "schedule", "epochs", "batch_size", "seed", "hist_every", "checkpoint_every", "name",
+           "scaler", "shadow_every")
+
+
+#: Flags shared by ``fpsim train`` and ``fpsim compare``.
+RUN_FLAGS = ("model", "dataset", "policy", "optimizer", "lr", "epochs", "batch_size")
+
+
+def add_run_arguments(p) -> None:
+    """The flags of :data:`RUN_FLAGS` (what to train) on parser ``p``."""
+    p.add_argument("--model", help="mlp (default), cnn, resnet, transformer")
+    p.add_argument("--dataset", help="digits (default), mnist1d, synthetic-classification, "
+                   "synthetic-regression, mnist, cifar10")
+    p.add_argument("--policy", help="fp32 (default), mixed_fp16, mixed_bf16, fp8_e4m3_e5m2")
+    p.add_argument("--optimizer", help="sgd, adam or adamw")
+    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
 
 
 def add_parser(sub) -> None:
@@ -23,19 +40,16 @@ def add_parser(sub) -> None:
                     "pair (see docs/training.md).")
     p.add_argument("--config", metavar="TOML", help="TOML file of TrainConfig fields "
                    "(tables: policy, model_config, dataset_options)")
-    p.add_argument("--model", help="mlp (default), cnn, resnet, transformer")
-    p.add_argument("--dataset", help="digits (default), mnist1d, synthetic-classification, "
-                   "synthetic-regression, mnist, cifar10")
+    add_run_arguments(p)
     p.add_argument("--data-path", help="directory of the files of the mnist / cifar10 loaders")
-    p.add_argument("--policy", help="fp32 (default), mixed_fp16, mixed_bf16, fp8_e4m3_e5m2")
-    p.add_argument("--optimizer", help="sgd, adam or adamw")
-    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--scaler", help="loss scaler: none (default), static:S, dynamic[:variant], "
+                   "adaptive")
     p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", help="constant or cosine")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--shadow-every", type=int, help="float32-shadow underflow measurement every "
+                   "K steps (default 0: off)")
     p.add_argument("--hist-every", type=int, help="histograms every K steps (default 50, 0: never)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every K steps (default 100)")
     p.add_argument("--name", help="label of the run")

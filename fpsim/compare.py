@@ -9,6 +9,8 @@ import sys
 import time
 import tomllib
 
+from .cli_train import RUN_FLAGS, add_run_arguments
+
 #: Scalers of the default comparison: float32 reference, none, a static sweep, dynamic
 #: (GradScaler), adaptive (ALS).
 DEFAULT_SCALERS = ("fp32", "none", "static:256", "static:4096", "static:65536", "dynamic",
@@ -92,13 +94,7 @@ def add_parsers(sub) -> None:
                     "data order; all runs go to one study in --db; plots and report.md go to --out. "
                     "With no arguments: the embedded default (digits, MLP, fp16).")
     p.add_argument("--config", help="a named config (fpsim.models.configs) or a TOML file")
-    p.add_argument("--model")
-    p.add_argument("--dataset")
-    p.add_argument("--policy")
-    p.add_argument("--optimizer")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    add_run_arguments(p)
     p.add_argument("--scalers", help="comma-separated: fp32, none, static:S, dynamic[:variant], "
                    "adaptive (default: %s)" % ",".join(DEFAULT_SCALERS))
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
@@ -136,7 +132,7 @@ def run_compare(args) -> int:
     try:
         name, cfg = load_config(args.config)
         cfg = dict(cfg)
-        for field in ("model", "dataset", "policy", "optimizer", "lr", "epochs", "batch_size"):
+        for field in RUN_FLAGS:
             v = getattr(args, field)
             if v is not None:
                 cfg[field] = v

@@ -268,34 +268,28 @@ class RunDB:
         rows = cur.fetchall()
         return {c: np.array([r[i] for r in rows]) for i, c in enumerate(cols)}
 
-    def epochs(self, run_id: int) -> list[dict]:
-        """The run's per-epoch evaluations."""
-        cur = self.con.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
-
-    def site_events(self, run_id: int) -> list[dict]:
-        """The run's per-step, per-site event counts."""
-        cur = self.con.execute("SELECT * FROM site_events WHERE run_id = ? ORDER BY step, site, "
-                               "role, direction", (run_id,))
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
-
-    def scales(self, run_id: int) -> list[dict]:
-        """The run's per-step, per-site scales of a per-site scaler."""
-        cur = self.con.execute("SELECT * FROM scales WHERE run_id = ? ORDER BY step, site",
+    def _dicts(self, table: str, run_id: int, order: str) -> list[dict]:
+        """The run's rows of ``table`` as dicts, ordered by ``order`` (a fixed column list)."""
+        cur = self.con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}",
                                (run_id,))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
+    def epochs(self, run_id: int) -> list[dict]:
+        """The run's per-epoch evaluations."""
+        return self._dicts("epochs", run_id, "epoch")
+
+    def site_events(self, run_id: int) -> list[dict]:
+        """The run's per-step, per-site event counts."""
+        return self._dicts("site_events", run_id, "step, site, role, direction")
+
+    def scales(self, run_id: int) -> list[dict]:
+        """The run's per-step, per-site scales of a per-site scaler."""
+        return self._dicts("scales", run_id, "step, site")
+
     def histograms(self, run_id: int) -> list[dict]:
         """The run's recorded histograms, ``counts`` decoded to int64 arrays."""
-        cur = self.con.execute("SELECT * FROM histograms WHERE run_id = ? ORDER BY step, site, "
-                               "role, direction", (run_id,))
-        cols = [d[0] for d in cur.description]
-        out = []
-        for r in cur.fetchall():
-            d = dict(zip(cols, r))
+        rows = self._dicts("histograms", run_id, "step, site, role, direction")
+        for d in rows:
             d["counts"] = np.frombuffer(d["counts"], "<i8").copy()
-            out.append(d)
-        return out
+        return rows

@@ -248,3 +248,20 @@ def test_resume_needs_an_unfinished_run(tmp_path):
         train(db=db, resume=True)
     with pytest.raises(RecordError, match="no run 99"):
         train(db=db, resume=99)
+
+
+def test_cli_train_with_a_scaler_and_shadow_measurement(tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["train", "--epochs", "1", "--policy", "mixed_fp16", "--scaler",
+                     "static:128", "--shadow-every", "4", "--db", str(db), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    with RunDB(db) as r:
+        cfg = r.run(out["run_id"])["config"]
+        steps = r.steps(out["run_id"])
+        ev = r.site_events(out["run_id"])
+    assert cfg["scaler"] == "static:128" and cfg["shadow_every"] == 4
+    assert set(steps["loss_scale"]) == {128.0}
+    shadow_steps = sorted({e["step"] for e in ev if e["shadow_total"] is not None})
+    assert shadow_steps == list(range(0, out["steps"], 4))
+    assert cli.main(["train", "--scaler", "static", "--db", str(db)]) == 2
+    assert "needs a scale" in capsys.readouterr().err
