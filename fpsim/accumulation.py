@@ -244,6 +244,8 @@ def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequ
     """
     m = _model(fmt, accum, product, rounding, order, block, compensated, preset, inputs,
                overflow, seed, stream, sr_bits)
+    if backend.is_device_array(a) or backend.is_device_array(b):
+        return _matmul_device(a, b, m)
     A, sa = _operand(a, "a", m.inputs, 2)
     B, sb = _operand(b, "b", m.inputs, 2)
     if A.shape[1] != B.shape[0]:
@@ -283,6 +285,25 @@ def _matmul(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model,
                       m.order, m.block, m.compensated, m.mode, m.policy, np.uint64(m.key), m.srk,
                       nchunk)
     return out
+
+
+def _matmul_device(a, b, m: _Model):
+    """The model kernel on the device (every order, Kahan and exact sums; no BLAS fast path).
+    Operands are checked on the host: device matmuls are for validation, not speed."""
+    if not (backend.is_device_array(a) and backend.is_device_array(b)):
+        raise TypeError("matmul of a device array needs both operands on the device")
+    ha = backend.as_device(a).copy_to_host()
+    hb = backend.as_device(b).copy_to_host()
+    A, _ = _operand(ha, "a", m.inputs, 2)
+    B, _ = _operand(hb, "b", m.inputs, 2)
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"shapes {A.shape} and {B.shape} do not align: a's columns ({A.shape[1]}) "
+                         f"must equal b's rows ({B.shape[0]})")
+    prod_kind = kacc.PROD_EXACT if m.product is None else kacc.PROD_FORMAT
+    return backend.matmul_device(
+        A, B, prod_kind, (m.product or m.fmt).params("float64"), m.acc_kind,
+        (m.accum or m.fmt).params("float64"), m.fmt.params("float64"), m.order, m.block,
+        m.compensated, m.mode, m.policy, m.key, m.srk, a)
 
 
 def dot(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequential",

@@ -104,6 +104,12 @@ def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits,
     policy = int(Overflow.parse(overflow))
     tin = tininess_flag(tininess)
     srk = arith_sr_bits(fmt, sr_bits)
+    if any(backend.is_device_array(a) for a in args):
+        if stats:
+            raise ValueError("stats=True is not available for device operands (flags are)")
+        vals, fl = backend.elementwise_device(_OPS[op], args, fmt, _wide(fmt), mode, policy,
+                                              stream_key(seed, stream), srk, tin, flags)
+        return (vals, fl) if flags else vals
     ops = _operands(args)
     shape = ops[0].shape
     flat = [_readonly_flat(o) for o in ops]

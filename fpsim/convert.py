@@ -95,6 +95,13 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int 
         positive for unsigned ones, the input's sign otherwise); NaN inputs stay NaN in the
         carrier even for formats that cannot encode NaN.
     """
+    if backend.is_device_array(x):
+        if out is not None:
+            raise ValueError("out= is not available for device arrays")
+        dev = _format(fmt), int(RoundMode.parse(rounding)), int(Overflow.parse(overflow))
+        res, st = backend.quantize_device(x, *dev, stream_key(seed, stream), _sr_bits(sr_bits),
+                                          bool(stats))
+        return (res, st) if stats else res
     arr, fmt, mode, policy, key, srk = _prepare(x, fmt, rounding, overflow, seed, stream, sr_bits)
     if out is not None:
         if not isinstance(out, np.ndarray):
@@ -126,6 +133,10 @@ def encode(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int = 
         NaN in a format without NaN (``float4_e2m1fn``, ``float6_*``) encodes as ml_dtypes does:
         the sign-only code of the opposite sign.
     """
+    if backend.is_device_array(x):
+        return backend.encode_device(x, _format(fmt), int(RoundMode.parse(rounding)),
+                                     int(Overflow.parse(overflow)), stream_key(seed, stream),
+                                     _sr_bits(sr_bits))
     arr, fmt, mode, policy, key, srk = _prepare(x, fmt, rounding, overflow, seed, stream, sr_bits)
     codes = backend.encode(arr, fmt, mode, policy, key, srk)
     out = codes.view(np.uint64).astype(code_dtype(fmt))
@@ -143,7 +154,7 @@ def decode(codes, fmt: "str | Format") -> np.ndarray:
     """
     fmt = _format(fmt)
     if backend.is_device_array(codes):
-        backend._cuda()
+        return backend.decode_device(codes, fmt)
     arr = np.asarray(codes)
     if arr.dtype.kind == "f" and isinstance(codes, (list, tuple)):
         # numpy turns a list holding ints >= 2^63 into float64; read it as uint64 instead.

@@ -173,13 +173,18 @@ def _adjudicate(x: float, fmt: Format, kind: str, ours: int, theirs: int) -> str
 
 
 def main(argv=None) -> int:
-    """Command line: ``fpsim validate quantize [--formats ...] [--limit N]`` or
-    ``fpsim validate arith [...]`` (:mod:`fpsim.validate_arith`)."""
+    """Command line: ``fpsim validate quantize [--formats ...] [--limit N]``,
+    ``fpsim validate arith [...]`` (:mod:`fpsim.validate_arith`) or
+    ``fpsim validate hardware [...]`` / ``--hardware`` (:mod:`fpsim.validate_hw`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["arith"]:
         from . import validate_arith
 
         return validate_arith.main(argv[1:])
+    if argv[:1] == ["hardware"] or argv[:1] == ["--hardware"]:
+        from . import validate_hw
+
+        return validate_hw.main(argv[1:])
     parser = argparse.ArgumentParser(prog="fpsim validate", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     q = sub.add_parser("quantize", help="exhaustive float32 -> format conversions vs ml_dtypes/numpy")
@@ -190,6 +195,8 @@ def main(argv=None) -> int:
     q.add_argument("--block", type=int, default=1 << 24, help="inputs per block (default: 2^24)")
     sub.add_parser("arith", help="arithmetic vs SoftFloat and exhaustive small formats vs the "
                    "exact reference (see fpsim validate arith --help)")
+    sub.add_parser("hardware", help="the GPU's fp16 arithmetic and conversions vs the emulator, "
+                   "exhaustively (needs a CUDA GPU; see fpsim validate hardware --help)")
     args = parser.parse_args(argv)
     try:
         fmts = [_format(name) for name in args.formats.split(",") if name]

@@ -1,4 +1,4 @@
-"""The CUDA quantize driver equals the CPU bit for bit, under the CUDA simulator.
+"""Every CUDA driver family equals the CPU bit for bit, under the CUDA simulator.
 
 numba's simulator must be chosen before numba.cuda is imported, so the check runs in a subprocess
 with NUMBA_ENABLE_CUDASIM=1 (it never needs a GPU). Checks on a real device come with the CUDA backend.
@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 
-def test_cuda_quantize_driver_equals_cpu_under_simulator():
+def test_cuda_drivers_equal_cpu_under_simulator():
     script = pathlib.Path(__file__).with_name("_cudasim_check.py")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     env["PYTHONPATH"] = os.pathsep.join([str(script.parent), env.get("PYTHONPATH", "")])

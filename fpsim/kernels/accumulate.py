@@ -27,6 +27,7 @@ from numba import njit, prange
 from .arith import (OP_ADD, OP_MUL, OP_SUB, is_value, odd_bits, round_odd, rounded_op,
                     special_value, two_sum_sign)
 from .bitcast import bits_f64, f64_bits
+from .bits import mul_rn
 from .rng import random_bits
 from .round import RDN, RNE, SR, carrier_bits, round_bits
 
@@ -49,7 +50,7 @@ def _rnd(mode, key, ctr):
 def product(a, b, prod_kind, PP, mode, overflow, key, ctr, srk):
     """``a * b``: exact, or rounded into the product format ``PP``."""
     if prod_kind == PROD_EXACT:
-        return a * b
+        return mul_rn(a, b)  # exact; pinned so that CUDA cannot fuse it into the next addition
     return rounded_op(OP_MUL, a, b, PP, mode, overflow, _rnd(mode, key, ctr), srk)
 
 
@@ -249,7 +250,7 @@ def _add_finite(s, p, PA, mode, overflow, rnd, srk):
 @njit(cache=True, inline="always")
 def _mul_finite(a, b, PP, mode, overflow, rnd, srk):
     """``a * b`` rounded into a format, for finite operands, without branches."""
-    mag, sign = odd_bits(a * b, np.int64(0))
+    mag, sign = odd_bits(mul_rn(a, b), np.int64(0))
     r, sign_out, ev = round_bits(mag, sign, PP, mode, overflow, rnd, srk)
     return bits_f64(carrier_bits(r, sign_out, PP))
 
@@ -267,7 +268,7 @@ def _sequential_rows(A, B, out, s, lo, hi, prod_kind, PP, PA, PO, mode, overflow
             bk = B[k]
             for j in range(N):
                 base = e0 + j * stride
-                p = a * bk[j]
+                p = mul_rn(a, bk[j])
                 if prod_kind == PROD_FORMAT:
                     p = _mul_finite(a, bk[j], PP, mode, overflow, _rnd(mode, key, base + k), srk)
                 prev = s[j] if k > 0 else np.copysign(0.0, p)  # acc_first for k = 0

@@ -15,8 +15,8 @@ odd at ``p + 2`` or more bits, then to ``p`` bits in any IEEE mode, equals round
 stochastic rounding the bits above the forced last bit are exact, hence ``sr_bits <= 51 - m``).
 ``round_bits`` on the float64 carrier then rounds once into the format.
 
-These float operations run only on the CPU: on CUDA ``a*b + c`` would be contracted into an FMA
-and break TwoSum/TwoProduct (CUDA drivers need ``mul_rn``/``add_rn`` shims).
+On CUDA ``a*b + c`` would be contracted into an FMA and break TwoSum/TwoProduct, so every
+product goes through :func:`.bits.mul_rn` (libdevice ``dmul_rn`` on CUDA, a plain product here).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bitcast import bits_f64, f64_bits
+from .bits import mul_rn
 from .rng import random_bits
 from .round import EV_FIELD, RDN, RNE, RTZ, SR, carrier_bits, round_bits
 
@@ -41,14 +42,16 @@ _INF = np.int64(0x7FF0000000000000)
 @njit(cache=True, inline="always")
 def _sign_of_rem(x, y, target):
     """Sign of ``target - x*y``, exactly, for x*y within a few ulps of target."""
-    t = _SPLIT * x
+    # Every product goes through mul_rn: on CUDA a plain product feeding an addition would be
+    # contracted into an FMA, and these identities need each product rounded on its own.
+    t = mul_rn(_SPLIT, x)
     xh = t - (t - x)
     xl = x - xh
-    t = _SPLIT * y
+    t = mul_rn(_SPLIT, y)
     yh = t - (t - y)
     yl = y - yh
-    ph = x * y
-    pl = ((xh * yh - ph) + xh * yl + xl * yh) + xl * yl  # x*y = ph + pl exactly (Dekker)
+    ph = mul_rn(x, y)
+    pl = ((mul_rn(xh, yh) - ph) + mul_rn(xh, yl) + mul_rn(xl, yh)) + mul_rn(xl, yl)  # Dekker
     d = target - ph  # exact (Sterbenz): ph is within a factor 2 of target
     return np.int64(d > pl) - np.int64(d < pl)
 
@@ -94,7 +97,7 @@ def exact_result(op, a, b, c, mode):
         prod_inf = np.isinf(a) or np.isinf(b)
         if prod_inf and (a == 0.0 or b == 0.0):
             return np.nan, np.int64(0), True, F_INVALID
-        p = a * b  # exact (or ±Inf)
+        p = mul_rn(a, b)  # exact (or ±Inf); pinned: on CUDA it would fuse with the TwoSum
         if op == OP_MUL:
             return p, np.int64(0), prod_inf or p == 0.0, 0
         if np.isnan(c):

@@ -1,8 +1,17 @@
-"""Small integer helpers shared by the scalar kernels (no float arithmetic here)."""
+"""Small helpers shared by the scalar kernels: integer bit length, and the float-product shim.
+
+``mul_rn(a, b)`` is ``a * b`` rounded to nearest. On the CPU it is the plain product (Numba does
+not contract ``a*b + c`` into a fused multiply-add there). A CUDA kernel would: numba-cuda
+contracts a product feeding an addition into ``fma.rn.f64``, which breaks the error-free
+transformations of :mod:`.arith` (TwoSum after an exact product, Dekker's TwoProduct).
+:mod:`.cuda` therefore registers a CUDA overload that calls libdevice's ``__nv_dmul_rn``,
+which is never contracted. Every product whose result is later added goes through it.
+"""
 
 from __future__ import annotations
 
 from numba import njit
+from numba.core.extending import overload
 
 
 @njit(cache=True)
@@ -19,3 +28,13 @@ def bit_length(x):
             n += s
     return n + (1 if x else 0)
 
+
+def mul_rn(a, b):
+    """``a * b`` rounded to nearest, never fused with a following addition (see the module
+    docstring). Plain Python (the CUDA simulator) multiplies."""
+    return a * b
+
+
+@overload(mul_rn, target="generic")
+def _mul_rn_generic(a, b):
+    return lambda a, b: a * b

@@ -1,10 +1,19 @@
-"""CUDA array drivers: ``@cuda.jit`` twins of :mod:`.cpu`, same names, same scalar cores.
+"""CUDA array drivers: ``@cuda.jit`` twins of :mod:`.cpu`, :mod:`.arith` and :mod:`.accumulate`,
+calling the same scalar cores (``round_bits``, ``op_round``, ``model_sum``) unchanged.
 
-Imported only by :mod:`fpsim.backend` when a device array arrives (or by tests), never by
-``import fpsim``. One thread rounds one element; event counts and the histogram row (the layout of
-:mod:`.histogram`, one copy of the exponent bins) are accumulated with atomics.
+Imported only by :func:`fpsim.backend.cuda_module` when a device array arrives (or by tests),
+never by ``import fpsim``. One thread handles one element (one output element for matmul).
 
-The scalar core is integer-only, so there is no float contraction hazard (``a*b+c`` -> FMA) here.
+Statistics are gathered per block in shared memory (int32: event counts, one copy of the
+exponent-field bins, the subnormal bins, the NaN bin — 2118 counters, 8.5 KB) and added to the
+global int64 rows once per block, so the global atomics are per block and bin, not per element;
+the rows have the layout of :mod:`.histogram`, so :func:`~.histogram.fold` reads them as it
+reads the CPU's.
+
+Float products in the scalar cores go through :func:`.bits.mul_rn`, which this module overloads
+for CUDA with libdevice's ``dmul_rn``: numba-cuda contracts ``a*b + c`` into an FMA otherwise.
+Under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) kernels run as Python and ``mul_rn`` is
+the plain product.
 """
 
 from __future__ import annotations
@@ -16,45 +25,204 @@ import numpy as np
 if not hasattr(np, "row_stack"):
     np.row_stack = np.vstack
 
-from numba import cuda  # noqa: E402
+from numba import cuda, int32  # noqa: E402
+from numba.core import config as _nconfig  # noqa: E402
 
+from . import bits  # noqa: E402
+from .accumulate import final_round, model_sum, product  # noqa: E402
+from .arith import OP_FMA, OP_SQRT, is_value, op_round  # noqa: E402
 from .bits import bit_length  # noqa: E402
-from .histogram import NAN_BIN, SUB0  # noqa: E402
+from .histogram import EXP_BINS, NAN_BIN, SUB0, SUB_BINS  # noqa: E402
 from .rng import random_bits  # noqa: E402
-from .round import EV_FIELD, SR, carrier_bits, round_bits  # noqa: E402
+from .round import EV_FIELD, SR, carrier_bits, pack_code, round_bits, unpack_code  # noqa: E402
 
-#: Threads per block of the elementwise drivers.
+#: Threads per block.
 THREADS = 256
+#: Shared statistics per block: 5 event counts, EXP_BINS exponent fields, SUB_BINS subnormal
+#: bit lengths, 1 NaN bin.
+_SH_EXP = 5
+_SH_SUB = _SH_EXP + EXP_BINS
+_SH_NAN = _SH_SUB + SUB_BINS
+SH_LEN = _SH_NAN + 1
+
+if not _nconfig.ENABLE_CUDASIM:
+    from numba.core.extending import overload
+    from numba.cuda import libdevice
+
+    @overload(bits.mul_rn, target="cuda")
+    def _mul_rn_cuda(a, b):
+        return lambda a, b: libdevice.dmul_rn(a, b)
+
+    @cuda.jit(device=True, inline=True)
+    def _local(a):
+        """An array row handed to a shared scalar core (on the device: itself)."""
+        return a
+else:
+    def _local(a):
+        """Under the simulator kernels run as Python and wrap arrays; the jitted scalar cores
+        need the numpy array underneath."""
+        return a._item._ary
+
+
+@cuda.jit(device=True, inline=True)
+def _low_mask(k):
+    """``2^k - 1`` for ``k <= 63`` without an intermediate ``2^63`` (-1 with its top bits
+    cleared), which the simulator's numpy integers would report as an overflow."""
+    return np.int64(-1) ^ (np.int64(-1) << k)
+
+
+def _blocks(n: int) -> int:
+    return max(1, -(-n // THREADS))
 
 
 @cuda.jit
 def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
     """Round ``xb`` (carrier bits) into the format; write carrier bits to ``outb``.
 
-    ``counts`` (1, 5) and ``hist`` (1, STATS_LEN) or (1, 0): zeroed int64 arrays on the device.
+    ``counts`` (1, 5) and ``hist`` (1, STATS_LEN) or (1, 0): zeroed int64 device arrays.
     """
+    sh = cuda.shared.array(SH_LEN, int32)
+    stats = hist.shape[1] != 0
+    t = cuda.threadIdx.x
+    if stats:
+        for j in range(t, SH_LEN, cuda.blockDim.x):
+            sh[j] = 0
+        cuda.syncthreads()
     i = cuda.grid(1)
-    if i >= xb.size:
-        return
-    u = np.int64(xb[i])
-    a = u & ((np.int64(1) << P.csign) - 1)
-    sign = (u >> P.csign) & 1
-    rnd = random_bits(key, i) if mode == SR else np.int64(0)
-    r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk)
-    outb[i] = carrier_bits(r, sign_out, P)
-    if hist.shape[1] != 0:
-        for j in range(5):
-            if (ev >> (EV_FIELD * j)) & 1:
-                cuda.atomic.add(counts, (0, j), 1)
-        cuda.atomic.add(hist, (0, a >> P.cm), 1)
-        if (a != 0) & (a < (np.int64(1) << P.cm)):
-            cuda.atomic.add(hist, (0, SUB0 + bit_length(a)), 1)
-        if a > P.cinf:
-            cuda.atomic.add(hist, (0, NAN_BIN), 1)
+    if i < xb.size:
+        u = np.int64(xb[i])
+        a = u & _low_mask(P.csign)
+        sign = (u >> P.csign) & 1
+        rnd = random_bits(key, i) if mode == SR else np.int64(0)
+        r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk)
+        outb[i] = carrier_bits(r, sign_out, P)
+        if stats:
+            for j in range(5):
+                if (ev >> (EV_FIELD * j)) & 1:
+                    cuda.atomic.add(sh, j, 1)
+            cuda.atomic.add(sh, _SH_EXP + (a >> P.cm), 1)
+            if (a != 0) & (a < (np.int64(1) << P.cm)):
+                cuda.atomic.add(sh, _SH_SUB + bit_length(a), 1)
+            if a > P.cinf:
+                cuda.atomic.add(sh, _SH_NAN, 1)
+    if stats:
+        cuda.syncthreads()
+        for j in range(t, SH_LEN, cuda.blockDim.x):
+            v = sh[j]
+            if v != 0:
+                if j < _SH_EXP:
+                    cuda.atomic.add(counts, (0, j), v)
+                elif j < _SH_SUB:
+                    cuda.atomic.add(hist, (0, j - _SH_EXP), v)
+                elif j < _SH_NAN:
+                    cuda.atomic.add(hist, (0, SUB0 + j - _SH_SUB), v)
+                else:
+                    cuda.atomic.add(hist, (0, NAN_BIN), v)
 
 
 def launch_quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
-    """Launch :func:`quantize` over all of ``xb`` (device arrays or host arrays under the simulator)."""
-    n = xb.size
-    blocks = max(1, -(-n // THREADS))
-    quantize[blocks, THREADS](xb, outb, P, mode, overflow, np.uint64(key), srk, counts, hist)
+    """Launch :func:`quantize` over all of ``xb`` (device arrays, or host arrays under the
+    simulator)."""
+    quantize[_blocks(xb.size), THREADS](xb, outb, P, mode, overflow, np.uint64(key), srk,
+                                        counts, hist)
+
+
+@cuda.jit
+def encode(xb, codes, P, mode, overflow, key, srk):
+    """Round every carrier value of ``xb`` and write the format's codes (int64) to ``codes``."""
+    i = cuda.grid(1)
+    if i < xb.size:
+        u = np.int64(xb[i])
+        a = u & _low_mask(P.csign)
+        rnd = random_bits(key, i) if mode == SR else np.int64(0)
+        r, sign_out, ev = round_bits(a, (u >> P.csign) & 1, P, mode, overflow, rnd, srk)
+        codes[i] = pack_code(r, sign_out, P)
+
+
+def launch_encode(xb, codes, P, mode, overflow, key, srk):
+    encode[_blocks(xb.size), THREADS](xb, codes, P, mode, overflow, np.uint64(key), srk)
+
+
+@cuda.jit
+def decode(codes, outb, P):
+    """Write the float64 bit pattern of every code (int64) of ``codes`` to ``outb`` (int64)."""
+    i = cuda.grid(1)
+    if i < codes.size:
+        outb[i] = unpack_code(codes[i], P)
+
+
+def launch_decode(codes, outb, P):
+    decode[_blocks(codes.size), THREADS](codes, outb, P)
+
+
+@cuda.jit
+def elementwise(op, A, B, C, out, flags, P, W, mode, overflow, key, srk, tin_before, first_bad):
+    """``op`` on flat float64 operands (the twin of :func:`.arith.elementwise`): float64
+    results, IEEE flags (uint8). ``first_bad[0]`` (initialised to the size) receives the
+    smallest index whose operand is not a value of the format; such elements are not written."""
+    i = cuda.grid(1)
+    if i >= A.size:
+        return
+    ok = is_value(A[i], P)
+    if op != OP_SQRT:
+        ok = ok & is_value(B[i], P)
+    if op == OP_FMA:
+        ok = ok & is_value(C[i], P)
+    if not ok:
+        cuda.atomic.min(first_bad, 0, i)
+        return
+    rnd = random_bits(key, i) if mode == SR else np.int64(0)
+    out[i], flags[i] = op_round(op, A[i], B[i], C[i], P, W, mode, overflow, rnd, srk, tin_before)
+
+
+def launch_elementwise(op, A, B, C, out, flags, P, W, mode, overflow, key, srk, tin_before,
+                       first_bad):
+    elementwise[_blocks(A.size), THREADS](op, A, B, C, out, flags, P, W, mode, overflow,
+                                          np.uint64(key), srk, tin_before, first_bad)
+
+
+@cuda.jit
+def matmul_model(A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind, PA, PO, order, block,
+                 compensated, mode, overflow, key, srk):
+    """Output elements ``i0 ..`` (flat, row-major) of :func:`.accumulate.matmul_model`, one per
+    thread, with the same counters; ``T`` and ``BUF`` are (threads, K) float64 scratch rows."""
+    t = cuda.grid(1)
+    M, K = A.shape
+    N = BT.shape[0]
+    e = i0 + t
+    if t >= T.shape[0] or e >= M * N:
+        return
+    i = e // N
+    j = e - i * N
+    stride = 5 * K + 4
+    base = np.int64(e) * stride
+    x = 0.0
+    es = np.int64(0)
+    if K > 0:
+        terms = T[t]
+        for k in range(K):
+            terms[k] = product(A[i, k], BT[j, k], prod_kind, PP, mode, overflow, key, base + k,
+                               srk)
+        x, es = model_sum(_local(terms), K, _local(BUF[t]), acc_kind, PA, order, block,
+                          compensated, mode, overflow, key, base + K, srk)
+    rnd = random_bits(key, base + stride - 1) if mode == SR else np.int64(0)
+    out[i, j] = final_round(x, es, PO, mode, overflow, rnd, srk)
+
+
+#: Output elements per matmul launch (bounds the scratch: 2 * this * K float64).
+MATMUL_TILE = 1 << 16
+
+
+def launch_matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, compensated,
+                        mode, overflow, key, srk):
+    """Run :func:`matmul_model` over all outputs, :data:`MATMUL_TILE` at a time."""
+    M, K = A.shape
+    N = BT.shape[0]
+    total = M * N
+    tile = max(1, min(total, MATMUL_TILE))
+    T = cuda.device_array((tile, max(K, 1)), np.float64)
+    BUF = cuda.device_array((tile, max(K, 1)), np.float64)
+    for i0 in range(0, total, tile):
+        matmul_model[_blocks(tile), THREADS](A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind, PA,
+                                             PO, order, block, compensated, mode, overflow,
+                                             np.uint64(key), srk)

@@ -1,0 +1,53 @@
+"""GPU throughput of fake quantization (float32 -> format -> float32, RNE) against the device's
+copy bandwidth measured in the same run (needs a CUDA GPU; run by gpu_check.sh).
+
+Run: ``PYTHONPATH=. python benchmarks/bench_gpu.py [--log2n 28]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log2n", type=int, default=28)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    from numba import cuda
+
+    import fpsim
+    from fpsim import backend
+    backend.cuda_module()
+    n = 1 << args.log2n
+    x = cuda.to_device(np.random.default_rng(0).standard_normal(n).astype(np.float32))
+    y = cuda.device_array(n, np.float32)
+
+    def best(fn):
+        fn()
+        cuda.synchronize()
+        t = float("inf")
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            fn()
+            cuda.synchronize()
+            t = min(t, time.perf_counter() - t0)
+        return t
+    t_copy = best(lambda: y.copy_to_device(x))
+    gbs = 2 * 4 * n / t_copy / 1e9
+    print(f"n = 2^{args.log2n} float32; device copy {gbs:.0f} GB/s ({n / t_copy / 1e9:.1f} G elem/s)")
+    print("| format | G elem/s | GB/s (read + write) | / copy [>= 0.8] | with Stats |")
+    print("|---|---|---|---|---|")
+    for name in ("float16", "bfloat16", "float8_e4m3fn"):
+        t = best(lambda: fpsim.quantize(x, name))
+        ts = best(lambda: fpsim.quantize(x, name, stats=True))
+        print(f"| {name} | {n / t / 1e9:.1f} | {2 * 4 * n / t / 1e9:.0f} | "
+              f"{t_copy / t:.2f} | {n / ts / 1e9:.1f} G elem/s |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
