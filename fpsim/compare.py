@@ -80,7 +80,8 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
                 acc = s["test_accuracy"]
                 log(f"[{k}/{total}] {_label(spec)} seed {seed}: "
                     f"{'test accuracy %.2f%%' % (100 * acc) if acc is not None else 'test loss %.4g' % s['test_loss']}, "
-                    f"skipped {s['skipped_steps']}, gradient underflow {s['grad_underflow_rate']:.4f} "
+                    f"skipped {s['skipped_steps']}, gradient underflow "
+                    f"{'n/a' if s['grad_underflow_rate'] is None else '%.4f' % s['grad_underflow_rate']} "
                     f"({time.perf_counter() - t0:.1f} s)")
     return write_report(db, out, study, command)
 

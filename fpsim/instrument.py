@@ -132,6 +132,17 @@ def emit(site: str, role: str, direction: str, stats: Stats, scale: float | None
         r.add(site, role, direction, stats, scale)
 
 
+class paused:
+    """Context manager under which no recorder listens (evaluation passes, shadow passes)."""
+
+    def __enter__(self):
+        self._saved = list(_active)
+        _active.clear()
+
+    def __exit__(self, *exc):
+        _active.extend(self._saved)
+
+
 class recording:
     """Context manager that makes ``recorder`` active: ``with recording(rec): ...``."""
 
@@ -208,6 +219,10 @@ class Recorder:
         self._current[key] = stats if old is None else old + stats
         if scale is not None:
             self._scales[key] = scale
+
+    def peek(self) -> StepSummary:
+        """The current step's summary so far, without closing the step."""
+        return StepSummary(self.step, dict(self._current), dict(self._scales))
 
     def end_step(self) -> StepSummary:
         """Close the current step: returns its summary and starts step ``step + 1``."""

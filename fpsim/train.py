@@ -181,18 +181,21 @@ class Session:
         self.policy.capture = {} if shadow_now else None
         if self.scaler.per_site:
             self.scaler.last = {}
+        before = self._buffers() if shadow_now else None
         loss, out = self._forward_backward(x, y)
-        summary = recorder.end_step() if recorder is not None else None
-        shadow = self._shadow(x, y) if shadow_now else None
+        shadow = self._shadow(x, y, before) if shadow_now else None
         scale = self.scale_used
         if not self.scaler.per_site and scale != 1.0:
             for p in self.params:  # GradScaler: grads times float32(1 / float64(scale))
                 if p.grad is not None:
                     p.grad *= p.grad.dtype.type(1.0 / np.float64(scale))
         finite = all(np.isfinite(p.grad).all() for p in self.params if p.grad is not None)
-        do_step = self.scaler.update(scaling.StepStats(not finite, summary))
+        lr = self.opt.lr  # the rate of this step's update
+        do_step = self.scaler.update(scaling.StepStats(
+            not finite, recorder.peek() if recorder is not None else None))
         if do_step:
-            self.opt.step()
+            self.opt.step()  # (optimizer-state casts report into this step too)
+        summary = recorder.end_step() if recorder is not None else None
         correct = int((out.data.argmax(1) == y).sum()) if self.classify else 0
         self.totals[:3] += (float(loss.data) * len(idx), correct, len(idx))
         self.totals[3] += not do_step
@@ -205,7 +208,7 @@ class Session:
         self.step += 1
         scales = dict(self.scaler.last) if self.scaler.per_site else None
         return dict(loss=float(loss.data), accuracy=correct / len(idx) if self.classify else None,
-                    lr=self.opt.lr, loss_scale=scale, skipped=not do_step,
+                    lr=lr, loss_scale=scale, skipped=not do_step,
                     grad_underflow_rate=rate,
                     nonfinite=0 if summary is None else summary.nonfinite(),
                     seconds=time.perf_counter() - t0, summary=summary, shadow=shadow,
@@ -223,30 +226,45 @@ class Session:
                           merge=self.scaler.merge if self.scaler.per_site else None)
         return loss, out
 
-    def _shadow(self, x, y) -> dict:
-        """Recompute the step in float32 (no rounding, no scaling) and compare each
-        activation-gradient site: ``site -> (elements non-zero in float32 but zero emulated,
-        elements non-zero in float32)``.
-        Gradients, buffers (batch-norm statistics, dropout counters) and recorded data are left
-        as the emulated step made them."""
+    def _buffers(self):
+        """Copies of every module buffer (batch-norm statistics, dropout counters)."""
+        return [(m, b, np.array(getattr(m, b), copy=True))
+                for _, m in self.model.named_modules() for b in m._buffers]
+
+    @staticmethod
+    def _restore(buffers):
+        for m, b, v in buffers:
+            setattr(m, b, np.array(v, copy=True))
+
+    def _shadow(self, x, y, before) -> dict:
+        """Recompute the step in float32 — no rounding, no scaling, float32 BLAS products (any
+        accumulation model off), the buffers as they were before the step (so dropout draws the
+        same masks) — and compare each activation-gradient site: ``site -> (elements non-zero
+        in float32 but zero emulated, elements non-zero in float32)``. Gradients, buffers and
+        recorded data are left as the emulated step made them."""
         emulated = self.policy.capture
         grads = [p.grad for p in self.params]
-        buffers = [(m, b, np.array(getattr(m, b), copy=True))
-                   for _, m in self.model.named_modules() for b in m._buffers]
+        after = self._buffers()
+        products = [(m, m.matmul) for _, m in self.model.named_modules() if hasattr(m, "matmul")]
+        self._restore(before)
         self.policy.bypass, self.policy.capture = True, {}
         if self.scaler.per_site:
             self.scaler.enabled = False
         try:
-            self._forward_backward(x, y)
+            for m, _ in products:
+                m.matmul = None
+            with instrument.paused():
+                self._forward_backward(x, y)
             reference = self.policy.capture
         finally:
             self.policy.bypass, self.policy.capture = False, None
             if self.scaler.per_site:
                 self.scaler.enabled = True
+            for m, mm in products:
+                m.matmul = mm
             for p, g in zip(self.params, grads):
                 p.grad = g
-            for m, b, v in buffers:
-                setattr(m, b, v)
+            self._restore(after)
         return {site: (int(((reference[site] != 0) & (g == 0)).sum()),
                        int((reference[site] != 0).sum()))
                 for site, g in emulated.items() if site in reference}
@@ -255,7 +273,7 @@ class Session:
         """Mean loss and accuracy (None for regression) on ``(x, y)`` in evaluation mode."""
         self.model.eval()
         loss_sum, correct = 0.0, 0
-        with E.no_grad():
+        with E.no_grad(), instrument.paused():  # evaluation is not part of any step's record
             for s in range(0, len(x), batch):
                 out = self.model(E.Tensor(x[s:s + batch]))
                 loss_sum += float(self.loss(out, y[s:s + batch]).data) * len(out.data)

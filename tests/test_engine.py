@@ -181,3 +181,16 @@ def test_tags_pass_through_ordinary_ops_and_merge_where_paths_meet():
     np.testing.assert_allclose(x.grad, 2 * np.exp([1.0, 2.0]) + 3.0, rtol=1e-15)
     with pytest.raises(ValueError, match="different tags"):
         (mark("a")(x) + mark("b")(x)).sum().backward(tag="t")
+
+
+def test_review_regressions_negative_axes_dtype_and_vector_dot():
+    """transpose with negative axes, max keeping float32, 1-D @ 1-D, mse with a float64 target."""
+    assert gradcheck(lambda a, c=rnd(3, 2): E.transpose(a, (-1, 0)) * c, [rnd(2, 3)]) < TOL
+    a = Tensor(rnd(3, 4).astype(np.float32), requires_grad=True)
+    E.max(a, axis=1).sum().backward()
+    assert a.grad.dtype == np.float32
+    y = E.matmul(Tensor(np.array([1.0, 2.0])), Tensor(np.array([3.0, 4.0])))
+    assert y.shape == () and y.item() == 11.0
+    assert gradcheck(E.matmul, [rnd(4), rnd(4)]) < TOL
+    p = Tensor(rnd(3).astype(np.float32), requires_grad=True)
+    assert E.mse(p, np.zeros(3)).dtype == np.float32

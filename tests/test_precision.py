@@ -155,6 +155,18 @@ def test_optimizer_state_is_rounded_by_the_policy():
     assert roles == {"optimizer-state"}
 
 
+def test_optimizer_state_stats_belong_to_their_step(tmp_path):
+    """In training, the optimizer-state roundings of step k are recorded with step k."""
+    from fpsim.records import RunDB
+    from fpsim.train import train
+    r = train({"model": "mlp", "epochs": 1, "policy": {"optimizer_state": "bfloat16"}},
+              db=tmp_path / "r.sqlite")
+    with RunDB(r["db"]) as db:
+        ev = db.site_events(r["run_id"])
+    steps = {e["step"] for e in ev if e["role"] == "optimizer-state"}
+    assert steps == set(range(r["steps"]))  # every step, the first included, none beyond
+
+
 def test_residual_and_transformer_sites():
     res = models.build("resnet", {"input_shape": (1, 8, 8), "num_classes": 10})
     names = {s.name for s in policy("mixed_fp16").apply(res)}

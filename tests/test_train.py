@@ -86,6 +86,11 @@ def test_run_record_contents(tmp_path):
         epochs = r.epochs(s["run_id"])
         assert [e["epoch"] for e in epochs] == [0, 1]
         assert epochs[-1]["test_accuracy"] == s["test_accuracy"]
+        # evaluation at the epoch end reports into no step: every step's input site rounded
+        # exactly its batch (the last batch of an epoch is partial)
+        inputs = {e["step"]: e["total"] for e in ev if e["site"] == "input"}
+        batch = [64 * (1438 - 128 * (k % 12) if k % 12 == 11 else 128) for k in range(steps)]
+        assert [inputs[k] for k in range(steps)] == batch
         # the step's underflow rate is the sum over gradient sites of the recorded counts
         ev0 = [e for e in ev if e["step"] == 3 and e["role"].endswith("-grad")]
         under = sum(e["underflow"] for e in ev0)

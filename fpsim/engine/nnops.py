@@ -217,7 +217,7 @@ def cross_entropy(logits, labels) -> Tensor:
 def mse(pred, target) -> Tensor:
     """Mean squared error ``mean((pred - target)^2)``."""
     pred = lift(pred)
-    target = lift(target, pred)
+    target = target if isinstance(target, Tensor) else Tensor(target, dtype=pred.dtype)
     if pred.shape != target.shape:
         raise ValueError(f"mse: prediction shape {pred.shape} != target shape {target.shape}")
     d = ops.sub(pred, target)

@@ -142,6 +142,8 @@ def matmul(a, b, impl=None) -> Tensor:
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul needs operands with at least one axis, got shapes "
                          f"{a.shape} and {b.shape}")
+    if a.ndim == 1 and b.ndim == 1:
+        return reshape(matmul(reshape(a, (1, -1)), reshape(b, (-1, 1)), impl), ())
     if a.ndim == 1:
         return reshape(matmul(reshape(a, (1, -1)), b, impl), b.shape[:-2] + b.shape[-1:])
     if b.ndim == 1:
@@ -197,7 +199,8 @@ def max(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
     def vjp(g):
         hit = a.data == m
-        return (hit * (_expand(g, a.shape, axes, keepdims) / hit.sum(axis=axes, keepdims=True)),)
+        ties = hit.sum(axis=axes, keepdims=True, dtype=a.dtype)  # (an int count would promote)
+        return (hit * (_expand(g, a.shape, axes, keepdims) / ties),)
     return node(m if keepdims else m.squeeze(axes), (a,), vjp)
 
 
@@ -213,7 +216,7 @@ def reshape(a, shape) -> Tensor:
 def transpose(a, axes=None) -> Tensor:
     """Permute axes (default: reverse them)."""
     a = lift(a)
-    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
+    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(int(ax) % a.ndim for ax in axes)
     inverse = tuple(np.argsort(axes))
     return node(a.data.transpose(axes), (a,), lambda g: (g.transpose(inverse),))
 

@@ -219,7 +219,9 @@ def launch_matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, bloc
     M, K = A.shape
     N = BT.shape[0]
     total = M * N
-    tile = max(1, min(total, MATMUL_TILE))
+    # Two float64 scratch rows of K per output in flight: at most MATMUL_TILE outputs and at
+    # most 1 GiB of scratch.
+    tile = max(1, min(total, MATMUL_TILE, (1 << 30) // (16 * max(K, 1))))
     T = cuda.device_array((tile, max(K, 1)), np.float64)
     BUF = cuda.device_array((tile, max(K, 1)), np.float64)
     for i0 in range(0, total, tile):

@@ -57,7 +57,10 @@ class AdaptiveScaler(Scaler):
     are unscaled in float32, not stored in fp16 at true magnitude; the data-gradient product is
     scaled after the float32 GEMM (bit-identical to scaling the fp16 input for power-of-two
     scales, as the GEMM's products and sums are exact multiples); merged branches are rescaled
-    in float32 and rounded once, at the next cast site.
+    in float32 and rounded once, at the next cast site. Limitation: with a policy's
+    accumulation model (``Policy(matmul=...)``) the data-gradient GEMM rounds its partial sums
+    at the incoming scale ``a``, before ``s`` is applied, so ALS does not protect those roundings
+    (the reference scales the GEMM's input).
 
     Args:
         format: the gradient format (u_min, u_max).

@@ -56,6 +56,8 @@ class DynamicScaler(Scaler):
                              f"{sorted(VARIANTS['pytorch'])}")
         if not cfg["growth_factor"] > 1 or not 0 < cfg["backoff_factor"] < 1:
             raise ValueError("growth_factor must be > 1 and backoff_factor in (0, 1)")
+        if not 0 < cfg["init_scale"] < math.inf:
+            raise ValueError(f"init_scale must be positive and finite, got {cfg['init_scale']}")
         if cfg["growth_interval"] < 1 or cfg["hysteresis"] < 1:
             raise ValueError("growth_interval and hysteresis must be >= 1")
         self.variant = variant

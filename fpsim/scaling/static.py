@@ -36,8 +36,8 @@ class StaticScaler(Scaler):
     """
 
     def __init__(self, scale: float):
-        if not scale > 0:
-            raise ValueError(f"a static loss scale must be positive, got {scale}")
+        if not 0 < scale < float("inf"):
+            raise ValueError(f"a static loss scale must be positive and finite, got {scale}")
         self.scale = float(scale)
         self.name = f"static {self.scale:g}"
 
