@@ -112,4 +112,30 @@ for kw in (dict(preset="fp16 accumulate"), dict(fmt="float16", accum=None),
     want = fpsim.matmul(A, B, fast=False, **kw)
     check(f"fpsim.matmul(device) {kw}", np.array_equal(bits(got.copy_to_host()), bits(want)))
 
+
+# 5. The hardware-validation compare kernels (fpsim validate hardware), fed with "hardware"
+#    results computed by numpy's float16 arithmetic (IEEE, round to nearest even): no mismatch;
+#    one corrupted result is found with its index.
+from fpsim.kernels import cuda_hw  # noqa: E402
+
+f16 = fpsim.format("float16")
+P, W = f16.params("float64"), fpsim.Format(11, 10, specials="ieee").params("float64")
+k0, nn = 0x3C00_3A00, 512  # pairs around 1.0
+kk = np.arange(k0, k0 + nn, dtype=np.int64)
+a = (kk >> 16).astype(np.uint16).view(np.float16)
+b = (kk & 0xFFFF).astype(np.uint16).view(np.float16)
+with np.errstate(all="ignore"):
+    hw_codes = (a * b).view(np.uint16).copy()
+for corrupt in (False, True):
+    codes = hw_codes.copy()
+    if corrupt:
+        codes[77] ^= 1
+    mism = np.zeros(1, np.int64)
+    first = np.full(cuda_hw.KEEP, -1, np.int64)
+    cuda_hw.compare_op[cuda_hw.blocks(nn), cuda_hw.THREADS](2, k0, nn, 0, codes, P, W, 0x7C00,
+                                                          0x3FF, mism, first)
+    want = (1, k0 + 77) if corrupt else (0, -1)
+    check(f"hardware compare kernel, float16 mul, {'one corrupted result' if corrupt else 'numpy results'}",
+          (int(mism[0]), int(first[0])) == want)
+
 print(f"cudasim parity: all cases equal ({time.time() - t0:.0f} s)")

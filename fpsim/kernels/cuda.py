@@ -57,11 +57,21 @@ if not _nconfig.ENABLE_CUDASIM:
     def _local(a):
         """An array row handed to a shared scalar core (on the device: itself)."""
         return a
+
+    from .bitcast import bits_f64 as to_f64, f64_bits as f64_bits  # noqa: E402,F401
 else:
     def _local(a):
         """Under the simulator kernels run as Python and wrap arrays; the jitted scalar cores
         need the numpy array underneath."""
         return a._item._ary
+
+    def to_f64(b):
+        """float64 of int64 bits (the bitcast intrinsic cannot run as Python)."""
+        return np.array(b, np.int64).view(np.float64)[()]
+
+    def f64_bits(x):
+        """int64 bits of a float64."""
+        return np.array(x, np.float64).view(np.int64)[()]
 
 
 @cuda.jit(device=True, inline=True)

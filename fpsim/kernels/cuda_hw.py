@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cuda import THREADS, cuda  # (applies the numpy 2.5 shim, registers mul_rn's overload)
+from .cuda import THREADS, cuda, f64_bits, to_f64  # (numpy 2.5 shim, mul_rn's CUDA overload)
+
+try:  # numba-cuda's bfloat16 intrinsics (cuda_bf16.h); absent from older numba-cuda and the
+    from numba.cuda import bf16  # simulator: bf16 hardware checks then report why
+    BF16_ERROR = None
+except Exception as _e:  # noqa: BLE001
+    bf16 = None
+    BF16_ERROR = f"{type(_e).__name__}: {_e}"
 from .arith import OP_ADD, OP_DIV, OP_FMA, OP_MUL, OP_SUB, op_round
 from .round import RNE, pack_code, round_bits, unpack_code
-from .bitcast import bits_f64, f64_bits
 
 #: Mismatch examples kept per run.
 KEEP = 16
@@ -48,23 +54,58 @@ def fp16_op(op, k0, n, c_code, table16, out):
 
 
 @cuda.jit
-def compare_op(op, k0, n, c_code, hw_codes, P, W, mismatches, first):
+def bf16_op(op, k0, n, c_code, out):
+    """Hardware bfloat16 ``op`` (``cuda_bf16.h`` intrinsics) on the pairs ``k0 .. k0+n-1``,
+    codes written to the uint16 array ``out``."""
+    t = cuda.grid(1)
+    if t >= n:
+        return
+    k = np.int64(k0) + t
+    a = bf16.uint16_as_bfloat16(np.uint16((k >> 16) & 0xFFFF))
+    b = bf16.uint16_as_bfloat16(np.uint16(k & 0xFFFF))
+    if op == OP_ADD:
+        r = bf16.hadd(a, b)
+    elif op == OP_SUB:
+        r = bf16.hsub(a, b)
+    elif op == OP_MUL:
+        r = bf16.hmul(a, b)
+    elif op == OP_DIV:
+        r = bf16.hdiv(a, b)
+    else:
+        r = bf16.hfma(a, b, bf16.uint16_as_bfloat16(np.uint16(c_code)))
+    out[t] = bf16.bfloat16_as_uint16(r)
+
+
+@cuda.jit
+def bf16_convert(x32, n, out):
+    """Hardware float32 -> bfloat16 (round to nearest even) of ``x32[:n]`` into uint16 codes."""
+    t = cuda.grid(1)
+    if t < n:
+        out[t] = bf16.bfloat16_as_uint16(bf16.float32_to_bfloat16_rn(x32[t]))
+
+
+@cuda.jit(device=True, inline=True)
+def _is_nan_code(c, exp_mask, man_mask):
+    return (c & exp_mask) == exp_mask and (c & man_mask) != 0
+
+
+@cuda.jit
+def compare_op(op, k0, n, c_code, hw_codes, P, W, exp_mask, man_mask, mismatches, first):
     """Count ``hw_codes[t] != emulated code`` over the chunk; store the first KEEP indices."""
     t = cuda.grid(1)
     if t >= n:
         return
     k = np.int64(k0) + t
-    a = bits_f64(unpack_code((k >> 16) & 0xFFFF, P))
-    b = bits_f64(unpack_code(k & 0xFFFF, P))
-    c = bits_f64(unpack_code(np.int64(c_code), P))
+    a = to_f64(unpack_code((k >> 16) & 0xFFFF, P))
+    b = to_f64(unpack_code(k & 0xFFFF, P))
+    c = to_f64(unpack_code(np.int64(c_code), P))
     x, fl = op_round(op, a, b, c, P, W, RNE, 0, np.int64(0), 1, 0)
     hb = f64_bits(x)
     r, s, ev = round_bits(hb & 0x7FFFFFFFFFFFFFFF, (hb >> 63) & 1, P, RNE, 0, np.int64(0), 1)
     want = pack_code(r, s, P)
     got = np.int64(hw_codes[t])
-    nan_w = (want & 0x7C00) == 0x7C00 and (want & 0x3FF) != 0
-    nan_g = (got & 0x7C00) == 0x7C00 and (got & 0x3FF) != 0
-    if want != got and not (nan_w and nan_g):
+    if want != got and not (_is_nan_code(want, exp_mask, man_mask)
+                            and _is_nan_code(got, exp_mask, man_mask)):
         i = cuda.atomic.add(mismatches, 0, 1)
         if i < KEEP:
             first[i] = k
@@ -87,18 +128,17 @@ def fp16_convert(x32, n, out):
 
 
 @cuda.jit
-def compare_convert(k0, n, hw_codes, P, mismatches, first):
-    """Emulated float32 -> float16 rounding (RNE, ieee overflow) against ``hw_codes``."""
+def compare_convert(k0, n, hw_codes, P, exp_mask, man_mask, mismatches, first):
+    """Emulated float32 -> format rounding (RNE, ieee overflow) against ``hw_codes``."""
     t = cuda.grid(1)
     if t >= n:
         return
     u = np.int64(k0) + t
-    r, s, ev = round_bits(u & 0x7FFFFFFF, (u >> 31) & 1, P, RNE, 0, np.int64(0), 1)
+    r, s, ev = round_bits(u & 0x7FFFFFFF, (u >> 31) & 1, P, RNE, 0, np.int64(0), 1)  # noqa
     want = pack_code(r, s, P)
     got = np.int64(hw_codes[t])
-    nan_w = (want & 0x7C00) == 0x7C00 and (want & 0x3FF) != 0
-    nan_g = (got & 0x7C00) == 0x7C00 and (got & 0x3FF) != 0
-    if want != got and not (nan_w and nan_g):
+    if want != got and not (_is_nan_code(want, exp_mask, man_mask)
+                            and _is_nan_code(got, exp_mask, man_mask)):
         i = cuda.atomic.add(mismatches, 0, 1)
         if i < KEEP:
             first[i] = u
