@@ -86,18 +86,24 @@ def like(result, x):
     return result
 
 
-def quantize_device(x, fmt: Format, mode: int, overflow: int, key: int, srk: int,
-                    want_stats: bool):
-    """:func:`quantize` for a device array: ``(values as x's kind, Stats or None)``; the carrier
-    rule is the CPU's, statistics are gathered on the device."""
-    from numba import cuda
-    kc = cuda_module()
+def _device_carrier(x, fmt: Format):
+    """``(device array, carrier)`` by the CPU's carrier rule, widening to float64 if needed."""
     d = as_device(x)
     if d.dtype not in (np.float32, np.float64):
         raise TypeError(f"device arrays must be float32 or float64, got {d.dtype}")
     carrier = "float32" if d.dtype == np.float32 and fmt.fits_float32 else "float64"
     if carrier == "float64" and d.dtype != np.float64:
         d = as_device(d, np.float64)
+    return d, carrier
+
+
+def quantize_device(x, fmt: Format, mode: int, overflow: int, key: int, srk: int,
+                    want_stats: bool):
+    """:func:`quantize` for a device array: ``(values as x's kind, Stats or None)``; the carrier
+    rule is the CPU's, statistics are gathered on the device."""
+    from numba import cuda
+    kc = cuda_module()
+    d, carrier = _device_carrier(x, fmt)
     bits_t = np.uint32 if carrier == "float32" else np.int64
     xb = d.reshape(d.size).view(bits_t)
     out = cuda.device_array(d.shape, d.dtype)
@@ -182,12 +188,7 @@ def encode_device(x, fmt: Format, mode: int, overflow: int, key: int, srk: int):
     """:func:`encode` for a device array: int64 codes as x's kind of device array."""
     from numba import cuda
     kc = cuda_module()
-    d = as_device(x)
-    if d.dtype not in (np.float32, np.float64):
-        raise TypeError(f"device arrays must be float32 or float64, got {d.dtype}")
-    carrier = "float32" if d.dtype == np.float32 and fmt.fits_float32 else "float64"
-    if carrier == "float64" and d.dtype != np.float64:
-        d = as_device(d, np.float64)
+    d, carrier = _device_carrier(x, fmt)
     codes = cuda.device_array(d.shape, np.int64)
     kc.launch_encode(d.reshape(d.size).view(np.uint32 if carrier == "float32" else np.int64),
                      codes.reshape(codes.size), fmt.params(carrier), mode, overflow, key, srk)

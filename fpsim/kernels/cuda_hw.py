@@ -89,6 +89,16 @@ def _is_nan_code(c, exp_mask, man_mask):
     return (c & exp_mask) == exp_mask and (c & man_mask) != 0
 
 
+@cuda.jit(device=True, inline=True)
+def _record(want, got, exp_mask, man_mask, mismatches, first, index):
+    """Count a mismatch of codes (two NaNs match) and keep the first KEEP indices."""
+    if want != got and not (_is_nan_code(want, exp_mask, man_mask)
+                            and _is_nan_code(got, exp_mask, man_mask)):
+        i = cuda.atomic.add(mismatches, 0, 1)
+        if i < KEEP:
+            first[i] = index
+
+
 @cuda.jit
 def compare_op(op, k0, n, c_code, hw_codes, P, W, exp_mask, man_mask, mismatches, first):
     """Count ``hw_codes[t] != emulated code`` over the chunk; store the first KEEP indices."""
@@ -102,13 +112,7 @@ def compare_op(op, k0, n, c_code, hw_codes, P, W, exp_mask, man_mask, mismatches
     x, fl = op_round(op, a, b, c, P, W, RNE, 0, np.int64(0), 1, 0)
     hb = f64_bits(x)
     r, s, ev = round_bits(hb & 0x7FFFFFFFFFFFFFFF, (hb >> 63) & 1, P, RNE, 0, np.int64(0), 1)
-    want = pack_code(r, s, P)
-    got = np.int64(hw_codes[t])
-    if want != got and not (_is_nan_code(want, exp_mask, man_mask)
-                            and _is_nan_code(got, exp_mask, man_mask)):
-        i = cuda.atomic.add(mismatches, 0, 1)
-        if i < KEEP:
-            first[i] = k
+    _record(pack_code(r, s, P), np.int64(hw_codes[t]), exp_mask, man_mask, mismatches, first, k)
 
 
 @cuda.jit
@@ -135,13 +139,7 @@ def compare_convert(k0, n, hw_codes, P, exp_mask, man_mask, mismatches, first):
         return
     u = np.int64(k0) + t
     r, s, ev = round_bits(u & 0x7FFFFFFF, (u >> 31) & 1, P, RNE, 0, np.int64(0), 1)  # noqa
-    want = pack_code(r, s, P)
-    got = np.int64(hw_codes[t])
-    if want != got and not (_is_nan_code(want, exp_mask, man_mask)
-                            and _is_nan_code(got, exp_mask, man_mask)):
-        i = cuda.atomic.add(mismatches, 0, 1)
-        if i < KEEP:
-            first[i] = u
+    _record(pack_code(r, s, P), np.int64(hw_codes[t]), exp_mask, man_mask, mismatches, first, u)
 
 
 def blocks(n: int) -> int:
