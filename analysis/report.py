@@ -12,7 +12,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from fpsim.formats import format as parse_format
 from fpsim.records import RecordError, RunDB
 
 GRAD_ROLE = "activation-grad"

@@ -11,6 +11,7 @@ Run: ``python benchmarks/bench_train.py [--steps 200] [--write docs/performance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -31,7 +32,7 @@ def step_time(model, policy, batch, instrumented, steps) -> float:
     rec = instrument.Recorder(keep=False) if instrumented else None
     idx = np.arange(batch)
     times = []
-    with (instrument.recording(rec) if rec else _Null()):
+    with (instrument.recording(rec) if rec else contextlib.nullcontext()):
         for i in range(steps + 5):
             t0 = time.perf_counter()
             s.train_step(idx, rec)
@@ -53,14 +54,6 @@ def numpy_step_time(model, batch, steps) -> float:
         reference_nets.sgd_momentum(params, grads, bufs, 0.05, 0.9)
         times.append(time.perf_counter() - t0)
     return float(np.median(times[5:]))
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        pass
 
 
 def main(argv=None) -> int:

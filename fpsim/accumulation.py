@@ -72,7 +72,7 @@ def _is_float64(f) -> bool:
 
 def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
     if backend.is_device_array(x):
-        backend._cuda()
+        backend.cuda_module()
     arr = np.asarray(x)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))

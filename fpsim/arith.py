@@ -40,7 +40,7 @@ def _operands(args):
     arrs = []
     for name, x in zip(_NAMES, args):
         if backend.is_device_array(x):
-            backend._cuda()
+            backend.cuda_module()
         arr = np.asarray(x)
         if not arr.dtype.isnative:
             arr = arr.astype(arr.dtype.newbyteorder("="))

@@ -4,7 +4,7 @@ Public functions in :mod:`fpsim.convert` validate their arguments and call the f
 contiguous arrays, a :class:`~fpsim.format.Format`, and plain ints. This module picks the carrier
 (float32 when the input is float32 and the format fits, else float64), makes the bit views the
 drivers take, and picks the driver by the array's device. ``import fpsim`` never imports
-``numba.cuda``: device arrays reach :func:`_cuda`, which imports it on first use.
+``numba.cuda``: device arrays reach :func:`cuda_module`, which imports it on first use.
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ def cuda_module():
         raise RuntimeError(f"fpsim: CUDA is unavailable ({reason})")
     _CUDA = kcuda
     return kcuda
-
-
-def _cuda():
-    """Kept for callers that only need the availability check."""
-    return cuda_module()
 
 
 def as_device(x, dtype=None):

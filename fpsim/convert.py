@@ -11,7 +11,6 @@ import numpy as np
 from . import backend
 from .format import Format
 from .formats import format as _format
-from .instrument import Stats
 from .kernels.rng import stream_key
 from .kernels.round import SR_BITS_MAX
 from .modes import Overflow, RoundMode
@@ -20,7 +19,7 @@ from .modes import Overflow, RoundMode
 def _as_float_array(x, what: str = "x") -> np.ndarray:
     """``x`` as a contiguous float32 or float64 array, converting exactly or refusing."""
     if backend.is_device_array(x):
-        backend._cuda()
+        backend.cuda_module()
     arr = np.asarray(x)
     if not arr.dtype.isnative:  # big-endian data: same values, native byte order
         arr = arr.astype(arr.dtype.newbyteorder("="))

@@ -14,6 +14,7 @@ resumed from its checkpoint is bit-identical to one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -386,7 +387,7 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
     bar = tqdm(total=s.total_steps, initial=s.step, disable=not progress, unit="step",
                desc=f"run {run_id}", leave=False)
     status = "finished"
-    with _Interrupt() as stop, (instrument.recording(recorder) if recorder else _null()):
+    with _Interrupt() as stop, (instrument.recording(recorder) if recorder else contextlib.nullcontext()):
         while s.step < s.total_steps:
             epoch, within = divmod(s.step, s.steps_per_epoch)
             order = datasets.batches(len(s.data.x_train), cfg.batch_size, cfg.seed, epoch)
@@ -437,10 +438,3 @@ def _summary(s, rdb, run_id, status, seconds) -> dict:
             "grad_underflow_rate": (float(under / live) if live else 0.0) if s.cfg.instrument else None,
             "seconds": round(seconds, 3)}
 
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        pass

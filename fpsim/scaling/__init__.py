@@ -9,8 +9,8 @@ from .dynamic import VARIANTS as DYNAMIC_VARIANTS
 from .dynamic import DynamicScaler
 from .static import NoScaler, StaticScaler
 
-__all__ = ["AdaptiveScaler", "DynamicScaler", "NoScaler", "Scaler", "StaticScaler",
-           "StepStats", "scaler"]
+__all__ = ["AdaptiveScaler", "DYNAMIC_VARIANTS", "DynamicScaler", "NoScaler", "Scaler",
+           "StaticScaler", "StepStats", "scaler"]
 
 
 def scaler(spec, grad_format="float16") -> Scaler:
