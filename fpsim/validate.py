@@ -12,9 +12,9 @@ What counts as equal (see docs/validation.md):
   encode NaN (``float4_e2m1fn``, ``float6_*``) keep NaN in fpsim's carrier where ml_dtypes returns
   a zero code, so NaN inputs are compared only through :func:`fpsim.encode` for those.
 * ml_dtypes rounds ``float8_e8m0fnu`` ties away from zero (3.0 -> 4.0); fpsim's ``rne`` rounds
-  them to the even code (2.0). That format is compared under ``rna``, its ml_dtypes behaviour,
-  and still differs where ml_dtypes is wrong: float32 subnormals in (2^-127, 1.5 * 2^-127) become
-  2^-126 there, although 2^-127 is nearer. Each reported example says whether the exact
+  them to the even code (2.0). That format is compared under ``rna``, its ml_dtypes behaviour.
+  ml_dtypes before 0.7.0 still differs where it is wrong: float32 subnormals in
+  (2^-127, 1.5 * 2^-127) become 2^-126 there, although 2^-127 is nearer (0.7.0 fixed this). Each reported example says whether the exact
   ``fpsim.reference`` agrees with fpsim or with the oracle.
 """
 
