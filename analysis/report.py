@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from fpsim.records import RecordError, RunDB
+from fpsim.training.records import RecordError, RunDB
 
 GRAD_ROLE = "activation-grad"
 
@@ -36,7 +36,7 @@ def _smooth(y: np.ndarray, k: int = 15) -> np.ndarray:
 
 def grad_format(config: dict):
     """The activation-gradient Format of a run's policy (None for float32 gradients)."""
-    from fpsim.precision import policy
+    from fpsim.training.precision import policy
     cast = policy(config["policy"]).casts["activation_grads"]
     return None if cast is None else cast.format
 

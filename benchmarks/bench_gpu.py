@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     from numba import cuda
 
     import fpsim
-    from fpsim import backend
+    from fpsim.numerics import backend
     backend.cuda_module()
     n = 1 << args.log2n
     x = cuda.to_device(np.random.default_rng(0).standard_normal(n).astype(np.float32))

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 import fpsim
-import fpsim.accumulation as acc
+import fpsim.numerics.accumulation as acc
 from bench_quantize import best_time, replace_section  # same folder: one timing helper
 
 

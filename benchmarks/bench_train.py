@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
-from fpsim import instrument, reference_nets
-from fpsim.train import Session, TrainConfig
+from fpsim.training import instrument
+from fpsim.reference import nets as reference_nets
+from fpsim.training.loop import Session, TrainConfig
 from bench_quantize import replace_section
 
 

@@ -3,16 +3,19 @@
 Public API only. Importing fpsim never imports ``numba.cuda``.
 """
 
-from . import engine, formats, instrument, nn, optim, precision
-from .accumulation import PRESETS, dot, matmul
-from .arith import add, div, fma, mul, sqrt, sub
-from .convert import code_dtype, decode, encode, quantize
-from .format import Format
-from .formats import format
-from .instrument import Recorder, Stats, recording
-from .modes import Event, Overflow, RoundMode
-from .precision import Policy
-from .reference_arith import Flag
+from fpsim import engine
+from fpsim.numerics import formats
+from fpsim.training import instrument, nn, optim, precision
+from fpsim.numerics.accumulation import PRESETS, dot, matmul
+from fpsim.numerics.arith import add, div, fma, mul, sqrt, sub
+from fpsim.numerics.convert import code_dtype, decode, encode, quantize
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format
+from fpsim.training.instrument import Recorder, recording
+from fpsim.numerics.stats import Stats
+from fpsim.numerics.modes import Event, Overflow, RoundMode
+from fpsim.training.precision import Policy
+from fpsim.reference.arith import Flag
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """``python -m fpsim ...`` runs the ``fpsim`` command line (:func:`fpsim.cli.main`)."""
 
-from .cli import main
+from fpsim.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,6 +1,6 @@
 """LeNet-style CNN: two conv-relu-maxpool stages, then two Linear layers."""
 
-from fpsim import nn
+from fpsim.training import nn
 
 
 class LeNet(nn.Module):

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from fpsim import nn
+from fpsim.training import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 

@@ -1,7 +1,7 @@
 """A small ResNet: conv stem, residual stages (basic blocks), global average pool, Linear."""
 
 from fpsim import engine as E
-from fpsim import nn
+from fpsim.training import nn
 
 
 class GlobalAvgPool(nn.Module):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from fpsim import engine as E
-from fpsim import nn
+from fpsim.training import nn
 
 
 class Attention(nn.Module):

@@ -13,8 +13,8 @@ import numpy as np
 from numba import cuda
 
 import fpsim
-from fpsim import backend
-from fpsim.instrument import Stats
+from fpsim.numerics import backend
+from fpsim.numerics.stats import Stats
 from fpsim.kernels import cuda as kcuda
 from fpsim.kernels.histogram import STATS_LEN
 from fpsim.kernels.rng import stream_key
@@ -116,7 +116,7 @@ for kw in (dict(preset="fp16 accumulate"), dict(fmt="float16", accum=None),
 # 5. The hardware-validation compare kernels (fpsim validate hardware), fed with "hardware"
 #    results computed by numpy's float16 arithmetic (IEEE, round to nearest even): no mismatch;
 #    one corrupted result is found with its index.
-from fpsim.kernels import cuda_hw  # noqa: E402
+from fpsim.kernels import cuda_hw
 
 f16 = fpsim.format("float16")
 P, W = f16.params("float64"), fpsim.Format(11, 10, specials="ieee").params("float64")

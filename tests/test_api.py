@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import fpsim
-from fpsim import formats
-from fpsim.modes import Overflow, RoundMode
+from fpsim.numerics import formats
+from fpsim.numerics.modes import Overflow, RoundMode
 from _inputs import assert_same_bits, random_values
 
 F32_FITS = ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn", "tfloat32",

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import fpsim
-import fpsim.arith as A
-import fpsim.validate_arith as VA
+import fpsim.numerics.arith as A
+import fpsim.validate.arith as VA
 from fpsim.kernels.rng import random_bits_py, stream_key
-from fpsim.reference_arith import ARITY, Flag, op_value
+from fpsim.reference.arith import ARITY, Flag, op_value
 from _inputs import assert_same_bits
 from test_reference_arith import MODES, TYPES
 

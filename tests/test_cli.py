@@ -8,7 +8,7 @@ import types
 import pytest
 
 from fpsim.cli import main
-from fpsim.formats import NAMED
+from fpsim.numerics.formats import NAMED
 
 
 def run(capsys, *argv):

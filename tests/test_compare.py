@@ -8,9 +8,9 @@ import pytest
 
 import fpsim
 from fpsim import cli
-from fpsim.compare import compare
-from fpsim.records import RecordError, RunDB
-from fpsim.train import Session, TrainConfig
+from fpsim.training.study import compare
+from fpsim.training.records import RecordError, RunDB
+from fpsim.training.loop import Session, TrainConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

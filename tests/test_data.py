@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from fpsim import data
-from fpsim.data import Dataset, batches, check_finite, load
+from fpsim.training import data
+from fpsim.training.data import Dataset, batches, check_finite, load
 
 # ---------------------------------------------------------------------------- digits
 

@@ -23,7 +23,7 @@ import pytest
 
 import fpsim
 from fpsim import reference
-from fpsim.convert import code_dtype
+from fpsim.numerics.convert import code_dtype
 from fpsim.kernels.rng import random_bits_py, stream_key
 from _inputs import all_formats, assert_same_bits, edge_values, random_values
 

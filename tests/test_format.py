@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import fpsim
-from fpsim import formats
-from fpsim.format import Format, parse_spec
+from fpsim.numerics import formats
+from fpsim.numerics.format import Format, parse_spec
 from _inputs import CUSTOM_SPECS, all_formats
 
 NAMED = list(formats.NAMED.values())

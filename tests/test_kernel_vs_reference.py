@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import fpsim
 from fpsim import reference
-from fpsim.instrument import Stats
+from fpsim.numerics.stats import Stats
 from fpsim.kernels.rng import random_bits_py, stream_key
 from _inputs import all_formats, assert_same_bits, edge_values, random_values
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import fpsim
-import fpsim.accumulation as acc
-from fpsim import reference_accumulate as ref
+import fpsim.numerics.accumulation as acc
+from fpsim.reference import accumulate as ref
 from fpsim.kernels import accumulate as kacc
 from _inputs import assert_same_bits
 

@@ -20,7 +20,7 @@ import pytest
 
 import fpsim
 from fpsim import reference
-from fpsim.validate import MLDTYPES_ROUNDING, Mismatches, compare_with_oracle, oracle_dtype
+from fpsim.validate.quantize import MLDTYPES_ROUNDING, Mismatches, compare_with_oracle, oracle_dtype
 from _inputs import assert_same_bits, edge_values, random_values
 
 import ml_dtypes

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from fpsim import engine as E
-from fpsim import models, reference_nets
+from fpsim import models
+from fpsim.reference import nets as reference_nets
 
 REL = 1e-12  # float64, same operations up to summation order
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fpsim import engine as E
-from fpsim import nn
+from fpsim.training import nn
 from fpsim.engine import Tensor
 
 F32, F64 = np.float32, np.float64

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from fpsim import optim
-from fpsim.nn import Parameter
+from fpsim.training import optim
+from fpsim.training.nn import Parameter
 
 F32 = np.float32
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fpsim
-from fpsim import config
+from fpsim.numerics import config
 from _inputs import random_values
 
 MODES = ["rne", "rna", "rtz", "rup", "rdn", "rto", "sr"]

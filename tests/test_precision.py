@@ -5,8 +5,9 @@ import pytest
 
 import fpsim
 from fpsim import engine as E
-from fpsim import instrument, models, nn
-from fpsim.precision import Cast, Policy, policy
+from fpsim.training import instrument, nn
+from fpsim import models
+from fpsim.training.precision import Cast, Policy, policy
 
 
 def _mlp():
@@ -157,8 +158,8 @@ def test_optimizer_state_is_rounded_by_the_policy():
 
 def test_optimizer_state_stats_belong_to_their_step(tmp_path):
     """In training, the optimizer-state roundings of step k are recorded with step k."""
-    from fpsim.records import RunDB
-    from fpsim.train import train
+    from fpsim.training.records import RunDB
+    from fpsim.training.loop import train
     r = train({"model": "mlp", "epochs": 1, "policy": {"optimizer_state": "bfloat16"}},
               db=tmp_path / "r.sqlite")
     with RunDB(r["db"]) as db:

@@ -18,7 +18,7 @@ import softfloatpy as sf
 
 import fpsim
 from fpsim import reference
-from fpsim.reference_arith import ARITY, Flag, op_value
+from fpsim.reference.arith import ARITY, Flag, op_value
 
 MODES = {"rne": sf.RoundingMode.NEAR_EVEN, "rna": sf.RoundingMode.NEAR_MAX_MAG,
          "rtz": sf.RoundingMode.MIN_MAG, "rdn": sf.RoundingMode.MIN, "rup": sf.RoundingMode.MAX}

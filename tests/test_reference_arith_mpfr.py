@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fpsim
-from fpsim.reference_arith import op_value
+from fpsim.reference.arith import op_value
 
 _ROUND = {"rne": gmpy2.RoundToNearest, "rtz": gmpy2.RoundToZero, "rup": gmpy2.RoundUp,
           "rdn": gmpy2.RoundDown}

@@ -40,7 +40,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fpsim
-from fpsim.reference import round_value
+from fpsim.reference.rounding import round_value
 
 MODES = ("rne", "rtz", "rup", "rdn", "rna")
 

@@ -9,10 +9,10 @@ from scipy.special import erfinv
 
 import fpsim
 from fpsim import engine as E
-from fpsim import models, nn
-from fpsim.precision import policy as make_policy
-from fpsim.scaling import (AdaptiveScaler, DynamicScaler, NoScaler, StaticScaler, StepStats,
-                           scaler)
+from fpsim import models
+from fpsim.training import nn
+from fpsim.training.precision import policy as make_policy
+from fpsim.training.scaling import AdaptiveScaler, DynamicScaler, NoScaler, StaticScaler, StepStats, scaler
 
 
 def _flags(n, p, seed, bursts=()):
@@ -306,8 +306,8 @@ def test_dynamic_scaler_in_training_follows_the_rule(tmp_path):
     """fp16 gradients at a 2^40 loss scale overflow: the first steps are skipped and the scale
     halves until gradients fit, then grows every 5 good steps — the steps table equals the
     GradScaler rule driven by the recorded skip flags."""
-    from fpsim.records import RunDB
-    from fpsim.train import train
+    from fpsim.training.records import RunDB
+    from fpsim.training.loop import train
     r = train({"model": "mlp", "policy": "mixed_fp16", "epochs": 2,
                "scaler": {"name": "dynamic", "init_scale": 2.0 ** 40, "growth_interval": 5}},
               db=tmp_path / "r.sqlite")
@@ -326,8 +326,8 @@ def test_scaler_state_survives_a_checkpoint_bit_identically(spec):
     """Steps 0..9, checkpoint, a fresh session restored from it runs steps 10..19: the weights
     equal those of one session that ran all 20 steps (the scaler's state is in the checkpoint:
     dynamic scale and tracker, adaptive per-site call counters and cached scales)."""
-    from fpsim.data import batches
-    from fpsim.train import Session, TrainConfig
+    from fpsim.training.data import batches
+    from fpsim.training.loop import Session, TrainConfig
     cfg = TrainConfig(model="mlp", policy="mixed_fp16", scaler=spec, epochs=2).resolved()
 
     def run(session, start, stop):

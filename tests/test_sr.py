@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fpsim
-from fpsim import config
+from fpsim.numerics import config
 from fpsim.kernels.rng import random_bits, random_bits_py, stream_key
 
 N = 1 << 20

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fpsim
-from fpsim.instrument import Stats
+from fpsim.numerics.stats import Stats
 from _inputs import edge_values, random_values
 
 

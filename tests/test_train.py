@@ -12,9 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from fpsim import cli, data
-from fpsim.records import RecordError, RunDB
-from fpsim.train import Session, TrainConfig, train
+from fpsim import cli
+from fpsim.training import data
+from fpsim.training.records import RecordError, RunDB
+from fpsim.training.loop import Session, TrainConfig, train
 
 
 def _final_state(db, run_id):

@@ -4,12 +4,10 @@
 vector-Jacobian product, and one topological backward pass (:meth:`Tensor.backward`).
 """
 
-from .gradcheck import gradcheck
-from .nnops import (avg_pool2d, batch_norm, conv2d, conv_transpose2d, cross_entropy, dropout,
-                    embedding, layer_norm, log_softmax, max_pool2d, mse, normalize, softmax)
-from .ops import (add, concatenate, div, exp, gelu, getitem, log, matmul, max, mean, mul, neg,
-                  pow, relu, reshape, sigmoid, sqrt, sub, sum, tanh, transpose, where)
-from .tensor import Tensor, custom, no_grad
+from fpsim.engine.gradcheck import gradcheck
+from fpsim.engine.nnops import avg_pool2d, batch_norm, conv2d, conv_transpose2d, cross_entropy, dropout, embedding, layer_norm, log_softmax, max_pool2d, mse, normalize, softmax
+from fpsim.engine.ops import add, concatenate, div, exp, gelu, getitem, log, matmul, max, mean, mul, neg, pow, relu, reshape, sigmoid, sqrt, sub, sum, tanh, transpose, where
+from fpsim.engine.tensor import Tensor, custom, no_grad
 
 __all__ = [
     "Tensor", "add", "avg_pool2d", "batch_norm", "concatenate", "conv2d", "conv_transpose2d",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor
+from fpsim.engine.tensor import Tensor
 
 
 def gradcheck(f, inputs, eps: float = 1e-6, seed: int = 0) -> float:

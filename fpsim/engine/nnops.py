@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import ops
-from .tensor import Tensor, lift, node
+from fpsim.engine import ops
+from fpsim.engine.tensor import Tensor, lift, node
 
 # -- convolution -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from .tensor import Tensor, lift, node, unbroadcast
+from fpsim.engine.tensor import Tensor, lift, node, unbroadcast
 
 # -- elementwise arithmetic --------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ import numba
 
 _HERE = pathlib.Path(__file__).resolve().parent
 #: Every source file the compiled kernels depend on.
-_SOURCES = sorted(_HERE.glob("*.py")) + [_HERE.parent / "modes.py", _HERE.parent / "format.py"]
+_SOURCES = sorted(_HERE.glob("*.py")) + [_HERE.parent / "numerics" / "modes.py",
+                                         _HERE.parent / "numerics" / "format.py"]
 
 
 def _cache_dir() -> str:
@@ -55,4 +56,4 @@ def _kernel_cache():
 
 
 with _kernel_cache():
-    from . import accumulate, arith, bits, cpu, histogram, rng, round  # noqa: F401,E402  (decorated under the cache dir)
+    from fpsim.kernels import accumulate, arith, bits, cpu, histogram, rng, round

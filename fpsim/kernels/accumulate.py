@@ -24,12 +24,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .arith import (OP_ADD, OP_MUL, OP_SUB, is_value, odd_bits, round_odd, rounded_op,
-                    special_value, two_sum_sign)
-from .bitcast import bits_f64, f64_bits
-from .bits import mul_rn
-from .rng import random_bits
-from .round import RDN, RNE, SR, carrier_bits, round_bits
+from fpsim.kernels.arith import OP_ADD, OP_MUL, OP_SUB, is_value, odd_bits, round_odd, rounded_op, special_value, two_sum_sign
+from fpsim.kernels.bitcast import bits_f64, f64_bits
+from fpsim.kernels.bits import mul_rn
+from fpsim.kernels.rng import random_bits
+from fpsim.kernels.round import RDN, RNE, SR, carrier_bits, round_bits
 
 #: How products are formed: exactly (float64 holds the product of two values of <= 26 bits), or
 #: rounded into the product format.

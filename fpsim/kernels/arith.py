@@ -25,10 +25,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .bitcast import bits_f64, f64_bits
-from .bits import mul_rn
-from .rng import random_bits
-from .round import EV_FIELD, RDN, RNE, RTZ, SR, carrier_bits, round_bits
+from fpsim.kernels.bitcast import bits_f64, f64_bits
+from fpsim.kernels.bits import mul_rn
+from fpsim.kernels.rng import random_bits
+from fpsim.kernels.round import EV_FIELD, RDN, RNE, RTZ, SR, carrier_bits, round_bits
 
 OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_SQRT, OP_FMA = 0, 1, 2, 3, 4, 5
 #: Flag bits (SoftFloat's values).

@@ -22,10 +22,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .bits import bit_length
-from .histogram import EXP_BINS, NAN_BIN, SUB0
-from .rng import random_bits
-from .round import EV_FIELD, EV_MAX_SUM, RDN, RNA, RNE, RTO, RTZ, RUP, SR, carrier_bits, pack_code, round_bits, unpack_code
+from fpsim.kernels.bits import bit_length
+from fpsim.kernels.histogram import EXP_BINS, NAN_BIN, SUB0
+from fpsim.kernels.rng import random_bits
+from fpsim.kernels.round import EV_FIELD, EV_MAX_SUM, RDN, RNA, RNE, RTO, RTZ, RUP, SR, carrier_bits, pack_code, round_bits, unpack_code
 
 #: Elements per block of the statistics loop (a block of inputs and outputs stays in L1 cache;
 #: at most EV_MAX_SUM, so that the packed event counts of a block cannot overflow).

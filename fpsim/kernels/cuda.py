@@ -28,13 +28,13 @@ if not hasattr(np, "row_stack"):
 from numba import cuda, int32  # noqa: E402
 from numba.core import config as _nconfig  # noqa: E402
 
-from . import bits  # noqa: E402
-from .accumulate import final_round, model_sum, product  # noqa: E402
-from .arith import OP_FMA, OP_SQRT, is_value, op_round  # noqa: E402
-from .bits import bit_length  # noqa: E402
-from .histogram import EXP_BINS, NAN_BIN, SUB0, SUB_BINS  # noqa: E402
-from .rng import random_bits  # noqa: E402
-from .round import EV_FIELD, SR, carrier_bits, pack_code, round_bits, unpack_code  # noqa: E402
+from fpsim.kernels import bits
+from fpsim.kernels.accumulate import final_round, model_sum, product
+from fpsim.kernels.arith import OP_FMA, OP_SQRT, is_value, op_round
+from fpsim.kernels.bits import bit_length
+from fpsim.kernels.histogram import EXP_BINS, NAN_BIN, SUB0, SUB_BINS
+from fpsim.kernels.rng import random_bits
+from fpsim.kernels.round import EV_FIELD, SR, carrier_bits, pack_code, round_bits, unpack_code
 
 #: Threads per block.
 THREADS = 256
@@ -58,7 +58,7 @@ if not _nconfig.ENABLE_CUDASIM:
         """An array row handed to a shared scalar core (on the device: itself)."""
         return a
 
-    from .bitcast import bits_f64 as to_f64, f64_bits as f64_bits  # noqa: E402,F401
+    from fpsim.kernels.bitcast import bits_f64 as to_f64, f64_bits as f64_bits
 else:
     def _local(a):
         """Under the simulator kernels run as Python and wrap arrays; the jitted scalar cores

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cuda import THREADS, cuda, f64_bits, to_f64  # (numpy 2.5 shim, mul_rn's CUDA overload)
+from fpsim.kernels.cuda import THREADS, cuda, f64_bits, to_f64
 
 try:  # numba-cuda's bfloat16 intrinsics (cuda_bf16.h); absent from older numba-cuda and the
     from numba.cuda import bf16  # simulator: bf16 hardware checks then report why
@@ -23,8 +23,8 @@ try:  # numba-cuda's bfloat16 intrinsics (cuda_bf16.h); absent from older numba-
 except Exception as _e:  # noqa: BLE001
     bf16 = None
     BF16_ERROR = f"{type(_e).__name__}: {_e}"
-from .arith import OP_ADD, OP_DIV, OP_FMA, OP_MUL, OP_SUB, op_round
-from .round import RNE, pack_code, round_bits, unpack_code
+from fpsim.kernels.arith import OP_ADD, OP_DIV, OP_FMA, OP_MUL, OP_SUB, op_round
+from fpsim.kernels.round import RNE, pack_code, round_bits, unpack_code
 
 #: Mismatch examples kept per run.
 KEEP = 16

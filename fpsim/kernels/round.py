@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..modes import Overflow, RoundMode
-from .bits import bit_length
+from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.kernels.bits import bit_length
 
 RNE = int(RoundMode.RNE)
 RNA = int(RoundMode.RNA)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
-from .convert import quantize
-from .format import Format
-from .formats import format as _format
-from .kernels import arith as karith
-from .kernels.rng import stream_key
-from .modes import Overflow, RoundMode
-from .reference_arith import Flag
+from fpsim.numerics import backend
+from fpsim.numerics.convert import quantize
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
+from fpsim.kernels import arith as karith
+from fpsim.kernels.rng import stream_key
+from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.reference.arith import Flag
 
 _OPS = {"add": karith.OP_ADD, "sub": karith.OP_SUB, "mul": karith.OP_MUL, "div": karith.OP_DIV,
         "sqrt": karith.OP_SQRT, "fma": karith.OP_FMA}

@@ -6,7 +6,7 @@ Each named format is a :class:`~fpsim.format.Format` instance and a module attri
 
 from __future__ import annotations
 
-from .format import Format, parse_spec
+from fpsim.numerics.format import Format, parse_spec
 
 
 def _named(name: str, e: int, m: int, **kw) -> Format:

@@ -27,12 +27,12 @@ import time
 
 import numpy as np
 
-from . import arith
-from .convert import decode, encode
-from .format import Format
-from .formats import format as _format
-from .kernels.rng import random_bits_py, stream_key
-from .reference_arith import ARITY, op_value
+from fpsim.numerics import arith
+from fpsim.numerics.convert import decode, encode
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
+from fpsim.kernels.rng import random_bits_py, stream_key
+from fpsim.reference.arith import ARITY, op_value
 
 IEEE_MODES = ("rne", "rna", "rtz", "rup", "rdn")
 ALL_MODES = IEEE_MODES + ("rto", "sr")

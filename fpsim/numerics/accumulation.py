@@ -21,13 +21,13 @@ import dataclasses
 
 import numpy as np
 
-from . import backend
-from .arith import arith_sr_bits, check_arith_format, first_non_value
-from .format import Format
-from .formats import format as _format
-from .kernels import accumulate as kacc
-from .kernels.rng import stream_key
-from .modes import Overflow, RoundMode
+from fpsim.numerics import backend
+from fpsim.numerics.arith import arith_sr_bits, check_arith_format, first_non_value
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
+from fpsim.kernels import accumulate as kacc
+from fpsim.kernels.rng import stream_key
+from fpsim.numerics.modes import Overflow, RoundMode
 
 _ORDERS = {"sequential": kacc.ORDER_SEQUENTIAL, "pairwise": kacc.ORDER_PAIRWISE,
            "blocked": kacc.ORDER_BLOCKED}

@@ -8,10 +8,10 @@ import math
 import numpy as np
 from scipy.special import erfinv
 
-from ..engine import custom
-from ..format import Format
-from ..formats import format as parse_format
-from .base import Scaler, StepStats
+from fpsim.engine import custom
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as parse_format
+from fpsim.training.scaling.base import Scaler, StepStats
 
 #: Statistic variants of the reference code (specs/loss-scaling.md 3.2).
 VARIANTS = ("A", "A0", "B")
@@ -200,7 +200,7 @@ class AdaptiveScaler(Scaler):
         rounded gradient) and a scale op on the input; an unscale op on every parameter (before
         its cast, so the gradient is rounded at scale and unscaled after). Returns the GEMM
         site names."""
-        from ..nn import Conv2d, Linear, Parameter
+        from fpsim.training.nn import Conv2d, Linear, Parameter
         sites = []
         for mname, m in model.named_modules():
             for hooks in (m._input_hooks, m._output_hooks, m._param_hooks):

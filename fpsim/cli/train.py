@@ -87,8 +87,8 @@ def config_from_args(args) -> dict:
 def run(args) -> int:
     """Handler of ``fpsim train``: 0 when the run finished, 130 when it was interrupted, 2 for
     bad input (one line on stderr)."""
-    from .records import RecordError
-    from .train import train
+    from fpsim.training.records import RecordError
+    from fpsim.training.loop import train
     try:
         cfg = config_from_args(args)
         summary = train(None if args.resume else cfg, db=args.db, resume=args.resume,

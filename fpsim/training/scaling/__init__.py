@@ -3,11 +3,11 @@ GradScaler semantics and variants), adaptive per-site (ALS)."""
 
 from __future__ import annotations
 
-from .adaptive import AdaptiveScaler
-from .base import Scaler, StepStats
-from .dynamic import VARIANTS as DYNAMIC_VARIANTS
-from .dynamic import DynamicScaler
-from .static import NoScaler, StaticScaler
+from fpsim.training.scaling.adaptive import AdaptiveScaler
+from fpsim.training.scaling.base import Scaler, StepStats
+from fpsim.training.scaling.dynamic import VARIANTS as DYNAMIC_VARIANTS
+from fpsim.training.scaling.dynamic import DynamicScaler
+from fpsim.training.scaling.static import NoScaler, StaticScaler
 
 __all__ = ["AdaptiveScaler", "DYNAMIC_VARIANTS", "DynamicScaler", "NoScaler", "Scaler",
            "StaticScaler", "StepStats", "scaler"]

@@ -22,8 +22,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import engine as E
-from .engine import Tensor
+from fpsim import engine as E
+from fpsim.engine import Tensor
 
 
 class Parameter(Tensor):

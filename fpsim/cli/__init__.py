@@ -25,12 +25,13 @@ import sys
 
 import numpy as np
 
-from . import cli_train, compare
-from .convert import encode, quantize
-from .format import Format
-from .formats import NAMED
-from .formats import format as _format
-from .modes import Event, Overflow, RoundMode
+from fpsim.cli import train as cli_train
+from fpsim.training import study as compare
+from fpsim.numerics.convert import encode, quantize
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import NAMED
+from fpsim.numerics.formats import format as _format
+from fpsim.numerics.modes import Event, Overflow, RoundMode
 
 _HEX_RE = re.compile(r"^[+-]?0x", re.IGNORECASE)
 
@@ -251,7 +252,7 @@ def _cmd_quantize(args) -> int:
 def _cmd_validate(rest: list[str]) -> int:
     """``fpsim validate``: hand the arguments to ``fpsim.validate.main`` and return its status."""
     try:
-        validate = importlib.import_module("fpsim.validate")
+        validate = importlib.import_module("fpsim.validate.quantize")
     except ImportError as err:
         if getattr(err, "name", None) == "fpsim.validate":
             print("fpsim validate: error: this fpsim has no validation module (fpsim.validate)",

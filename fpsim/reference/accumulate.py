@@ -11,12 +11,12 @@ from fractions import Fraction
 
 import numpy as np
 
-from .format import Format
-from .formats import format as _format
-from .kernels.rng import random_bits_py, stream_key
-from .modes import Overflow, RoundMode
-from .reference import round_rational
-from .reference_arith import op_value
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
+from fpsim.kernels.rng import random_bits_py, stream_key
+from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.reference.rounding import round_rational
+from fpsim.reference.arith import op_value
 
 
 def _rounder(rounding, overflow, key, srk):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import config
-from .format import Format
-from .instrument import Stats
-from .kernels import cpu
-from .kernels.histogram import STATS_LEN
+from fpsim.numerics import config
+from fpsim.numerics.format import Format
+from fpsim.numerics.stats import Stats
+from fpsim.kernels import cpu
+from fpsim.kernels.histogram import STATS_LEN
 
 
 def is_device_array(x) -> bool:
@@ -39,7 +39,7 @@ def cuda_module():
     if _CUDA is not None:
         return _CUDA
     try:
-        from .kernels import cuda as kcuda
+        from fpsim.kernels import cuda as kcuda
     except Exception as e:  # ImportError, or numba-cuda failing under this numpy
         raise RuntimeError(f"fpsim: the CUDA backend cannot be imported ({type(e).__name__}: "
                            f"{e}); install it with pip install 'fpsim[cuda]'") from e

@@ -23,11 +23,11 @@ import time
 
 import numpy as np
 
-from . import data as datasets
-from . import engine as E
-from . import instrument, optim, scaling
-from .precision import policy as make_policy
-from .records import RecordError, RunDB
+from fpsim.training import data as datasets
+from fpsim import engine as E
+from fpsim.training import instrument, optim, scaling
+from fpsim.training.precision import policy as make_policy
+from fpsim.training.records import RecordError, RunDB
 
 #: Defaults per (model, dataset) that train to convergence (see docs/training.md): any field
 #: of TrainConfig left None is taken from here (then from ``(model, None)``).
@@ -98,7 +98,7 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by the defaults, validated."""
-        from .models import MODELS
+        from fpsim.models import MODELS
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
         base = {**DEFAULTS[(self.model, None)], **DEFAULTS.get((self.model, self.dataset), {})}
@@ -130,7 +130,7 @@ def versions() -> dict:
     """Versions recorded with each run."""
     import numba
 
-    from . import __version__
+    from fpsim import __version__
     return {"fpsim": __version__, "numpy": np.__version__, "numba": numba.__version__,
             "python": platform.python_version()}
 
@@ -144,7 +144,7 @@ class Session:
     """
 
     def __init__(self, cfg: TrainConfig):
-        from .models import build
+        from fpsim.models import build
         self.cfg = cfg
         opts = dict(cfg.dataset_options)
         self.data = datasets.load(cfg.dataset, seed=cfg.seed, **opts)

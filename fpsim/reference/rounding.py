@@ -34,10 +34,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from .format import Format
-from .formats import format as _format
-from .kernels.rng import random_bits_py, stream_key
-from .modes import Event, Overflow, RoundMode
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
+from fpsim.kernels.rng import random_bits_py, stream_key
+from fpsim.numerics.modes import Event, Overflow, RoundMode
 
 SR_BITS_MAX = 62
 

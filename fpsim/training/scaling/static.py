@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Scaler, StepStats
+from fpsim.training.scaling.base import Scaler, StepStats
 
 
 class NoScaler(Scaler):

@@ -270,7 +270,7 @@ class Format:
     @property
     def spec(self) -> str:
         """Canonical spec string accepted by :func:`fpsim.format`, e.g. ``e5m10`` or ``ue8m0fn-nozero``."""
-        from .formats import format as lookup  # aliases ("e2m1", "e4m3fnuz") name other formats
+        from fpsim.numerics.formats import format as lookup
 
         head = f"{'' if self.signed else 'u'}e{self.exp_bits}m{self.man_bits}"
         tail = "" if self.subnormals else ("-nosub" if self.zero else "-nozero")

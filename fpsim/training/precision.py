@@ -35,16 +35,16 @@ import zlib
 
 import numpy as np
 
-from . import instrument
-from .accumulation import matmul as model_matmul
-from . import backend
-from .kernels.rng import stream_key
-from .kernels.round import SR_BITS_MAX
-from .engine import custom
-from .format import Format
-from .formats import format as parse_format
-from .modes import Overflow, RoundMode
-from .nn import Parameter
+from fpsim.training import instrument
+from fpsim.numerics.accumulation import matmul as model_matmul
+from fpsim.numerics import backend
+from fpsim.kernels.rng import stream_key
+from fpsim.kernels.round import SR_BITS_MAX
+from fpsim.engine import custom
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as parse_format
+from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.training.nn import Parameter
 
 #: Policy fields, one per role that the policy can round.
 FIELDS = ("activations", "activation_grads", "weights", "weight_grads", "optimizer_state")

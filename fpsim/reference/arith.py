@@ -28,10 +28,10 @@ import enum
 import math
 from fractions import Fraction
 
-from .format import Format
-from .formats import format as _format
-from .modes import Overflow, RoundMode
-from .reference import _nan, _signed, round_rational, round_value
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
+from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.reference.rounding import _nan, _signed, round_rational, round_value
 
 SR_BITS_MAX = 62
 

@@ -9,7 +9,7 @@ import sys
 import time
 import tomllib
 
-from .cli_train import RUN_FLAGS, add_run_arguments
+from fpsim.cli.train import RUN_FLAGS, add_run_arguments
 
 #: Scalers of the default comparison: float32 reference, none, a static sweep, dynamic
 #: (GradScaler), adaptive (ALS).
@@ -24,7 +24,7 @@ def _label(spec: str) -> str:
 def load_config(name_or_path: str | None) -> tuple[str, dict]:
     """``(name, TrainConfig fields)`` from a name of :data:`fpsim.models.configs.CONFIGS` or a
     TOML file of TrainConfig fields."""
-    from .models import configs
+    from fpsim.models import configs
     if name_or_path is None:
         name_or_path = configs.DEFAULT
     if name_or_path.endswith(".toml") or os.path.sep in name_or_path:
@@ -56,8 +56,8 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
         The report summary: ``study``, ``db``, ``out``, ``rows`` (one per scaler, averaged over
         seeds), ``files``.
     """
-    from .analysis.report import write_report
-    from .train import TrainConfig, train
+    from fpsim.analysis.report import write_report
+    from fpsim.training.loop import TrainConfig, train
     if "scaler" in config:
         raise ValueError("the config of a comparison must not set 'scaler' (compare varies it)")
     TrainConfig.from_dict(config).resolved()  # fail before any run
@@ -121,7 +121,7 @@ def _print_summary(summary, as_json):
     if as_json:
         print(json.dumps(summary))
         return
-    from .analysis.report import table_markdown
+    from fpsim.analysis.report import table_markdown
     print(table_markdown(summary["rows"]))
     print(f"\nreport: {os.path.join(summary['out'], 'report.md')} (study {summary['study']} "
           f"in {summary['db']})")
@@ -129,7 +129,7 @@ def _print_summary(summary, as_json):
 
 def run_compare(args) -> int:
     """Handler of ``fpsim compare``."""
-    from .records import RecordError
+    from fpsim.training.records import RecordError
     try:
         name, cfg = load_config(args.config)
         cfg = dict(cfg)
@@ -155,8 +155,8 @@ def run_compare(args) -> int:
 
 def run_report(args) -> int:
     """Handler of ``fpsim report``."""
-    from .analysis.report import write_report
-    from .records import RecordError, RunDB
+    from fpsim.analysis.report import write_report
+    from fpsim.training.records import RecordError, RunDB
     try:
         if not os.path.exists(args.db):
             raise ValueError(f"{args.db} does not exist")

@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from .convert import encode, quantize
-from .format import Format
-from .formats import format as _format
+from fpsim.numerics.convert import encode, quantize
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
 
 #: Formats the exhaustive run checks by default.
 DEFAULT_FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
@@ -156,7 +156,7 @@ def _report(fmt: Format, kind: str, mm: Mismatches) -> str:
 
 def _adjudicate(x: float, fmt: Format, kind: str, ours: int, theirs: int) -> str:
     """Which side fpsim.reference (exact rational arithmetic) agrees with."""
-    from . import reference
+    from fpsim import reference
 
     want = reference.round_value(x, fmt, MLDTYPES_ROUNDING.get(fmt.name, "rne"))
 
@@ -178,11 +178,11 @@ def main(argv=None) -> int:
     ``fpsim validate hardware [...]`` / ``--hardware`` (:mod:`fpsim.validate_hw`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["arith"]:
-        from . import validate_arith
+        from fpsim.validate import arith as validate_arith
 
         return validate_arith.main(argv[1:])
     if argv[:1] == ["hardware"] or argv[:1] == ["--hardware"]:
-        from . import validate_hw
+        from fpsim.validate import hardware as validate_hw
 
         return validate_hw.main(argv[1:])
     parser = argparse.ArgumentParser(prog="fpsim validate", description=__doc__.split("\n\n")[0])

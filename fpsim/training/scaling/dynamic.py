@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .base import Scaler, StepStats
+from fpsim.training.scaling.base import Scaler, StepStats
 
 _F32_MAX = float(np.finfo(np.float32).max)
 

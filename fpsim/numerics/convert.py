@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
-from .format import Format
-from .formats import format as _format
-from .kernels.rng import stream_key
-from .kernels.round import SR_BITS_MAX
-from .modes import Overflow, RoundMode
+from fpsim.numerics import backend
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import format as _format
+from fpsim.kernels.rng import stream_key
+from fpsim.kernels.round import SR_BITS_MAX
+from fpsim.numerics.modes import Overflow, RoundMode
 
 
 def _as_float_array(x, what: str = "x") -> np.ndarray:

@@ -32,9 +32,9 @@ def _masks(fmt):
 def _setup(name):
     from numba import cuda
 
-    from . import backend
-    from .formats import format as fmt_of
-    from .kernels import cuda_hw as hw
+    from fpsim.numerics import backend
+    from fpsim.numerics.formats import format as fmt_of
+    from fpsim.kernels import cuda_hw as hw
     backend.cuda_module()
     fmt = fmt_of(name)
     if fmt.name == "bfloat16" and hw.bf16 is None:
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None,
                         help="check only the first N pairs / inputs (default: all 2^32)")
     args = parser.parse_args(argv)
-    from .formats import format as fmt_of
+    from fpsim.numerics.formats import format as fmt_of
     try:
         names = [fmt_of(f).name for f in args.format.split(",") if f]
     except ValueError as e:
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     try:
         from numba import cuda
 
-        from . import backend
+        from fpsim.numerics import backend
         backend.cuda_module()
         dev = cuda.get_current_device()
         print(f"device: {dev.name.decode() if isinstance(dev.name, bytes) else dev.name}, "
