@@ -3,7 +3,6 @@
 import json
 import re
 import sys
-import types
 
 import pytest
 
@@ -196,13 +195,20 @@ def test_help_returns_zero(capsys):
 
 
 # ---- validate --------------------------------------------------------------------------------
-def test_validate_forwards(capsys, monkeypatch):
+@pytest.mark.parametrize("subject, argv, attr, value", [
+    ("arith", ["--jobs", "1"], "jobs", 1),
+    ("quantize", ["--formats", "float16", "--limit", "5"], "limit", 5),
+])
+def test_validate_dispatches_to_the_subject(monkeypatch, subject, argv, attr, value):
+    """``fpsim validate SUBJECT ...`` parses the subject's arguments and returns what the
+    subject module's ``run`` returns."""
+    import importlib
+
+    mod = importlib.import_module(f"fpsim.validate.{subject}")
     seen = []
-    fake = types.ModuleType("fpsim.validate")
-    fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "fpsim.validate", fake)
-    assert main(["validate", "--quick", "-x"]) == 3
-    assert seen == [["--quick", "-x"]]
+    monkeypatch.setattr(mod, "run", lambda args: seen.append(args) or 3)
+    assert main(["validate", subject, *argv]) == 3
+    assert len(seen) == 1 and getattr(seen[0], attr) == value
 
 
 def test_validate_missing_module(capsys, monkeypatch):

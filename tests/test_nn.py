@@ -457,7 +457,7 @@ def test_output_hook():
     def hook(module, out):
         seen.append((module, out.data.copy()))
         return out * 2
-    lin._output_hooks.append(hook)
+    lin.register_hook("output", hook)
     y = lin(Tensor(x)).data
     assert len(seen) == 1 and seen[0][0] is lin
     np.testing.assert_array_equal(seen[0][1], plain)
@@ -475,7 +475,7 @@ def test_param_hook_sees_every_parameter_read():
     def hook(module, name, p):
         seen.append((module, name, p))
         return Tensor(np.zeros(p.shape, F32)) if name == "weight" else p
-    lin._param_hooks.append(hook)
+    lin.register_hook("param", hook)
     y = lin(Tensor(x)).data
     assert [(m, n) for m, n, _ in seen] == [(lin, "weight"), (lin, "bias")]
     assert seen[0][2] is lin.weight and seen[1][2] is lin.bias
@@ -487,7 +487,7 @@ def test_param_hook_sees_every_parameter_read():
                        (nn.LayerNorm(4), np.zeros((2, 4), F32)),
                        (nn.Embedding(5, 2), np.array([1, 2]))]:
         got = []
-        layer._param_hooks.append(lambda m, n, p, got=got: got.append(n) or p)
+        layer.register_hook("param", lambda m, n, p, got=got: got.append(n) or p)
         layer(inp if inp.dtype.kind == "i" else Tensor(inp))
         assert got == [n for n, _ in layer.named_parameters()], type(layer).__name__
 
@@ -501,7 +501,7 @@ def test_input_hook():
     def hook(module, inp):
         seen.append((module, inp))
         return inp + 1
-    model._input_hooks.append(hook)
+    model.register_hook("input", hook)
     xt = Tensor(x)
     y = model(xt).data
     assert len(seen) == 1 and seen[0][0] is model and seen[0][1] is xt
@@ -515,11 +515,33 @@ def test_site_hook():
 
     m = Sq()
     seen = []
-    m._site_hooks.append(lambda mod, name, t: seen.append((mod, name, t.data.copy())) or t * 0)
+    m.register_hook("site", lambda mod, name, t: seen.append((mod, name, t.data.copy())) or t * 0)
     y = m(Tensor(np.array([2.0, 3.0], F32))).data
     assert seen[0][0] is m and seen[0][1] == "square"
     np.testing.assert_array_equal(seen[0][2], [4.0, 9.0])
     np.testing.assert_array_equal(y, [1.0, 1.0])
+
+
+def test_hook_order_owner_and_removal():
+    """Hooks run in ascending order (ties: registration order); remove_hooks takes back only
+    one owner's hooks; a bad kind or a non-callable is refused with a message."""
+    lin = nn.Linear(2, 2, rng=1)
+    ran = []
+    a, b = object(), object()
+    lin.register_hook("output", lambda m, y: ran.append("late") or y, owner=a, order=10)
+    lin.register_hook("output", lambda m, y: ran.append("first") or y, owner=b, order=-10)
+    lin.register_hook("output", lambda m, y: ran.append("mid1") or y, owner=a)
+    lin.register_hook("output", lambda m, y: ran.append("mid2") or y, owner=b)
+    lin(Tensor(np.ones((1, 2), F32)))
+    assert ran == ["first", "mid1", "mid2", "late"]
+    assert lin.remove_hooks(a) == 2 and len(lin.hooks("output")) == 2
+    ran.clear()
+    lin(Tensor(np.ones((1, 2), F32)))
+    assert ran == ["first", "mid2"]
+    with pytest.raises(ValueError, match="unknown hook kind 'outptu'"):
+        lin.register_hook("outptu", lambda m, y: y)
+    with pytest.raises(TypeError, match="must be callable"):
+        lin.register_hook("output", 3)
 
 
 # -- errors ----------------------------------------------------------------------------------------

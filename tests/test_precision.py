@@ -1,5 +1,7 @@
 """Precision policies: where the cast sites go, what they round, and what they report."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -48,8 +50,8 @@ def _capture(monkeypatch):
     calls = []
     real = Cast.round
 
-    def spy(self, x, seed, stream, stats):
-        y, st = real(self, x, seed, stream, stats)
+    def spy(self, x, ctx):
+        y, st = real(self, x, ctx)
         calls.append((self, x.copy(), y.copy(), st))
         return y, st
     monkeypatch.setattr(Cast, "round", spy)
@@ -190,14 +192,69 @@ def test_residual_and_transformer_sites():
 def test_stochastic_rounding_differs_by_step_and_repeats_by_seed():
     model = _mlp()
     p = policy({"preset": "mixed_fp16", "activations": "float16:sr"})
-    p.apply(model)
+    ctx = p.apply(model).context
     x, _ = _batch()
     with E.no_grad():
-        a = model(E.Tensor(x)).data
-        b = model(E.Tensor(x)).data
-        p.step = 1
-        c = model(E.Tensor(x)).data
+        with ctx.at_step(0):
+            a = model(E.Tensor(x)).data
+            b = model(E.Tensor(x)).data
+        with ctx.at_step(1):
+            c = model(E.Tensor(x)).data
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_hand_written_loop_gets_fresh_stochastic_rounding_bits_each_step():
+    """The README's loop (apply, then call the model) sets no step: each training-mode forward
+    pass starts a new one by itself, so SR bits differ from step to step; evaluation passes do
+    not advance it; and the steps drawn are the ones ``at_step`` would give (0, 1, 2, ...)."""
+    x, y = _batch()
+    spec = {"preset": "mixed_fp16", "activations": "float16:sr", "activation_grads": "float16:sr"}
+
+    def run(explicit):
+        model = _mlp()
+        ctx = policy(spec).apply(model).context
+        outs, grads = [], []
+        for step in range(3):
+            with ctx.at_step(step) if explicit else contextlib.nullcontext():
+                out = model(E.Tensor(x))
+                E.cross_entropy(out, y).backward()
+            outs.append(out.data.copy())
+            grads.append(model.parameters()[0].grad.copy())
+            model.zero_grad()
+            if not explicit:
+                model.eval()
+                with E.no_grad():
+                    model(E.Tensor(x))  # evaluation: not a step
+                model.train()
+        return outs, grads, ctx.step
+    outs, grads, last = run(explicit=False)
+    assert last == 2
+    for k in range(1, 3):
+        assert not np.array_equal(outs[k], outs[0]) and not np.array_equal(grads[k], grads[0])
+    want_outs, want_grads, _ = run(explicit=True)
+    for a, b in zip(outs + grads, want_outs + want_grads):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_per_site_matmul_override():
+    """An override gives one module its own accumulation model; the others keep the policy's."""
+    model = _mlp()
+    p = Policy("m", overrides={"net.1": {"matmul": {"preset": "fp16 accumulate"}}})
+    p.apply(model)
+    modules = dict(model.named_modules())
+    gemms = [n for n, m in modules.items() if hasattr(m, "matmul")]
+    assert "net.1" in gemms and len(gemms) > 1
+    assert modules["net.1"].matmul is not None
+    assert all(modules[n].matmul is None for n in gemms if n != "net.1")
+    x, _ = _batch()
+    x = fpsim.quantize(x, "float16")  # the model's operands are values of the input format
+    w = modules["net.1"].weight
+    w.data = fpsim.quantize(w.data, "float16")
+    xin = E.Tensor(x)
+    want = fpsim.matmul(modules["net.0"](xin).data, modules["net.1"].weight.data.T,
+                        preset="fp16 accumulate") + modules["net.1"].bias.data
+    got = modules["net.1"](modules["net.0"](xin)).data
+    assert np.array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32))
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -28,9 +28,9 @@ def add_run_arguments(p) -> None:
     p.add_argument("--batch-size", type=int)
 
 
-def add_parser(sub) -> None:
-    """Register the ``train`` subcommand on the argparse sub-parsers ``sub``."""
-    p = sub.add_parser(
+def register(subparsers) -> None:
+    """Add the ``train`` parser to the ``fpsim`` sub-parsers ``subparsers``."""
+    p = subparsers.add_parser(
         "train", help="train a model under a precision policy, recording the run in SQLite",
         description="Train a model from the zoo on a dataset under a precision policy. Every step "
                     "(metrics, per-site event counts, histograms every K steps) and a checkpoint "
@@ -59,7 +59,6 @@ def add_parser(sub) -> None:
                    help="continue run RUN_ID (default: the newest unfinished run) from its checkpoint")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=run)
 
 
 def config_from_args(args) -> dict:
@@ -85,7 +84,7 @@ def config_from_args(args) -> dict:
 
 
 def run(args) -> int:
-    """Handler of ``fpsim train``: 0 when the run finished, 130 when it was interrupted, 2 for
+    """Run ``fpsim train``: 0 when the run finished, 130 when it was interrupted, 2 for
     bad input (one line on stderr)."""
     from fpsim.training.records import RecordError
     from fpsim.training.loop import train

@@ -20,14 +20,16 @@ import json
 import platform
 import signal
 import time
+import warnings
 
 import numpy as np
 
 from fpsim.training import data as datasets
 from fpsim import engine as E
-from fpsim.training import instrument, optim, scaling
+from fpsim.training import determinism, instrument, optim, scaling
 from fpsim.training.precision import policy as make_policy
-from fpsim.training.records import RecordError, RunDB
+from fpsim.training.context import RunContext
+from fpsim.training.records import RecordError, RunDB, has_python_objects
 
 #: Defaults per (model, dataset) that train to convergence (see docs/training.md): any field
 #: of TrainConfig left None is taken from here (then from ``(model, None)``).
@@ -121,26 +123,56 @@ class TrainConfig:
 
 
 def _grad_format(policy) -> str:
-    """The activation-gradient format of a policy (u_min / u_max of the adaptive scaler)."""
+    """The activation-gradient format of a policy (u_min / u_max of the adaptive scaler): the
+    cast's ``format`` attribute (float32 without a cast, or for a cast that names none)."""
     cast = policy.casts["activation_grads"]
-    return "float32" if cast is None else cast.format
+    return "float32" if cast is None else getattr(cast, "format", "float32")
 
 
 def versions() -> dict:
-    """Versions recorded with each run."""
+    """Versions recorded with each run, and the BLAS the float32 GEMMs ran on."""
     import numba
 
     from fpsim import __version__
+    from fpsim.training import determinism
     return {"fpsim": __version__, "numpy": np.__version__, "numba": numba.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "blas": determinism.blas_info()}
+
+
+@dataclasses.dataclass
+class RunTotals:
+    """Running sums of one run: this epoch's loss, correct predictions and examples; over the
+    whole run, skipped steps, underflowed gradient values and non-zero finite gradient values.
+    Checkpoints store them as one float64 array (:meth:`to_array`, in field order)."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+    skipped: float = 0.0
+    grad_underflow: float = 0.0
+    grad_live: float = 0.0
+
+    def to_array(self) -> np.ndarray:
+        """The fields as a float64 array (the checkpoint's ``loop/totals``)."""
+        return np.array(dataclasses.astuple(self), np.float64)
+
+    @classmethod
+    def from_array(cls, a) -> "RunTotals":
+        """Inverse of :meth:`to_array`."""
+        return cls(*(float(v) for v in np.asarray(a, np.float64)))
+
+    def end_epoch(self) -> None:
+        """Start the next epoch's sums (run sums are kept)."""
+        self.loss_sum = self.correct = self.count = 0.0
 
 
 class Session:
-    """Data, model, policy and optimizer of one run, and the loop state, built from a
-    resolved :class:`TrainConfig`.
+    """Data, model, policy, scaler, optimizer and run context of one run, and the loop state,
+    built from a resolved :class:`TrainConfig`.
 
     Attributes:
-        step: steps done; epoch sums and run totals live in :attr:`totals`.
+        step: steps done; :attr:`totals` (:class:`RunTotals`) the epoch and run sums;
+        context: the :class:`~fpsim.training.context.RunContext` the cast sites read.
     """
 
     def __init__(self, cfg: TrainConfig):
@@ -152,7 +184,6 @@ class Session:
         self.model = build(cfg.model, {**cfg.model_config, "input_shape": self.data.input_shape,
                                        "num_classes": self.data.num_classes, "seed": cfg.seed})
         self.policy = make_policy(cfg.policy)
-        self.policy.seed = cfg.seed
         n = len(self.data.x_train)
         self.steps_per_epoch = -(-n // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -161,13 +192,13 @@ class Session:
         self.opt = optim.OPTIMIZERS[cfg.optimizer](self.model.named_parameters(), lr=cfg.lr,
                                                    weight_decay=cfg.weight_decay,
                                                    schedule=schedule, **kw)
-        self.sites = self.policy.apply(self.model, self.opt)
+        self.context = RunContext(cfg.seed)
+        self.sites = self.policy.apply(self.model, self.opt, context=self.context)
         self.scaler = scaling.scaler(cfg.scaler, _grad_format(self.policy))
-        self.scaler_sites = (self.scaler.attach(self.model) if self.scaler.per_site else [])
+        self.scaler_sites = self.scaler.attach(self.model)
         self.params = self.model.parameters()
         self.step = 0
-        #: epoch sums (loss, correct, count), skipped steps, gradient underflow / live counts
-        self.totals = np.zeros(6, np.float64)
+        self.totals = RunTotals()
 
     # -- one step -------------------------------------------------------------------------------
     def loss(self, out, y):
@@ -175,39 +206,40 @@ class Session:
 
     def train_step(self, idx, recorder) -> dict:
         """Forward, backward and update on the examples ``idx``; returns the step's metrics."""
+        with self.context.at_step(self.step):
+            return self._train_step(idx, recorder)
+
+    def _train_step(self, idx, recorder) -> dict:
         t0 = time.perf_counter()
-        self.policy.step = self.step
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         shadow_now = bool(self.cfg.shadow_every) and self.step % self.cfg.shadow_every == 0
-        self.policy.capture = {} if shadow_now else None
-        if self.scaler.per_site:
-            self.scaler.last = {}
-        before = self._buffers() if shadow_now else None
-        loss, out = self._forward_backward(x, y)
-        shadow = self._shadow(x, y, before) if shadow_now else None
-        scale = self.scale_used
-        if not self.scaler.per_site and scale != 1.0:
-            for p in self.params:  # GradScaler: grads times float32(1 / float64(scale))
-                if p.grad is not None:
-                    p.grad *= p.grad.dtype.type(1.0 / np.float64(scale))
+        before = self.model.buffer_values() if shadow_now else None
+        with (self.context.capturing() if shadow_now else contextlib.nullcontext({})) as emulated:
+            loss, out, scale = self._forward_backward(x, y)
+        shadow = self._shadow(x, y, before, emulated) if shadow_now else None
+        self.scaler.unscale([p.grad for p in self.params])
         finite = all(np.isfinite(p.grad).all() for p in self.params if p.grad is not None)
         lr = self.opt.lr  # the rate of this step's update
+        scales = self.scaler.report()
         do_step = self.scaler.update(scaling.StepStats(
             not finite, recorder.peek() if recorder is not None else None))
         if do_step:
             self.opt.step()  # (optimizer-state casts report into this step too)
         summary = recorder.end_step() if recorder is not None else None
         correct = int((out.data.argmax(1) == y).sum()) if self.classify else 0
-        self.totals[:3] += (float(loss.data) * len(idx), correct, len(idx))
-        self.totals[3] += not do_step
+        t = self.totals
+        t.loss_sum += float(loss.data) * len(idx)
+        t.correct += correct
+        t.count += len(idx)
+        t.skipped += not do_step
         rate = float("nan")
         if summary is not None:
-            t = summary.total()
-            live = t.total - t.hist_zero - t.hist_inf - t.hist_nan
-            self.totals[4:] += (t.underflow, live)
-            rate = t.underflow / live if live else 0.0
+            st = summary.total()
+            live = st.total - st.hist_zero - st.hist_inf - st.hist_nan
+            t.grad_underflow += st.underflow
+            t.grad_live += live
+            rate = st.underflow / live if live else 0.0
         self.step += 1
-        scales = dict(self.scaler.last) if self.scaler.per_site else None
         return dict(loss=float(loss.data), accuracy=correct / len(idx) if self.classify else None,
                     lr=lr, loss_scale=scale, skipped=not do_step,
                     grad_underflow_rate=rate,
@@ -216,56 +248,34 @@ class Session:
                     scales=scales)
 
     def _forward_backward(self, x, y):
+        """One forward and backward pass; returns (loss, output, the loss scale used)."""
         for p in self.params:
             p.grad = None
         out = self.model(E.Tensor(x))
         loss = self.loss(out, y)
-        self.scale_used = float(self.scaler.loss_scale())
+        scale = float(self.scaler.loss_scale())
         # Inf / NaN gradients are an expected event under loss scaling (the step is skipped).
         with np.errstate(over="ignore", invalid="ignore"):
-            loss.backward(self.scale_used, tag=self.scale_used,
-                          merge=self.scaler.merge if self.scaler.per_site else None)
-        return loss, out
+            loss.backward(scale, tag=scale, merge=self.scaler.merge)
+        return loss, out, scale
 
-    def _buffers(self):
-        """Copies of every module buffer (batch-norm statistics, dropout counters)."""
-        return [(m, b, np.array(getattr(m, b), copy=True))
-                for _, m in self.model.named_modules() for b in m._buffers]
-
-    @staticmethod
-    def _restore(buffers):
-        for m, b, v in buffers:
-            setattr(m, b, np.array(v, copy=True))
-
-    def _shadow(self, x, y, before) -> dict:
-        """Recompute the step in float32 — no rounding, no scaling, float32 BLAS products (any
-        accumulation model off), the buffers as they were before the step (so dropout draws the
-        same masks) — and compare each activation-gradient site: ``site -> (elements non-zero
-        in float32 but zero emulated, elements non-zero in float32)``. Gradients, buffers and
-        recorded data are left as the emulated step made them."""
-        emulated = self.policy.capture
+    def _shadow(self, x, y, before, emulated) -> dict:
+        """Recompute the step in float32 — no rounding, no per-site scaling, float32 BLAS
+        products (any accumulation model off), the buffers as they were before the step (so
+        dropout draws the same masks) — and compare each activation-gradient site: ``site ->
+        (elements non-zero in float32 but zero emulated, elements non-zero in float32)``.
+        Gradients, buffers and recorded data are left as the emulated step made them."""
         grads = [p.grad for p in self.params]
-        after = self._buffers()
-        products = [(m, m.matmul) for _, m in self.model.named_modules() if hasattr(m, "matmul")]
-        self._restore(before)
-        self.policy.bypass, self.policy.capture = True, {}
-        if self.scaler.per_site:
-            self.scaler.enabled = False
+        after = self.model.buffer_values()
+        self.model.set_buffer_values(before)
         try:
-            for m, _ in products:
-                m.matmul = None
-            with instrument.paused():
+            with self.context.shadow() as reference, self.scaler.suspended(), \
+                    instrument.paused():
                 self._forward_backward(x, y)
-            reference = self.policy.capture
         finally:
-            self.policy.bypass, self.policy.capture = False, None
-            if self.scaler.per_site:
-                self.scaler.enabled = True
-            for m, mm in products:
-                m.matmul = mm
             for p, g in zip(self.params, grads):
                 p.grad = g
-            self._restore(after)
+            self.model.set_buffer_values(after)
         return {site: (int(((reference[site] != 0) & (g == 0)).sum()),
                        int((reference[site] != 0).sum()))
                 for site, g in emulated.items() if site in reference}
@@ -293,7 +303,7 @@ class Session:
             for k, v in d.items():
                 st[f"opt/{pname}/{k}"] = v
         st["loop/step"] = np.array(self.step)
-        st["loop/totals"] = self.totals.copy()
+        st["loop/totals"] = self.totals.to_array()
         st["scaler"] = np.frombuffer(json.dumps(self.scaler.state_dict()).encode(), np.uint8)
         return st
 
@@ -307,7 +317,7 @@ class Session:
                 opt_state[pname][key] = v
         self.opt.load_state_dict({"t": int(st["opt/t"]), "state": opt_state})
         self.step = int(st["loop/step"])
-        self.totals = st["loop/totals"].astype(np.float64).copy()
+        self.totals = RunTotals.from_array(st["loop/totals"])
         self.scaler.load_state_dict(json.loads(st["scaler"].tobytes().decode()))
 
 
@@ -358,7 +368,12 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
             info = rdb.run(run_id)
             if info["status"] == "finished":
                 raise RecordError(f"run {run_id} in {db} already finished; nothing to resume")
+            if has_python_objects(info["config"]):
+                raise RecordError(f"run {run_id} in {db} was configured with Python objects "
+                                  "(a scaler or cast instance), which the record holds only as "
+                                  "their repr: it cannot be resumed from the record")
             cfg = TrainConfig.from_dict(info["config"]).resolved()
+            _warn_if_blas_differs(run_id, info)
             session = Session(cfg)
             ckpt = rdb.load_checkpoint(run_id)
             if ckpt is not None:
@@ -372,11 +387,22 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
             session = Session(cfg)
             run_id = rdb.new_run(cfg.name, dataclasses.asdict(cfg), cfg.seed, versions(), study)
         try:
-            return _loop(session, rdb, run_id, progress)
+            with determinism.pinned_blas():
+                return _loop(session, rdb, run_id, progress)
         except BaseException as e:
             rdb.commit()
             rdb.set_status(run_id, "failed", {"error": f"{type(e).__name__}: {e}"})
             raise
+
+
+def _warn_if_blas_differs(run_id: int, info: dict) -> None:
+    """A resumed run is bit-identical to an uninterrupted one only on the same BLAS build."""
+    recorded = (info.get("versions") or {}).get("blas")
+    current = determinism.blas_info()
+    if not determinism.same_blas(recorded, current):
+        warnings.warn(f"run {run_id} was recorded with BLAS {recorded}, this process has "
+                      f"{current}: the resumed steps may differ in the last bits from an "
+                      "uninterrupted run", RuntimeWarning, stacklevel=3)
 
 
 def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
@@ -402,7 +428,7 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{m['loss']:.4f}", acc=m["accuracy"],
-                                skipped=int(s.totals[3]))
+                                skipped=int(s.totals.skipped))
             if within == s.steps_per_epoch - 1:
                 _end_epoch(s, rdb, run_id, epoch, t_start)
             elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
@@ -418,23 +444,23 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
 
 
 def _end_epoch(s, rdb, run_id, epoch, t_start):
-    loss_sum, correct, count = s.totals[:3]
+    loss_sum, correct, count = s.totals.loss_sum, s.totals.correct, s.totals.count
     test_loss, test_acc = s.evaluate(s.data.x_test, s.data.y_test)
     rdb.add_epoch(run_id, epoch, s.step, dict(
         train_loss=loss_sum / count, train_accuracy=correct / count if s.classify else None,
         test_loss=test_loss, test_accuracy=test_acc, seconds=time.perf_counter() - t_start))
-    s.totals[:3] = 0
+    s.totals.end_epoch()
     rdb.checkpoint(run_id, s.step, epoch + 1, s.state())
 
 
 def _summary(s, rdb, run_id, status, seconds) -> dict:
     epochs = rdb.epochs(run_id)
     last = epochs[-1] if epochs else {}
-    under, live = s.totals[4:]
+    under, live = s.totals.grad_underflow, s.totals.grad_live
     return {"run_id": run_id, "db": rdb.path, "status": status,
             "test_accuracy": last.get("test_accuracy"), "test_loss": last.get("test_loss"),
             "final_loss": last.get("train_loss"), "steps": s.step,
-            "skipped_steps": int(s.totals[3]),
+            "skipped_steps": int(s.totals.skipped),
             "grad_underflow_rate": (float(under / live) if live else 0.0) if s.cfg.instrument else None,
             "seconds": round(seconds, 3)}
 

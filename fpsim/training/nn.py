@@ -1,15 +1,20 @@
 """Layers: :class:`Module` with named parameters, and the usual building blocks.
 
-Modules know nothing of number formats either. They offer three generic hook points that a
-precision policy (:mod:`fpsim.precision`) uses to place cast sites:
+Modules know nothing of number formats either. They offer four generic hook points, registered
+with :meth:`Module.register_hook` and removed by owner with :meth:`Module.remove_hooks`; precision
+policies (:mod:`fpsim.training.precision`) and loss scalers place their ops through them:
 
-- input hooks: ``hook(module, x) -> x`` on the first argument before :meth:`Module.forward`;
-- output hooks: ``hook(module, output) -> output`` after :meth:`Module.forward`;
-- parameter hooks: ``hook(module, name, param) -> tensor``, applied by :meth:`Module.param`,
+- ``"input"``: ``hook(module, x) -> x`` on the first argument before :meth:`Module.forward`;
+- ``"output"``: ``hook(module, output) -> output`` after :meth:`Module.forward`;
+- ``"param"``: ``hook(module, name, param) -> tensor``, applied by :meth:`Module.param`,
   which every layer uses to read a parameter inside ``forward`` (so a rounded working copy of
   the master weight can be used there);
-- site hooks: ``hook(module, name, tensor) -> tensor`` at named points inside a forward pass
+- ``"site"``: ``hook(module, name, tensor) -> tensor`` at named points inside a forward pass
   (:meth:`Module.site`, e.g. the attention scores).
+
+Hooks of one kind run in ascending ``order``, ties in registration order. Forward values pass
+the hooks in that order, so cotangents pass them in the reverse order during backward: a hook
+with a lower order than a cast site sees the *rounded* gradient (see :data:`ORDER_BEFORE_CASTS`).
 
 Parameters hold the master weights (float32 by default); their names are the dotted attribute
 paths (``"layers.0.weight"``), stable across runs.
@@ -24,6 +29,14 @@ import numpy as np
 
 from fpsim import engine as E
 from fpsim.engine import Tensor
+
+
+#: The hook points of a :class:`Module`.
+HOOK_KINDS = ("input", "output", "param", "site")
+#: Conventional orders: precision policies place their cast sites at ``ORDER_CASTS``; an op that
+#: must run before the cast going forward (so after it going backward) uses
+#: ``ORDER_BEFORE_CASTS``, one that must run after it going forward ``ORDER_AFTER_CASTS``.
+ORDER_BEFORE_CASTS, ORDER_CASTS, ORDER_AFTER_CASTS = -10, 0, 10
 
 
 class Parameter(Tensor):
@@ -55,32 +68,60 @@ class Module:
     def __init__(self):
         self.training = True
         self._buffers: list[str] = []
-        self._input_hooks: list = []
-        self._output_hooks: list = []
-        self._param_hooks: list = []
-        self._site_hooks: list = []
+        #: kind -> [(order, sequence number, owner, fn)], kept sorted; read through _run_hooks
+        self._hooks: dict[str, list] = {k: [] for k in HOOK_KINDS}
+        self._hook_seq = 0
 
     def forward(self, *args):
         raise NotImplementedError
 
+    # -- hooks ---------------------------------------------------------------------------------
+    def register_hook(self, kind: str, fn, *, owner=None, order: int = ORDER_CASTS):
+        """Add ``fn`` at the hook point ``kind`` (one of :data:`HOOK_KINDS`; signatures in the
+        module docstring). ``owner`` labels the hook so that :meth:`remove_hooks` can take back
+        everything one policy or scaler placed; ``order`` sorts the hooks of a kind (ascending,
+        ties in registration order). Returns ``fn``."""
+        if kind not in HOOK_KINDS:
+            raise ValueError(f"unknown hook kind {kind!r}; choose from {', '.join(HOOK_KINDS)}")
+        if not callable(fn):
+            raise TypeError(f"a hook must be callable, got {type(fn).__name__}")
+        self._hook_seq += 1
+        hooks = self._hooks[kind]
+        hooks.append((int(order), self._hook_seq, owner, fn))
+        hooks.sort(key=lambda h: (h[0], h[1]))
+        return fn
+
+    def remove_hooks(self, owner) -> int:
+        """Remove every hook of this module registered with ``owner``; returns how many."""
+        n = 0
+        for kind, hooks in self._hooks.items():
+            keep = [h for h in hooks if h[2] is not owner]
+            n += len(hooks) - len(keep)
+            self._hooks[kind] = keep
+        return n
+
+    def hooks(self, kind: str) -> list:
+        """The hook functions at ``kind``, in the order they run."""
+        return [h[3] for h in self._hooks[kind]]
+
     def __call__(self, x, *args):
-        for hook in self._input_hooks:
+        for *_, hook in self._hooks["input"]:
             x = hook(self, x)
         out = self.forward(x, *args)
-        for hook in self._output_hooks:
+        for *_, hook in self._hooks["output"]:
             out = hook(self, out)
         return out
 
     def param(self, name: str) -> Tensor:
         """The parameter ``name`` as this forward pass sees it (after parameter hooks)."""
         p = getattr(self, name)
-        for hook in self._param_hooks:
+        for *_, hook in self._hooks["param"]:
             p = hook(self, name, p)
         return p
 
     def site(self, name: str, x: Tensor) -> Tensor:
         """Mark an intermediate value ``x`` as the point ``name`` (site hooks may round it)."""
-        for hook in self._site_hooks:
+        for *_, hook in self._hooks["site"]:
             x = hook(self, name, x)
         return x
 
@@ -88,6 +129,21 @@ class Module:
         """Non-trainable state saved in :meth:`state_dict` (e.g. batch-norm running means)."""
         setattr(self, name, value)
         self._buffers.append(name)
+
+    def named_buffers(self, prefix: str = ""):
+        """``(dotted name, module, attribute)`` for every buffer here and below."""
+        for mname, m in self.named_modules(prefix):
+            for b in m._buffers:
+                yield (f"{mname}.{b}" if mname else b), m, b
+
+    def buffer_values(self) -> dict:
+        """Copies of every buffer by dotted name (see :meth:`set_buffer_values`)."""
+        return {n: np.array(getattr(m, b), copy=True) for n, m, b in self.named_buffers()}
+
+    def set_buffer_values(self, values: dict) -> None:
+        """Restore :meth:`buffer_values` output (copies, so the saved values stay intact)."""
+        for n, m, b in self.named_buffers():
+            setattr(m, b, np.array(values[n], copy=True))
 
     # -- traversal ----------------------------------------------------------------------------
     def children(self):

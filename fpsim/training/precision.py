@@ -31,76 +31,19 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import zlib
 
 import numpy as np
 
-from fpsim.training import instrument
-from fpsim.numerics.accumulation import matmul as model_matmul
-from fpsim.numerics import backend
-from fpsim.kernels.rng import stream_key
-from fpsim.kernels.round import SR_BITS_MAX
 from fpsim.engine import custom
-from fpsim.numerics.format import Format
-from fpsim.numerics.formats import format as parse_format
-from fpsim.numerics.modes import Overflow, RoundMode
-from fpsim.training.nn import Parameter
+from fpsim.training import instrument
+from fpsim.training.casts import Cast, CastContext
+from fpsim.training.context import RunContext
+from fpsim.training.nn import ORDER_CASTS, Parameter
 
 #: Policy fields, one per role that the policy can round.
 FIELDS = ("activations", "activation_grads", "weights", "weight_grads", "optimizer_state")
-
-
-@dataclasses.dataclass(frozen=True)
-class Cast:
-    """Rounding into ``format`` with ``rounding`` and ``overflow`` (see :func:`fpsim.quantize`)."""
-
-    format: Format
-    rounding: str = "rne"
-    overflow: str = "ieee"
-
-    def __post_init__(self):
-        object.__setattr__(self, "format", parse_format(self.format)
-                           if not isinstance(self.format, Format) else self.format)
-        # The kernel arguments, parsed once: a training step makes dozens of casts.
-        object.__setattr__(self, "_mode", int(RoundMode.parse(self.rounding)))
-        object.__setattr__(self, "_overflow", int(Overflow.parse(self.overflow)))
-
-    def round(self, x: np.ndarray, seed: int, stream: int, stats: bool):
-        """``x`` (a float32/float64 array) rounded into the format, in ``x``'s dtype, and the
-        Stats of the rounding (or None): :func:`fpsim.quantize` without its argument parsing."""
-        if x.dtype not in (np.float32, np.float64):
-            raise TypeError(f"cast sites round float32/float64 arrays, got {x.dtype}")
-        arr = x if x.flags.c_contiguous else np.ascontiguousarray(x)
-        y, st = backend.quantize(arr, self.format, self._mode, self._overflow,
-                                 stream_key(seed, stream), SR_BITS_MAX, stats)
-        return (y if y.dtype == x.dtype else y.astype(x.dtype)), st
-
-    @classmethod
-    def parse(cls, spec) -> "Cast | None":
-        """A Cast from a Cast, a format name, ``"fp16:sr"`` / ``"e4m3:rne:saturate"``, a dict
-        ``{"format", "rounding", "overflow"}``, or None / ``"fp32"`` / ``"float32"`` (no cast)."""
-        if spec is None or isinstance(spec, Cast):
-            return spec
-        if isinstance(spec, dict):
-            unknown = set(spec) - {"format", "rounding", "overflow"}
-            if unknown:
-                raise ValueError(f"unknown cast field(s) {sorted(unknown)}; "
-                                 "allowed: format, rounding, overflow")
-            spec = dict(spec)
-            if spec.get("format") in (None, "fp32", "float32"):
-                return None
-            return cls(**spec)
-        if not isinstance(spec, str):
-            raise TypeError(f"a cast is a format name, a dict or None, got {spec!r}")
-        parts = spec.split(":")
-        if parts[0] in ("fp32", "float32", "none"):
-            return None
-        if len(parts) > 3:
-            raise ValueError(f"cast {spec!r}: expected FORMAT[:ROUNDING[:OVERFLOW]]")
-        return cls(*parts)
-
-    def __str__(self):
-        return f"{self.format.name}:{self.rounding}:{self.overflow}"
+#: Fields an override may set: the casts, and the GEMM accumulation model of the sites' modules.
+OVERRIDE_FIELDS = FIELDS + ("matmul",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,12 +57,6 @@ class Site:
     backward: Cast | None
 
 
-def _stream(site: str, role: str, step: int) -> int:
-    """Random stream of stochastic rounding at one site, role and step (so SR bits never
-    repeat across sites or steps and do not depend on call order)."""
-    return zlib.crc32(f"{site}|{role}".encode()) | (int(step) << 32)
-
-
 class Policy:
     """Formats and rounding per role, per-site overrides, and the matmul accumulation model.
 
@@ -127,13 +64,20 @@ class Policy:
         name: a label for run records.
         activations, activation_grads, weights, weight_grads, optimizer_state: a cast for each
             role (anything :meth:`Cast.parse` takes; None keeps float32).
-        overrides: ``{pattern: {field: cast}}``; a site whose name matches the glob ``pattern``
+        overrides: ``{pattern: {field: value}}``; a site whose name matches the glob ``pattern``
             (fnmatch, e.g. ``"head*"`` or ``"*.bn*"``) uses these instead (first match wins).
+            Fields: the five casts and ``matmul`` (matched against the module's name).
         matmul: None (float32 BLAS products) or keyword arguments of :func:`fpsim.matmul`
-            (e.g. ``{"preset": "fp16 accumulate"}``) used for every GEMM of Linear and Conv2d,
-            forward and backward.
+            (e.g. ``{"preset": "fp16 accumulate"}``) used for the GEMMs of Linear and Conv2d,
+            forward and backward, unless an override gives a module its own.
         cast_input: round the model input to the activation format.
-        seed: key of stochastic rounding (with the site, role and :attr:`step`).
+        seed: the default key of stochastic rounding (with the site, role and step); the
+            training loop's :class:`~fpsim.training.context.RunContext` uses the run's seed.
+
+    A cast is anything :meth:`Cast.parse` takes, including any object with
+    ``round(x, ctx) -> (y, stats)`` (the cast protocol, :mod:`fpsim.training.casts`).
+    A Policy holds no run-time state: :meth:`apply` returns the placed sites together with the
+    :class:`~fpsim.training.context.RunContext` they read.
     """
 
     def __init__(self, name: str = "custom", activations=None, activation_grads=None,
@@ -144,33 +88,35 @@ class Policy:
             activations, activation_grads, weights, weight_grads, optimizer_state))}
         self.overrides = []
         for pattern, fields in (overrides or {}).items():
-            unknown = set(fields) - set(FIELDS)
+            unknown = set(fields) - set(OVERRIDE_FIELDS)
             if unknown:
                 raise ValueError(f"override {pattern!r}: unknown field(s) {sorted(unknown)}; "
-                                 f"allowed: {', '.join(FIELDS)}")
-            self.overrides.append((pattern, {f: Cast.parse(v) for f, v in fields.items()}))
-        if matmul is not None and not isinstance(matmul, dict):
-            raise TypeError("matmul must be None or a dict of fpsim.matmul keyword arguments")
-        self.matmul = matmul
+                                 f"allowed: {', '.join(OVERRIDE_FIELDS)}")
+            self.overrides.append((pattern, {f: (_check_matmul(v) if f == "matmul" else
+                                                 Cast.parse(v)) for f, v in fields.items()}))
+        self.matmul = _check_matmul(matmul)
         self.cast_input = cast_input
         self.seed = seed
-        self.step = 0  #: current training step (set by the training loop; keys SR)
-        #: True: every site passes values through unrounded (the shadow float32 pass)
-        self.bypass = False
-        #: a dict to receive each activation-gradient site's (rounded) cotangent, or None
-        self.capture = None
 
     def __repr__(self):
         casts = ", ".join(f"{k}={v}" for k, v in self.casts.items() if v is not None)
         return f"Policy({self.name!r}{', ' if casts else ''}{casts})"
 
     # -- declaration -----------------------------------------------------------------------------
-    def cast_for(self, field: str, site: str) -> Cast | None:
+    def cast_for(self, field: str, site: str):
         """The cast of role field ``field`` at ``site`` after overrides."""
         for pattern, fields in self.overrides:
             if field in fields and fnmatch.fnmatchcase(site, pattern):
                 return fields[field]
         return self.casts[field]
+
+    def matmul_for(self, module_name: str) -> dict | None:
+        """The accumulation model (fpsim.matmul keyword arguments) of a module's GEMMs, or None
+        (float32 BLAS), after overrides."""
+        for pattern, fields in self.overrides:
+            if "matmul" in fields and fnmatch.fnmatchcase(module_name, pattern):
+                return fields["matmul"]
+        return self.matmul
 
     def sites(self, model) -> list[Site]:
         """Every cast site this policy places in ``model`` (sites whose casts are both None are
@@ -196,74 +142,112 @@ class Policy:
         return [s for s in out if s.forward is not None or s.backward is not None]
 
     # -- placement -------------------------------------------------------------------------------
-    def cast_op(self, x, site: str, forward: Cast | None, backward: Cast | None,
-                roles=("activation", "activation-grad")):
-        """``x`` through a cast site: forward value rounded by ``forward``, cotangent by
-        ``backward`` (either may be None: passed through). The backward rule is tagged: a
-        numeric tag is the scale the cotangent carries, reported with its Stats."""
-        fwd = self._rounder(site, roles[0], "forward", forward)
-        bwd = self._rounder(site, roles[1], "backward", backward)
-        return custom(x, fwd, lambda g, tag: (bwd(g, tag), tag), tagged=True)
+    def apply(self, model, optimizer=None, *, context: RunContext | None = None) -> "Placement":
+        """Place this policy's cast sites in ``model`` (and round ``optimizer`` state) through
+        the modules' public hooks, replacing whatever this policy placed there before.
 
-    def _rounder(self, site, role, direction, cast):
-        capture = direction == "backward" and role == "activation-grad"
-
-        def rnd(a, tag=None):
-            if cast is None or self.bypass:
-                y = a
-            else:
-                y, st = cast.round(a, self.seed, _stream(site, role, self.step),
-                                   instrument.wants_stats())
-                if st is not None:
-                    instrument.emit(site, role, direction, st,
-                                    tag if isinstance(tag, (int, float)) else None)
-            if capture and self.capture is not None:
-                self.capture[site] = y
-            return y
-        return rnd
-
-    def apply(self, model, optimizer=None):
-        """Place this policy's cast sites in ``model`` (and round ``optimizer`` state).
-
-        Replaces hooks placed by an earlier ``apply``. Returns the list of :class:`Site`."""
+        ``context`` is the run-time state the sites read (step, bypass, capture); by default a
+        new :class:`RunContext` with this policy's seed that counts steps by itself (see
+        :mod:`fpsim.training.context`). Returns a :class:`Placement`: the list of
+        :class:`Site` with the context as ``.context``."""
+        ctx = RunContext(self.seed) if context is None else context
+        placer = _Placer(self, ctx)
         sites = {s.name: s for s in self.sites(model)}
-        mm = None if self.matmul is None else _model_product(self.matmul)
         for mname, m in model.named_modules():
-            for hooks in (m._input_hooks, m._output_hooks, m._param_hooks, m._site_hooks):
-                hooks[:] = [h for h in hooks if not getattr(h, "_fpsim_policy", False)]
+            m.remove_hooks(self)
             if hasattr(m, "matmul"):
-                m.matmul = mm
+                m.matmul = placer.product(self.matmul_for(mname))
             prefix = f"{mname}." if mname else ""
             out_site = sites.get(mname or "output") if _casts_output(m) else None
             if out_site is not None:
-                m._output_hooks.append(_tag(lambda mod, y, s=out_site: self.cast_op(
-                    y, s.name, s.forward, s.backward)))
+                m.register_hook("output", lambda mod, y, s=out_site: placer.cast_op(
+                    y, s.name, s.forward, s.backward), owner=self, order=ORDER_CASTS)
             if any(prefix + n in sites for n, v in vars(m).items() if isinstance(v, Parameter)):
-                m._param_hooks.append(_tag(lambda mod, pname, p, prefix=prefix: self._param(
-                    sites.get(prefix + pname), p)))
+                m.register_hook("param", lambda mod, pname, p, prefix=prefix: placer.site(
+                    sites.get(prefix + pname), p), owner=self, order=ORDER_CASTS)
             if any(prefix + n in sites for n in getattr(m, "sites", ())):
-                m._site_hooks.append(_tag(lambda mod, point, x, prefix=prefix: self._param(
-                    sites.get(prefix + point), x)))
+                m.register_hook("site", lambda mod, point, x, prefix=prefix: placer.site(
+                    sites.get(prefix + point), x), owner=self, order=ORDER_CASTS)
+        # first of all the root's input hooks: a forward pass starts (the context's step count)
+        model.register_hook("input", lambda mod, x: ctx.forward_started(mod) or x, owner=self,
+                            order=-(1 << 30))
         inp = sites.get("input")
         if inp is not None:
-            model._input_hooks.append(_tag(lambda mod, x, s=inp: self.cast_op(
-                x, s.name, s.forward, None, ("input", None))))
+            model.register_hook("input", lambda mod, x, s=inp: placer.cast_op(
+                x, s.name, s.forward, None, ("input", None)), owner=self, order=ORDER_CASTS)
         if optimizer is not None:
-            optimizer.state_hook = self._state_hook()
-        return list(sites.values())
+            optimizer.state_hook = placer.state_hook()
+        return Placement(sites.values(), ctx)
 
-    def _param(self, site, p):
+
+class Placement(list):
+    """The :class:`Site` list that :meth:`Policy.apply` placed, with the
+    :class:`~fpsim.training.context.RunContext` its casts read as :attr:`context`."""
+
+    def __init__(self, sites, context: RunContext):
+        super().__init__(sites)
+        self.context = context
+
+
+class _Placer:
+    """The ops one :meth:`Policy.apply` places, bound to its run context."""
+
+    def __init__(self, policy: Policy, ctx: RunContext):
+        self.policy, self.ctx = policy, ctx
+
+    def cast_op(self, x, site: str, forward, backward, roles=("activation", "activation-grad")):
+        """``x`` through a cast site: forward value rounded by ``forward``, cotangent by
+        ``backward`` (either may be None: passed through). The backward rule is tagged: a
+        numeric tag is the scale the cotangent carries, reported with its Stats."""
+        fwd = self.rounder(site, roles[0], "forward", forward)
+        bwd = self.rounder(site, roles[1], "backward", backward)
+        return custom(x, fwd, lambda g, tag: (bwd(g, tag), tag), tagged=True)
+
+    def rounder(self, site, role, direction, cast):
+        ctx = self.ctx
+        capture = direction == "backward" and role == "activation-grad"
+
+        def rnd(a, tag=None):
+            if cast is None or ctx.bypass:
+                y = a
+            else:
+                y, st = cast.round(a, CastContext(site, role, direction, ctx.step, ctx.seed,
+                                                  instrument.wants_stats()))
+                if st is not None:
+                    instrument.emit(site, role, direction, st,
+                                    tag if isinstance(tag, (int, float)) else None)
+            if capture and ctx.capture is not None:
+                ctx.capture[site] = y
+            return y
+        return rnd
+
+    def site(self, site, p):
         if site is None:
             return p
         return self.cast_op(p, site.name, site.forward, site.backward,
                             (site.forward_role, site.backward_role))
 
-    def _state_hook(self):
+    def state_hook(self):
         def hook(pname, key, value):
-            cast = self.cast_for("optimizer_state", f"{pname}.{key}")
-            return value if cast is None else self._rounder(
+            cast = self.policy.cast_for("optimizer_state", f"{pname}.{key}")
+            return value if cast is None else self.rounder(
                 f"{pname}.{key}", "optimizer-state", "forward", cast)(value)
         return hook
+
+    def product(self, kwargs: dict | None):
+        """The numpy-level product of a module's GEMMs: None (np.matmul) without a model;
+        otherwise :func:`fpsim.matmul` under ``kwargs``, or np.matmul during a shadow pass."""
+        if kwargs is None:
+            return None
+        model = _model_product(kwargs)
+        ctx = self.ctx
+        return lambda x, y: np.matmul(x, y) if ctx.bypass else model(x, y)
+
+
+def _check_matmul(matmul):
+    if matmul is not None and not isinstance(matmul, dict):
+        raise TypeError("matmul must be None or a dict of fpsim.matmul keyword arguments")
+    return matmul
 
 
 def _casts_output(m) -> bool:
@@ -271,14 +255,11 @@ def _casts_output(m) -> bool:
     return getattr(m, "cast_output", False) or (leaf and not m.exact)
 
 
-def _tag(hook):
-    hook._fpsim_policy = True
-    return hook
-
-
 def _model_product(kwargs: dict):
     """A numpy-level product ``f(x, y)`` running :func:`fpsim.matmul` with ``kwargs`` (batched
     leading axes are looped over)."""
+    from fpsim.numerics.accumulation import matmul as model_matmul
+
     def product(x, y):
         if x.ndim == 2 and y.ndim == 2:
             return model_matmul(x, y, **kwargs).astype(np.result_type(x, y), copy=False)

@@ -140,8 +140,8 @@ class RunDB:
             cur = self.con.execute(
                 "INSERT INTO runs (name, config, seed, versions, status, created, study) "
                 "VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                (name, json.dumps(config, sort_keys=True), seed, json.dumps(versions), _now(),
-                 study))
+                (name, json.dumps(config, sort_keys=True, default=_python_object), seed,
+                 json.dumps(versions), _now(), study))
         return cur.lastrowid
 
     def run(self, run_id: int) -> dict:
@@ -293,3 +293,22 @@ class RunDB:
         for d in rows:
             d["counts"] = np.frombuffer(d["counts"], "<i8").copy()
         return rows
+
+
+#: The key under which a config value that is a Python object (a scaler or cast instance given
+#: directly) is recorded: its repr, for the reader; such a run cannot be rebuilt from the record.
+PYTHON_OBJECT = "python-object"
+
+
+def _python_object(obj) -> dict:
+    """JSON stand-in for a config value that is a Python object."""
+    return {PYTHON_OBJECT: repr(obj)}
+
+
+def has_python_objects(value) -> bool:
+    """True when a recorded config holds a :data:`PYTHON_OBJECT` stand-in anywhere."""
+    if isinstance(value, dict):
+        return PYTHON_OBJECT in value or any(has_python_objects(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_python_objects(v) for v in value)
+    return False

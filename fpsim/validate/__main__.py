@@ -1,5 +1,8 @@
 """``python -m fpsim.validate ...`` is ``fpsim validate ...``."""
 
-from fpsim.validate.quantize import main
+import sys
 
-raise SystemExit(main())
+from fpsim.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["validate", *sys.argv[1:]]))

@@ -17,12 +17,12 @@ The test suite runs the same functions with fewer cases.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import itertools
 import math
 import multiprocessing
+import sys
 import time
 
 import numpy as np
@@ -206,11 +206,13 @@ def _run(task):
     return (check_softfloat if kind == "softfloat" else check_exhaustive)(*args)
 
 
-def main(argv=None) -> int:
-    """``fpsim validate arith``: run the comparisons, print one line each; status 1 on any
-    mismatch."""
-    parser = argparse.ArgumentParser(prog="fpsim validate arith", description=__doc__.split(
-        "\n\n")[0])
+def add_arguments(parser) -> None:
+    """Describe ``fpsim validate arith`` on ``parser`` and add its options (read by
+    :func:`run`)."""
+    parser.description = ("The elementwise arithmetic against Berkeley SoftFloat (float16, "
+                          "float32: codes and the five flags under the IEEE modes) and against "
+                          "the exact fpsim.reference on every operand tuple of small formats "
+                          "(every mode). One line per comparison; status 1 on any mismatch.")
     parser.add_argument("--cases", type=int, default=200_000,
                         help="SoftFloat cases per type, op and mode (tininess after; a fifth "
                              "of that before)")
@@ -220,12 +222,33 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default=",".join(ALL_MODES))
     parser.add_argument("--skip-softfloat", action="store_true")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
-    args = parser.parse_args(argv)
+
+
+def _usage_error(message: str) -> int:
+    """Print a bad-input message as one line on stderr; the status of a usage error (2)."""
+    print(f"fpsim validate arith: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args) -> int:
+    """Run ``fpsim validate arith`` with the options of :func:`add_arguments` (``cases``,
+    ``formats``, ``ops``, ``modes``, ``skip_softfloat``, ``jobs``): print one line per
+    comparison and a total; 0 when nothing mismatched, 1 on any mismatch, 2 for an unknown op,
+    mode or format."""
     ops = [o for o in args.ops.split(",") if o]
     modes = [m for m in args.modes.split(",") if m]
     for o in ops:
         if o not in OPS:
-            parser.error(f"unknown op {o!r}: use {', '.join(OPS)}")
+            return _usage_error(f"unknown op {o!r}: use {', '.join(OPS)}")
+    for m in modes:
+        if m not in ALL_MODES:  # checked here: a worker process would fail with a traceback
+            return _usage_error(f"unknown mode {m!r}: use {', '.join(ALL_MODES)}")
+    names = [f for f in args.formats.split(",") if f]
+    for name in names:
+        try:
+            _format(name)  # fail before any comparison runs
+        except ValueError as err:
+            return _usage_error(str(err))
     tasks = []
     if not args.skip_softfloat:
         for name in ("float16", "float32"):
@@ -233,8 +256,7 @@ def main(argv=None) -> int:
                 for mode in (m for m in modes if m in IEEE_MODES):
                     tasks.append(("softfloat", (name, op, mode, "after", args.cases)))
                     tasks.append(("softfloat", (name, op, mode, "before", args.cases // 5, 1)))
-    for name in (f for f in args.formats.split(",") if f):
-        _format(name)  # fail early on a bad name
+    for name in names:
         for op in ops:
             for mode in modes:
                 tasks.append(("exhaustive", (name, op, mode)))
@@ -256,3 +278,15 @@ def main(argv=None) -> int:
     print(f"arith: {len(tasks)} comparisons, {total} cases, {bad} mismatches, "
           f"{time.perf_counter() - t0:.0f} s")
     return 1 if bad else 0
+
+
+def main(argv=None) -> int:
+    """Program entry: ``main([...])`` is ``fpsim validate arith ...`` (``argv`` defaults to
+    ``sys.argv[1:]``)."""
+    from fpsim.cli import main as cli_main  # here, not at the top: the cli imports this module
+
+    return cli_main(["validate", "arith", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,7 +20,6 @@ What counts as equal (see docs/validation.md):
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import sys
@@ -172,32 +171,25 @@ def _adjudicate(x: float, fmt: Format, kind: str, ours: int, theirs: int) -> str
     return "reference agrees with the oracle" if agrees(theirs) else "reference agrees with neither"
 
 
-def main(argv=None) -> int:
-    """Command line: ``fpsim validate quantize [--formats ...] [--limit N]``,
-    ``fpsim validate arith [...]`` (:mod:`fpsim.validate_arith`) or
-    ``fpsim validate hardware [...]`` / ``--hardware`` (:mod:`fpsim.validate_hw`)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["arith"]:
-        from fpsim.validate import arith as validate_arith
+def add_arguments(parser) -> None:
+    """Describe ``fpsim validate quantize`` on ``parser`` and add its options (read by
+    :func:`run`)."""
+    parser.description = ("Every float32 bit pattern (2^32 inputs, or the first --limit) "
+                          "through fpsim.encode and fpsim.quantize and through the ml_dtypes / "
+                          "numpy cast of the same format; reports the mismatches (expected: 0) "
+                          "and the time taken. Status 1 on any mismatch.")
+    parser.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                        help="comma-separated formats (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="check only the first N float32 bit patterns (default: all 2^32)")
+    parser.add_argument("--block", type=int, default=1 << 24,
+                        help="inputs per block (default: 2^24)")
 
-        return validate_arith.main(argv[1:])
-    if argv[:1] == ["hardware"] or argv[:1] == ["--hardware"]:
-        from fpsim.validate import hardware as validate_hw
 
-        return validate_hw.main(argv[1:])
-    parser = argparse.ArgumentParser(prog="fpsim validate", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    q = sub.add_parser("quantize", help="exhaustive float32 -> format conversions vs ml_dtypes/numpy")
-    q.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
-                   help="comma-separated formats (default: %(default)s)")
-    q.add_argument("--limit", type=int, default=None,
-                   help="check only the first N float32 bit patterns (default: all 2^32)")
-    q.add_argument("--block", type=int, default=1 << 24, help="inputs per block (default: 2^24)")
-    sub.add_parser("arith", help="arithmetic vs SoftFloat and exhaustive small formats vs the "
-                   "exact reference (see fpsim validate arith --help)")
-    sub.add_parser("hardware", help="the GPU's fp16 arithmetic and conversions vs the emulator, "
-                   "exhaustively (needs a CUDA GPU; see fpsim validate hardware --help)")
-    args = parser.parse_args(argv)
+def run(args) -> int:
+    """Run ``fpsim validate quantize`` with the options of :func:`add_arguments` (``formats``,
+    ``limit``, ``block``): print the counts and examples per format; 0 when nothing mismatched,
+    1 on any mismatch, 2 for an unknown format or one no oracle implements."""
     try:
         fmts = [_format(name) for name in args.formats.split(",") if name]
         for fmt in fmts:
@@ -218,6 +210,14 @@ def main(argv=None) -> int:
         print(_report(fmt, "values", values))
         failed |= bool(codes.count or values.count)
     return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    """Program entry: ``python -m fpsim.validate.quantize [--formats ...]`` is
+    ``fpsim validate quantize ...`` (``argv`` defaults to ``sys.argv[1:]``)."""
+    from fpsim.cli import main as cli_main  # here, not at the top: the cli imports this module
+
+    return cli_main(["validate", "quantize", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

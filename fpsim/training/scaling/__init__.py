@@ -4,13 +4,13 @@ GradScaler semantics and variants), adaptive per-site (ALS)."""
 from __future__ import annotations
 
 from fpsim.training.scaling.adaptive import AdaptiveScaler
-from fpsim.training.scaling.base import Scaler, StepStats
+from fpsim.training.scaling.base import PROTOCOL, Scaler, StepStats, implements_protocol
 from fpsim.training.scaling.dynamic import VARIANTS as DYNAMIC_VARIANTS
 from fpsim.training.scaling.dynamic import DynamicScaler
 from fpsim.training.scaling.static import NoScaler, StaticScaler
 
 __all__ = ["AdaptiveScaler", "DYNAMIC_VARIANTS", "DynamicScaler", "NoScaler", "Scaler",
-           "StaticScaler", "StepStats", "scaler"]
+           "StaticScaler", "StepStats", "PROTOCOL", "implements_protocol", "scaler"]
 
 
 def scaler(spec, grad_format="float16") -> Scaler:
@@ -18,7 +18,7 @@ def scaler(spec, grad_format="float16") -> Scaler:
     ``"dynamic:apex"`` (a variant of DYNAMIC_VARIANTS); ``"adaptive"``; or a dict
     ``{"name": ..., **arguments}`` (e.g. ``{"name": "adaptive", "t_uf": 1e-4}``).
     ``grad_format`` is the gradient format the adaptive scaler takes u_min / u_max from."""
-    if isinstance(spec, Scaler):
+    if isinstance(spec, Scaler) or implements_protocol(spec):
         return spec
     if isinstance(spec, str):
         name, _, arg = spec.partition(":")

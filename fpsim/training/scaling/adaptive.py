@@ -3,15 +3,23 @@ Mixed Precision Training", IJCAI 2020) — specs/loss-scaling.md section 3."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
-from scipy.special import erfinv
 
 from fpsim.engine import custom
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as parse_format
 from fpsim.training.scaling.base import Scaler, StepStats
+
+
+def _erfinv(y: float) -> float:
+    """Inverse error function of ``y`` in (-1, 1), as a float. scipy is imported here, on the
+    first adaptive scaler, not when fpsim (or the scaling package) is imported: it costs ~0.3 s."""
+    from scipy.special import erfinv
+
+    return float(erfinv(y))
 
 #: Statistic variants of the reference code (specs/loss-scaling.md 3.2).
 VARIANTS = ("A", "A0", "B")
@@ -76,7 +84,6 @@ class AdaptiveScaler(Scaler):
             formula), or None (no site: the output gradient is rounded at ``init_scale``).
     """
 
-    per_site = True
     name = "adaptive"
 
     def __init__(self, format: "str | Format" = "float16", t_uf: float = 1e-3,
@@ -102,7 +109,7 @@ class AdaptiveScaler(Scaler):
         self.t_uf, self.sb, self.ab = float(t_uf), float(scale_bound), float(accum_bound)
         self.period, self.variant, self.power_of_two = int(period), variant, power_of_two
         self.init_scale = float(init_scale)
-        self.c = math.sqrt(2.0) * float(erfinv(self.t_uf))
+        self.c = math.sqrt(2.0) * _erfinv(self.t_uf)
         self.enabled = True
         self._calls: dict[str, int] = {}
         self._unbound: dict[str, float] = {}
@@ -152,7 +159,7 @@ class AdaptiveScaler(Scaler):
             return 1.0
         logs = np.log(nz)
         s = math.exp(math.log(self.u_min) - logs.mean()
-                     - logs.std() * math.sqrt(2.0) * float(erfinv(2 * self.t_uf - 1)))
+                     - logs.std() * math.sqrt(2.0) * _erfinv(2 * self.t_uf - 1))
         return min(max(s, 1.0), self.u_max / float(nz.max()))
 
     def site_scale(self, site: str, grad, weight, carried_scale: float,
@@ -182,9 +189,28 @@ class AdaptiveScaler(Scaler):
         dt = g1.dtype.type
         return g1 * dt(target / a1) + g2 * dt(target / a2), target
 
+    def unscale(self, grads: list) -> list:
+        """Per-site scaling unscales every parameter gradient during backward: unchanged."""
+        return grads
+
+    def report(self) -> dict:
+        """This step's scales: GEMM site (and ``loss-cast``) -> (carried scale a, local s)."""
+        return dict(self.last)
+
     def update(self, stats: StepStats) -> bool:
+        """End of the step: forget its pending and reported scales; skip a non-finite step."""
         self._pending.clear()
+        self.last = {}
         return not stats.found_inf
+
+    @contextlib.contextmanager
+    def suspended(self):
+        """Inside, every ALS op passes values and tags through and no scale is computed."""
+        old, self.enabled = self.enabled, False
+        try:
+            yield self
+        finally:
+            self.enabled = old
 
     def state_dict(self) -> dict:
         return {"calls": dict(self._calls), "unbound": dict(self._unbound)}
@@ -195,33 +221,37 @@ class AdaptiveScaler(Scaler):
 
     # -- placement in a model ------------------------------------------------------------------
     def attach(self, model) -> list[str]:
-        """Place the scaler's ops in ``model`` (after a precision policy's ``apply``): at every
-        Linear / Conv2d a statistics op on the output (before the output cast, so it sees the
-        rounded gradient) and a scale op on the input; an unscale op on every parameter (before
-        its cast, so the gradient is rounded at scale and unscaled after). Returns the GEMM
-        site names."""
-        from fpsim.training.nn import Conv2d, Linear, Parameter
+        """Place the scaler's ops in ``model`` through the modules' hooks (replacing any this
+        scaler placed before; before or after a precision policy's ``apply``, the hook orders
+        fix where they run relative to the casts): at every Linear / Conv2d a statistics op on
+        the output that runs after the output cast going backward (so it sees the rounded
+        gradient) and a scale op on the input; an unscale op on every parameter before its cast
+        going forward (so the gradient is rounded at scale and unscaled after). Returns the
+        GEMM site names."""
+        from fpsim.training.nn import (ORDER_AFTER_CASTS, ORDER_BEFORE_CASTS, Conv2d, Linear,
+                                       Parameter)
         sites = []
         for mname, m in model.named_modules():
-            for hooks in (m._input_hooks, m._output_hooks, m._param_hooks):
-                hooks[:] = [h for h in hooks if not getattr(h, "_fpsim_scaler", False)]
-            prefix = f"{mname}." if mname else ""
+            m.remove_hooks(self)
             if any(isinstance(v, Parameter) for v in vars(m).values()):
-                m._param_hooks.insert(0, _tag(lambda mod, pname, p, prefix=prefix:
-                                              self._unscale_op(p)))
+                m.register_hook("param", lambda mod, pname, p: self._unscale_op(p),
+                                owner=self, order=ORDER_BEFORE_CASTS)
             if not isinstance(m, (Linear, Conv2d)):
                 continue
             site = mname or "output"
             sites.append(site)
-            m._param_hooks.append(_tag(lambda mod, pname, p, site=site: self._keep_weight(
-                site, pname, p)))
-            m._output_hooks.insert(0, _tag(lambda mod, y, site=site: custom(
-                y, _identity, lambda g, t, site=site: self._measure(site, g, t), tagged=True)))
-            m._input_hooks.append(_tag(lambda mod, x, site=site: custom(
-                x, _identity, lambda g, t, site=site: self._apply(site, g, t), tagged=True)))
+            m.register_hook("param", lambda mod, pname, p, site=site: self._keep_weight(
+                site, pname, p), owner=self, order=ORDER_AFTER_CASTS)
+            m.register_hook("output", lambda mod, y, site=site: custom(
+                y, _identity, lambda g, t, site=site: self._measure(site, g, t), tagged=True),
+                owner=self, order=ORDER_BEFORE_CASTS)
+            m.register_hook("input", lambda mod, x, site=site: custom(
+                x, _identity, lambda g, t, site=site: self._apply(site, g, t), tagged=True),
+                owner=self, order=ORDER_AFTER_CASTS)
         if self.output_site is not None:
-            model._output_hooks.append(_tag(lambda mod, y: custom(
-                y, _identity, self._output_cast, tagged=True)))
+            model.register_hook("output", lambda mod, y: custom(
+                y, _identity, self._output_cast, tagged=True), owner=self,
+                order=ORDER_AFTER_CASTS + 1)
             sites.append(OUTPUT_SITE)
         return sites
 
@@ -264,8 +294,3 @@ class AdaptiveScaler(Scaler):
 
 def _identity(v):
     return v
-
-
-def _tag(hook):
-    hook._fpsim_scaler = True
-    return hook

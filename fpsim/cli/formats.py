@@ -1,0 +1,95 @@
+"""``fpsim formats [NAMES...] [--json]``: the properties of named formats, aliases or specs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from fpsim.cli.common import _UsageError, render_table, resolve_format
+from fpsim.numerics.format import Format
+from fpsim.numerics.formats import NAMED
+
+
+def register(subparsers) -> None:
+    """Add the ``formats`` parser to the ``fpsim`` sub-parsers ``subparsers``."""
+    p = subparsers.add_parser(
+        "formats", help="table of format properties",
+        description="Properties of floating-point formats (every named format by default).",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="format names, aliases or specs such as e5m10, ue8m0b127fn-nozero")
+    p.add_argument("--json", action="store_true", help="print a JSON list of dicts")
+
+
+def power_of_two(x: float) -> str | None:
+    """``"2^k"`` when ``x`` is a positive power of two, else None."""
+    if not (x > 0 and math.isfinite(x)):
+        return None
+    mant, exp = math.frexp(x)
+    return f"2^{exp - 1}" if mant == 0.5 else None
+
+
+def format_properties(fmt: Format) -> dict:
+    """The properties shown by ``fpsim formats``, as a JSON-ready dict (floats are exact)."""
+    return {
+        "name": str(fmt), "spec": fmt.spec, "bits": fmt.bits,
+        "exp_bits": fmt.exp_bits, "man_bits": fmt.man_bits, "bias": fmt.bias,
+        "emin": fmt.emin, "emax": fmt.emax,
+        "max": fmt.max, "min_normal": fmt.min_normal, "min_subnormal": fmt.min_subnormal,
+        "eps": fmt.eps, "specials": fmt.specials,
+        "subnormals": fmt.subnormals, "signed": fmt.signed, "n_finite": fmt.n_finite,
+    }
+
+
+#: Table columns of ``fpsim formats``: (header, key in :func:`format_properties`).
+_FORMAT_COLUMNS = (
+    ("name", "name"), ("bits", "bits"), ("e", "exp_bits"), ("m", "man_bits"), ("bias", "bias"),
+    ("emin", "emin"), ("emax", "emax"), ("max", "max"), ("min normal", "min_normal"),
+    ("min subnormal", "min_subnormal"), ("eps", "eps"), ("specials", "specials"),
+    ("subnormals", "subnormals"), ("signed", "signed"), ("n_finite", "n_finite"),
+)
+
+
+def _value_column(values: list[float]) -> list[str]:
+    """Cells ``repr (2^k)``: reprs right-aligned, the powers of two aligned after them."""
+    reprs = [repr(float(v)) for v in values]
+    pows = [power_of_two(v) for v in values]
+    w = max(map(len, reprs))
+    if not any(pows):
+        return [r.rjust(w) for r in reprs]
+    wp = max(len(p) for p in pows if p) + 2
+    return [r.rjust(w) + " " + (f"({p})" if p else "").ljust(wp) for r, p in zip(reprs, pows)]
+
+
+def formats_table(fmts: list[Format]) -> str:
+    """The aligned plain-text table of :func:`format_properties` printed by ``fpsim formats``."""
+    props = [format_properties(f) for f in fmts]
+    headers, columns, right = [], [], set()
+    for i, (header, key) in enumerate(_FORMAT_COLUMNS):
+        vals = [p[key] for p in props]
+        if isinstance(vals[0], float):
+            cells = _value_column(vals)
+        elif isinstance(vals[0], bool):
+            cells = ["yes" if v else "no" for v in vals]
+        else:
+            cells = [str(v) for v in vals]
+        if isinstance(vals[0], (int, float)) and not isinstance(vals[0], bool):
+            right.add(i)
+        headers.append(header)
+        columns.append(cells)
+    return render_table(headers, columns, right)
+
+
+def run(args) -> int:
+    """``fpsim formats``: print the table (or JSON) of the named or given formats."""
+    fmts = []
+    for name in args.names or list(NAMED):
+        try:
+            fmts.append(resolve_format(name))
+        except ValueError as err:
+            raise _UsageError(f"fpsim formats: error: {err}") from None
+    if args.json:
+        print(json.dumps([format_properties(f) for f in fmts], indent=2))
+    else:
+        print(formats_table(fmts))
+    return 0

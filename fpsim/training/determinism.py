@@ -1,0 +1,54 @@
+"""Results that do not depend on thread counts.
+
+fpsim's own kernels are deterministic for any ``NUMBA_NUM_THREADS``: random bits are a function
+of (key, element index), chunks own disjoint outputs, counts are integer sums. The float32 GEMMs
+of the engine (forward and backward of Linear / Conv2d, attention) run on numpy's BLAS, and an
+OpenBLAS build may pick different kernels and summation splits for different thread counts, so
+the same seed gave different weights under ``OPENBLAS_NUM_THREADS=1`` and the default. The
+training loop therefore runs every step with BLAS pinned to :data:`BLAS_THREADS` thread(s)
+(:func:`pinned_blas`, through threadpoolctl). At the model sizes of the zoo the GEMMs are small,
+and spreading them over threads only adds synchronisation (docs/performance.md has the
+measurement), so one thread is also the faster choice.
+
+What is left is the BLAS build itself (library, version, the CPU kernel it dispatches to):
+:func:`blas_info` is recorded with every run, and resuming a run under a different BLAS warns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+#: BLAS threads while a training step runs.
+BLAS_THREADS = 1
+
+
+def blas_info() -> list[dict]:
+    """The BLAS libraries loaded in this process, each as ``{"api", "version", "architecture",
+    "prefix", "threads"}`` (``threads``: the library's default thread count; the loop pins
+    :data:`BLAS_THREADS` while it trains)."""
+    import numpy  # noqa: F401  (loads numpy's BLAS, so that threadpoolctl sees it)
+    from threadpoolctl import threadpool_info
+
+    return [{"api": d.get("internal_api"), "version": d.get("version"),
+             "architecture": d.get("architecture"), "prefix": d.get("prefix"),
+             "threads": d.get("num_threads"), "pinned_threads": BLAS_THREADS}
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+
+
+def same_blas(recorded: list[dict] | None, current: list[dict]) -> bool:
+    """True when two :func:`blas_info` results name the same builds (thread defaults aside)."""
+    def key(info):
+        return sorted((d.get("api"), d.get("version"), d.get("architecture"), d.get("prefix"))
+                      for d in info or [])
+    return key(recorded) == key(current)
+
+
+@contextlib.contextmanager
+def pinned_blas(threads: int | None = None):
+    """Inside, every loaded BLAS library uses ``threads`` threads (default
+    :data:`BLAS_THREADS`; restored afterwards)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=BLAS_THREADS if threads is None else threads,
+                           user_api="blas"):
+        yield
