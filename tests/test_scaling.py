@@ -161,17 +161,17 @@ def test_adaptive_site_scales_equal_the_formula_on_recorded_gradients(variant):
     model = models.build("mlp", {"input_shape": (1, 8, 8), "num_classes": 10,
                                  "hidden": (64, 64, 64), "seed": 3})
     pol = make_policy("mixed_fp16")
-    pol.apply(model)
+    ctx = pol.apply(model).context
     als = AdaptiveScaler("float16", variant=variant, init_scale=2.0 ** -14)
     sites = als.attach(model)
     assert sites == ["net.1", "net.3", "net.5", "net.7", "loss-cast"]
     rng = np.random.default_rng(0)
     x = rng.random((32, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 10, 32)
-    pol.capture = {}
-    out = model(E.Tensor(x))
-    loss = E.cross_entropy(out, y)
-    loss.backward(als.loss_scale(), tag=als.loss_scale(), merge=als.merge)
+    with ctx.capturing() as captured:
+        out = model(E.Tensor(x))
+        loss = E.cross_entropy(out, y)
+        loss.backward(als.loss_scale(), tag=als.loss_scale(), merge=als.merge)
     f16 = fpsim.format("float16")
     # The loss-cast site: the float32 gradient of the mean cross-entropy, log-normal statistics
     # of its non-zero magnitudes (specs 3.2, "Log-normal variant").
@@ -189,7 +189,7 @@ def test_adaptive_site_scales_equal_the_formula_on_recorded_gradients(variant):
     carried = als.init_scale * als.last["loss-cast"][1]
     scales = []
     for site in reversed(sites[:-1]):  # backward order: the output layer first
-        g = pol.capture[site]
+        g = captured[site]
         w = fpsim.quantize(modules[site].weight.data, "float16")
         want = spec_scale(g, w, carried, f16.min_subnormal, f16.max, variant=variant)
         a, s = als.last[site]
