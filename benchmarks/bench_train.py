@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from fpsim.training import instrument
+from fpsim.training import determinism, instrument
 from fpsim.reference import nets as reference_nets
 from fpsim.training.loop import Session, TrainConfig
 from bench_quantize import replace_section
@@ -33,7 +33,9 @@ def step_time(model, policy, batch, instrumented, steps) -> float:
     rec = instrument.Recorder(keep=False) if instrumented else None
     idx = np.arange(batch)
     times = []
-    with (instrument.recording(rec) if rec else contextlib.nullcontext()):
+    # as in fpsim train: BLAS pinned to one thread (fpsim.training.determinism)
+    with (instrument.recording(rec) if rec else contextlib.nullcontext()), \
+            determinism.pinned_blas():
         for i in range(steps + 5):
             t0 = time.perf_counter()
             s.train_step(idx, rec)
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
     body = "\n".join(lines) + (
         "\n\nMedian of the steps' wall times (forward, backward, gradient check, SGD update; no "
         "run-record writes). fp32 / numpy compares the engine with the hand-written network of "
-        "fpsim/reference_nets.py; the mixed_fp16 columns add the policy's cast sites (fp16 "
+        "fpsim/reference/nets.py; the mixed_fp16 columns add the policy's cast sites (fp16 "
         "rounding of the input, every non-exact layer output and every weight forward, and of "
         "their gradients backward), with and without per-site Stats.")
     print(body)

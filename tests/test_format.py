@@ -162,6 +162,29 @@ def test_every_alias_and_name_resolves():
         assert fpsim.format(alias) is formats.NAMED[name]
 
 
+def test_registry_specs_are_the_canonical_specs():
+    # numerics/names.py writes each named format as a spec string; it must be the format's own
+    # canonical spec, and the registry must hold exactly the named formats, in display order.
+    from fpsim.numerics import names
+
+    assert list(names.NAMED_SPECS) == list(formats.NAMED)
+    for name, spec in names.NAMED_SPECS.items():
+        assert formats.NAMED[name].spec == spec, name
+        assert formats.NAMED[name].name == name
+
+
+@pytest.mark.parametrize("fields,spec", [
+    # Spellings an alias claims for another format are avoided (e4m3 is float8_e4m3fn, e2m1 is
+    # float4_e2m1fn, e4m3fnuz has bias 8): the spec spells out ieee or the bias instead.
+    (dict(exp_bits=4, man_bits=3), "e4m3ieee"), (dict(exp_bits=2, man_bits=1), "e2m1ieee"),
+    (dict(exp_bits=4, man_bits=3, specials="fnuz"), "e4m3b7fnuz"),
+    (dict(exp_bits=5, man_bits=2), "e5m2"), (dict(exp_bits=4, man_bits=3, specials="fn"), "e4m3fn"),
+    (dict(exp_bits=5, man_bits=10, subnormals=False), "e5m10-nosub"),
+])
+def test_spec_avoids_alias_spellings(fields, spec):
+    assert Format(**fields).spec == spec
+
+
 def test_format_of_a_format_is_itself():
     assert fpsim.format(formats.bfloat16) is formats.bfloat16
 
@@ -272,7 +295,7 @@ def test_fits_float32_false(fmt):
 def test_fits_float32_matches_params():
     for fmt in all_formats():
         if fmt.fits_float32:
-            assert fmt.params("float32").cm == 23
+            assert fmt.params("float32").carrier_man_bits == 23
         else:
             with pytest.raises(ValueError, match="float32"):
                 fmt.params("float32")

@@ -9,7 +9,6 @@ of the inputs (float32 stays float32).
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
 from fpsim.engine.tensor import Tensor, lift, node, unbroadcast
 
@@ -95,6 +94,8 @@ def tanh(a) -> Tensor:
 def sigmoid(a) -> Tensor:
     """Logistic function 1 / (1 + e^-a) (scipy's expit: no overflow for large |a|)."""
     a = lift(a)
+    from scipy import special  # here, not at import: scipy costs ~0.3 s to load
+
     y = special.expit(a.data)
     return node(y, (a,), lambda g: (g * y * (1 - y),))
 
@@ -113,6 +114,8 @@ _INV_SQRT2PI = 0.3989422804014327
 def gelu(a) -> Tensor:
     """Gaussian error linear unit, exact form ``a * Phi(a)`` with ``Phi`` the normal CDF."""
     a = lift(a)
+    from scipy import special  # as in sigmoid
+
     cdf = 0.5 * (1 + special.erf(a.data * a.dtype.type(_INV_SQRT2)))
     pdf = a.dtype.type(_INV_SQRT2PI) * np.exp(-0.5 * a.data * a.data)
     return node(a.data * cdf, (a,), lambda g: (g * (cdf + a.data * pdf),))

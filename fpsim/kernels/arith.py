@@ -29,10 +29,14 @@ from fpsim.kernels.bitcast import bits_f64, f64_bits
 from fpsim.kernels.bits import mul_rn
 from fpsim.kernels.rng import random_bits
 from fpsim.kernels.round import EV_FIELD, RDN, RNE, RTZ, SR, carrier_bits, round_bits
+from fpsim.numerics.modes import Flag
 
 OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_SQRT, OP_FMA = 0, 1, 2, 3, 4, 5
-#: Flag bits (SoftFloat's values).
-F_INEXACT, F_UNDERFLOW, F_OVERFLOW, F_DIVBYZERO, F_INVALID = 1, 2, 4, 8, 16
+#: :class:`fpsim.Flag` bits (SoftFloat's values; see its docstring for why not Event's order),
+#: as plain ints so Numba folds them into constants.
+F_INEXACT, F_UNDERFLOW, F_OVERFLOW, F_DIVBYZERO, F_INVALID = (
+    int(Flag.INEXACT), int(Flag.UNDERFLOW), int(Flag.OVERFLOW), int(Flag.DIVBYZERO),
+    int(Flag.INVALID))
 _SPLIT = 134217729.0  # 2^27 + 1: Veltkamp's constant for 53-bit doubles
 _SIGN = np.int64(1) << 63
 _QNAN = np.int64(0x7FF8000000000000)
@@ -182,12 +186,12 @@ def round_odd(mag, sign, P, W, mode, overflow, rnd, srk, tin_before):
         flags = F_OVERFLOW | F_INEXACT
     elif (ev >> (EV_FIELD * 4)) & 1:
         flags = F_INEXACT
-        if r <= P.minnorm_bits:  # above the smallest normal a result is never tiny
+        if r <= P.min_normal_bits:  # above the smallest normal a result is never tiny
             if tin_before == 1:
-                tiny = mag < P.minnorm_bits
+                tiny = mag < P.min_normal_bits
             else:
                 r2, s2, e2 = round_bits(mag, sign, W, mode, 0, rnd, srk)
-                tiny = r2 < P.minnorm_bits
+                tiny = r2 < P.min_normal_bits
             if tiny:
                 flags |= F_UNDERFLOW
     return value, flags

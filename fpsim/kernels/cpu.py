@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from fpsim.kernels import accumulate as _kacc
+from fpsim.kernels import arith as _karith
 from fpsim.kernels.bits import bit_length
 from fpsim.kernels.histogram import EXP_BINS, NAN_BIN, SUB0
 from fpsim.kernels.rng import random_bits
@@ -36,7 +38,7 @@ BLOCK = 2048
 def _load(xb, i, P):
     """Split element ``i`` of a carrier-bit array into (|x| bits, sign bit)."""
     u = np.int64(xb[i])
-    return u & ((np.int64(1) << P.csign) - 1), (u >> P.csign) & 1
+    return u & ((np.int64(1) << P.carrier_sign_shift) - 1), (u >> P.carrier_sign_shift) & 1
 
 
 @njit(cache=True, inline="always")
@@ -75,18 +77,18 @@ def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, simple, counts,
         m4 = xblk.size - xblk.size % 4
         field0_before = h0[0] + h1[0] + h2[0] + h3[0]
         for j in range(0, m4, 4):
-            h0[_load(xblk, j, P)[0] >> P.cm] += 1
-            h1[_load(xblk, j + 1, P)[0] >> P.cm] += 1
-            h2[_load(xblk, j + 2, P)[0] >> P.cm] += 1
-            h3[_load(xblk, j + 3, P)[0] >> P.cm] += 1
+            h0[_load(xblk, j, P)[0] >> P.carrier_man_bits] += 1
+            h1[_load(xblk, j + 1, P)[0] >> P.carrier_man_bits] += 1
+            h2[_load(xblk, j + 2, P)[0] >> P.carrier_man_bits] += 1
+            h3[_load(xblk, j + 3, P)[0] >> P.carrier_man_bits] += 1
         for j in range(m4, xblk.size):
-            h0[_load(xblk, j, P)[0] >> P.cm] += 1
+            h0[_load(xblk, j, P)[0] >> P.carrier_man_bits] += 1
         # Carrier subnormals (exponent field 0, not zero) need their exact binade: only blocks
         # with exponent-field-0 inputs (zeros or subnormals) are scanned again.
         if h0[0] + h1[0] + h2[0] + h3[0] != field0_before:
             for j in range(xblk.size):
                 a, sign = _load(xblk, j, P)
-                if (a != 0) & (a < (np.int64(1) << P.cm)):
+                if (a != 0) & (a < (np.int64(1) << P.carrier_man_bits)):
                     row[SUB0 + bit_length(a)] += 1
         packed = np.int64(0)  # one 12-bit count per event (BLOCK <= EV_MAX_SUM)
         n_xnan = 0
@@ -96,7 +98,7 @@ def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, simple, counts,
             r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, simple)
             oblk[j] = carrier_bits(r, sign_out, P)
             packed += ev
-            n_xnan += a > P.cinf
+            n_xnan += a > P.carrier_inf_bits
         for k in range(5):
             counts[c, k] += (packed >> (EV_FIELD * k)) & EV_MAX_SUM
         row[NAN_BIN] += n_xnan
@@ -130,7 +132,7 @@ def _quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
     """
     n = xb.size
     nchunk = counts.shape[0]
-    simple = P.simple == 1
+    simple = P.simple_signs == 1
     for c in prange(nchunk):
         lo = (c * n) // nchunk
         hi = ((c + 1) * n) // nchunk
@@ -230,9 +232,51 @@ QUANTIZE_SERIAL = (quantize_serial_rne, quantize_serial_rna, quantize_serial_rtz
                    quantize_serial_sr)
 
 
-@njit(parallel=True, cache=True)
+# ---- The drivers: the same names and arguments as :mod:`.cuda` exports ---------------------------
+# (numerics/backend.py's dispatch table calls ``cpu.<name>`` or ``cuda.<name>`` with one argument
+# list.) ``key`` is a Python int or uint64; the jitted loops take it as uint64, so that one
+# compiled version serves every call.
+def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
+    """Round every carrier value of ``xb`` into the format; carrier bits to ``outb``.
+
+    ``xb``/``outb``: 1-D uint32 (float32 carrier) or int64 (float64 carrier) bit arrays.
+    ``counts`` (nchunk, 5) and ``hist`` (nchunk, STATS_LEN or 0): zeroed int64 arrays, one row
+    per parallel chunk (``hist.shape[1] == 0``: no statistics).
+    """
+    QUANTIZE[mode](xb, outb, P, overflow, np.uint64(key), srk, counts, hist)
+
+
+def quantize_serial(xb, outb, P, mode, overflow, key, srk, counts, hist):
+    """:func:`quantize` without Numba's thread pool (small arrays; see the serial twins). CPU
+    only: the CUDA module has no thread pool to avoid."""
+    QUANTIZE_SERIAL[mode](xb, outb, P, overflow, np.uint64(key), srk, counts, hist)
+
+
 def encode(xb, codes, P, mode, overflow, key, srk, nchunk):
-    """Round every carrier value of ``xb`` and write the format's codes (int64) to ``codes``."""
+    """Round every carrier value of ``xb`` and write the format's codes (int64) to ``codes``,
+    in ``nchunk`` parallel chunks."""
+    _encode_chunks(xb, codes, P, mode, overflow, np.uint64(key), srk, nchunk)
+
+
+def elementwise(op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk, tin_before, bad):
+    """``op`` on flat float64 operands: :func:`fpsim.kernels.arith.elementwise` (its
+    arguments), ``bad.size`` parallel chunks; ``bad[c] >= 0`` afterwards marks a chunk holding an
+    operand that is not a value of the format."""
+    _karith.elementwise(op, A, B, C, out, flags, odd, P, W, mode, overflow, np.uint64(key), srk,
+                        tin_before, bad)
+
+
+def matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, compensated, mode,
+                 overflow, key, srk, nchunk):
+    """The accumulation model's ``A @ BT.T`` into ``out``:
+    :func:`fpsim.kernels.accumulate.matmul_model` (its arguments), rows in ``nchunk`` chunks."""
+    _kacc.matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, compensated,
+                       mode, overflow, np.uint64(key), srk, nchunk)
+
+
+@njit(parallel=True, cache=True)
+def _encode_chunks(xb, codes, P, mode, overflow, key, srk, nchunk):
+    """The jitted loop of :func:`encode` (``key`` uint64)."""
     n = xb.size
     for c in prange(nchunk):
         lo = (c * n) // nchunk

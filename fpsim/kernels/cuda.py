@@ -30,7 +30,7 @@ from numba.core import config as _nconfig  # noqa: E402
 
 from fpsim.kernels import bits
 from fpsim.kernels.accumulate import final_round, model_sum, product
-from fpsim.kernels.arith import OP_FMA, OP_SQRT, is_value, op_round
+from fpsim.kernels.arith import OP_FMA, OP_SQRT, is_value, op_odd, op_round
 from fpsim.kernels.bits import bit_length
 from fpsim.kernels.histogram import EXP_BINS, NAN_BIN, SUB0, SUB_BINS
 from fpsim.kernels.rng import random_bits
@@ -81,12 +81,13 @@ def _low_mask(k):
     return np.int64(-1) ^ (np.int64(-1) << k)
 
 
-def _blocks(n: int) -> int:
+def blocks(n: int) -> int:
+    """Blocks of :data:`THREADS` threads that cover ``n`` elements (at least one)."""
     return max(1, -(-n // THREADS))
 
 
 @cuda.jit
-def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
+def _quantize_kernel(xb, outb, P, mode, overflow, key, srk, counts, hist):
     """Round ``xb`` (carrier bits) into the format; write carrier bits to ``outb``.
 
     ``counts`` (1, 5) and ``hist`` (1, STATS_LEN) or (1, 0): zeroed int64 device arrays.
@@ -101,8 +102,8 @@ def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
     i = cuda.grid(1)
     if i < xb.size:
         u = np.int64(xb[i])
-        a = u & _low_mask(P.csign)
-        sign = (u >> P.csign) & 1
+        a = u & _low_mask(P.carrier_sign_shift)
+        sign = (u >> P.carrier_sign_shift) & 1
         rnd = random_bits(key, i) if mode == SR else np.int64(0)
         r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk)
         outb[i] = carrier_bits(r, sign_out, P)
@@ -110,10 +111,10 @@ def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
             for j in range(5):
                 if (ev >> (EV_FIELD * j)) & 1:
                     cuda.atomic.add(sh, j, 1)
-            cuda.atomic.add(sh, _SH_EXP + (a >> P.cm), 1)
-            if (a != 0) & (a < (np.int64(1) << P.cm)):
+            cuda.atomic.add(sh, _SH_EXP + (a >> P.carrier_man_bits), 1)
+            if (a != 0) & (a < (np.int64(1) << P.carrier_man_bits)):
                 cuda.atomic.add(sh, _SH_SUB + bit_length(a), 1)
-            if a > P.cinf:
+            if a > P.carrier_inf_bits:
                 cuda.atomic.add(sh, _SH_NAN, 1)
     if stats:
         cuda.syncthreads()
@@ -130,46 +131,54 @@ def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
                     cuda.atomic.add(hist, (0, NAN_BIN), v)
 
 
-def launch_quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
-    """Launch :func:`quantize` over all of ``xb`` (device arrays, or host arrays under the
-    simulator)."""
-    quantize[_blocks(xb.size), THREADS](xb, outb, P, mode, overflow, np.uint64(key), srk,
-                                        counts, hist)
+def quantize(xb, outb, P, mode, overflow, key, srk, counts, hist):
+    """Round ``xb`` (carrier bits) into the format, carrier bits to ``outb``: the twin of
+    :func:`.cpu.quantize`, same arguments (device arrays, or host arrays under the simulator).
+
+    ``counts`` (1, 5) and ``hist`` (1, STATS_LEN) or (1, 0) are zeroed int64 arrays; the CPU
+    takes one row per chunk, here blocks add into the single row.
+    """
+    _quantize_kernel[blocks(xb.size), THREADS](xb, outb, P, mode, overflow, np.uint64(key), srk,
+                                               counts, hist)
 
 
 @cuda.jit
-def encode(xb, codes, P, mode, overflow, key, srk):
+def _encode_kernel(xb, codes, P, mode, overflow, key, srk):
     """Round every carrier value of ``xb`` and write the format's codes (int64) to ``codes``."""
     i = cuda.grid(1)
     if i < xb.size:
         u = np.int64(xb[i])
-        a = u & _low_mask(P.csign)
+        a = u & _low_mask(P.carrier_sign_shift)
         rnd = random_bits(key, i) if mode == SR else np.int64(0)
-        r, sign_out, ev = round_bits(a, (u >> P.csign) & 1, P, mode, overflow, rnd, srk)
+        r, sign_out, ev = round_bits(a, (u >> P.carrier_sign_shift) & 1, P, mode, overflow, rnd, srk)
         codes[i] = pack_code(r, sign_out, P)
 
 
-def launch_encode(xb, codes, P, mode, overflow, key, srk):
-    encode[_blocks(xb.size), THREADS](xb, codes, P, mode, overflow, np.uint64(key), srk)
+def encode(xb, codes, P, mode, overflow, key, srk, nchunk=1):
+    """Codes (int64) of ``xb`` rounded into the format: the twin of :func:`.cpu.encode`.
+    ``nchunk`` (the CPU's parallel split) is accepted for the same signature and unused: the
+    grid has one thread per element."""
+    _encode_kernel[blocks(xb.size), THREADS](xb, codes, P, mode, overflow, np.uint64(key), srk)
 
 
 @cuda.jit
-def decode(codes, outb, P):
+def _decode_kernel(codes, outb, P):
     """Write the float64 bit pattern of every code (int64) of ``codes`` to ``outb`` (int64)."""
     i = cuda.grid(1)
     if i < codes.size:
         outb[i] = unpack_code(codes[i], P)
 
 
-def launch_decode(codes, outb, P):
-    decode[_blocks(codes.size), THREADS](codes, outb, P)
+def decode(codes, outb, P, nchunk=1):
+    """float64 bit patterns (int64) of the codes (int64): the twin of :func:`.cpu.decode`;
+    ``nchunk`` is accepted for the same signature and unused."""
+    _decode_kernel[blocks(codes.size), THREADS](codes, outb, P)
 
 
 @cuda.jit
-def elementwise(op, A, B, C, out, flags, P, W, mode, overflow, key, srk, tin_before, first_bad):
-    """``op`` on flat float64 operands (the twin of :func:`.arith.elementwise`): float64
-    results, IEEE flags (uint8). ``first_bad[0]`` (initialised to the size) receives the
-    smallest index whose operand is not a value of the format; such elements are not written."""
+def _elementwise_kernel(op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk,
+                        tin_before, bad):
+    """One element of :func:`elementwise` per thread."""
     i = cuda.grid(1)
     if i >= A.size:
         return
@@ -179,20 +188,30 @@ def elementwise(op, A, B, C, out, flags, P, W, mode, overflow, key, srk, tin_bef
     if op == OP_FMA:
         ok = ok & is_value(C[i], P)
     if not ok:
-        cuda.atomic.min(first_bad, 0, i)
+        # Every writer stores the same 0, so a plain store is race-free (no atomic needed).
+        bad[0] = 0
         return
     rnd = random_bits(key, i) if mode == SR else np.int64(0)
     out[i], flags[i] = op_round(op, A[i], B[i], C[i], P, W, mode, overflow, rnd, srk, tin_before)
+    if odd.size > 0:
+        odd[i] = op_odd(op, A[i], B[i], C[i], mode)
 
 
-def launch_elementwise(op, A, B, C, out, flags, P, W, mode, overflow, key, srk, tin_before,
-                       first_bad):
-    elementwise[_blocks(A.size), THREADS](op, A, B, C, out, flags, P, W, mode, overflow,
-                                          np.uint64(key), srk, tin_before, first_bad)
+def elementwise(op, A, B, C, out, flags, odd, P, W, mode, overflow, key, srk, tin_before, bad):
+    """``op`` on flat float64 operands: the twin of :func:`.cpu.elementwise`, same arguments.
+
+    float64 results in ``out``, IEEE flags (uint8) in ``flags``, with ``odd.size > 0`` the
+    rounded-to-odd exact results in ``odd``. ``bad`` (int64, at least one entry, set to -1 by
+    the caller) gets ``bad[0] = 0`` when an operand is not a value of the format; such elements
+    are not written. (The CPU has one ``bad`` entry per chunk; any entry ``>= 0`` means the
+    same thing on both.)
+    """
+    _elementwise_kernel[blocks(A.size), THREADS](op, A, B, C, out, flags, odd, P, W, mode,
+                                                 overflow, np.uint64(key), srk, tin_before, bad)
 
 
 @cuda.jit
-def matmul_model(A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind, PA, PO, order, block,
+def _matmul_kernel(A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind, PA, PO, order, block,
                  compensated, mode, overflow, key, srk):
     """Output elements ``i0 ..`` (flat, row-major) of :func:`.accumulate.matmul_model`, one per
     thread, with the same counters; ``T`` and ``BUF`` are (threads, K) float64 scratch rows."""
@@ -223,9 +242,11 @@ def matmul_model(A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind, PA, PO, order,
 MATMUL_TILE = 1 << 16
 
 
-def launch_matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, compensated,
-                        mode, overflow, key, srk):
-    """Run :func:`matmul_model` over all outputs, :data:`MATMUL_TILE` at a time."""
+def matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, compensated, mode,
+                 overflow, key, srk, nchunk=1):
+    """The accumulation model's matmul: the twin of :func:`.cpu.matmul_model`, same arguments,
+    run over all outputs :data:`MATMUL_TILE` at a time (``nchunk`` is unused: one thread per
+    output element)."""
     M, K = A.shape
     N = BT.shape[0]
     total = M * N
@@ -235,6 +256,6 @@ def launch_matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, bloc
     T = cuda.device_array((tile, max(K, 1)), np.float64)
     BUF = cuda.device_array((tile, max(K, 1)), np.float64)
     for i0 in range(0, total, tile):
-        matmul_model[_blocks(tile), THREADS](A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind, PA,
-                                             PO, order, block, compensated, mode, overflow,
-                                             np.uint64(key), srk)
+        _matmul_kernel[blocks(tile), THREADS](A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind,
+                                              PA, PO, order, block, compensated, mode, overflow,
+                                              np.uint64(key), srk)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpsim.kernels.cuda import THREADS, cuda, f64_bits, to_f64
+# blocks and THREADS are the drivers' own launch geometry (one definition for every kernel).
+from fpsim.kernels.cuda import THREADS, blocks, cuda, f64_bits, to_f64
 
 try:  # numba-cuda's bfloat16 intrinsics (cuda_bf16.h); absent from older numba-cuda and the
     from numba.cuda import bf16  # simulator: bf16 hardware checks then report why
@@ -140,7 +141,3 @@ def compare_convert(k0, n, hw_codes, P, exp_mask, man_mask, mismatches, first):
     u = np.int64(k0) + t
     r, s, ev = round_bits(u & 0x7FFFFFFF, (u >> 31) & 1, P, RNE, 0, np.int64(0), 1)  # noqa
     _record(pack_code(r, s, P), np.int64(hw_codes[t]), exp_mask, man_mask, mismatches, first, u)
-
-
-def blocks(n: int) -> int:
-    return max(1, -(-n // THREADS))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-K_MIN = -1074
-K_MAX = 1023
-N_BINADES = K_MAX - K_MIN + 1
+# The public binade range lives with Stats, so that importing fpsim (and Stats) needs no Numba;
+# re-exported here for the drivers.
+from fpsim.numerics.stats import K_MAX, K_MIN, N_BINADES  # noqa: F401
 
 #: Exponent-field bins per interleaved copy (enough for float64's 11-bit field).
 EXP_BINS = 2048
@@ -36,14 +36,17 @@ def fold(rows: np.ndarray, P) -> tuple[np.ndarray, int, int, int]:
     """
     exp_hist = np.zeros(N_BINADES, np.int64)
     extra = np.zeros(3, np.int64)
-    _fold(rows, int(P.cbias), int(P.cexp_max), int(P.cm), exp_hist, extra)
+    _fold(rows, int(P.carrier_bias), int(P.carrier_exp_max), int(P.carrier_man_bits), K_MIN,
+          exp_hist, extra)
     return exp_hist, int(extra[0]), int(extra[1]), int(extra[2])
 
 
 @njit(cache=True)
-def _fold(rows, cbias, cexp_max, cm, exp_hist, extra):
+def _fold(rows, cbias, cexp_max, cm, k_min, exp_hist, extra):
     """Jitted body of :func:`fold` (the numpy version cost 14 us a call, a training step's
-    casts make dozens of calls); ``extra`` receives (zeros, infs, nans)."""
+    casts make dozens of calls); ``extra`` receives (zeros, infs, nans). ``k_min`` (the binade
+    of ``exp_hist[0]``) is an argument, not a global: it is defined outside the kernel sources
+    whose hash keys Numba's cache."""
     nans = 0
     field0 = 0
     field_max = 0
@@ -57,10 +60,10 @@ def _fold(rows, cbias, cexp_max, cm, exp_hist, extra):
             field_max += row[base + cexp_max]
             # Normal carrier binades: field be holds 2^(be - cbias) <= |x| < 2^(be - cbias + 1).
             for be in range(1, cexp_max):
-                exp_hist[be - cbias - K_MIN] += row[base + be]
+                exp_hist[be - cbias - k_min] += row[base + be]
         # Carrier subnormals with an n-bit fraction: 2^(1 - cbias - cm + n - 1) <= |x|.
         for n in range(1, cm + 1):
-            exp_hist[(1 - cbias - cm) + n - 1 - K_MIN] += row[SUB0 + n]
+            exp_hist[(1 - cbias - cm) + n - 1 - k_min] += row[SUB0 + n]
         for n in range(SUB_BINS):
             sub_total += row[SUB0 + n]
     extra[0] = field0 - sub_total

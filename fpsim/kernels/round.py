@@ -20,7 +20,8 @@ sign cleared, held in an int64. Three facts about those patterns make the routin
 With ``E = max(exponent of |x|, 1 - carrier bias)`` (carrier subnormals share the lowest binade's
 ulp) and ``emin`` the target's lowest normal exponent, the target ulp exponent is
 ``q = max(E, emin) - man_bits`` and the carrier's is ``c = E - cm``, so
-``d = cm - man_bits + max(0, emin - E)``; ``0 <= d <= cm`` whenever |x| >= T.
+``d = cm - man_bits + max(0, emin - E)``; ``0 <= d <= cm`` whenever |x| >= T. (In formulas ``cm``
+is the carrier's fraction width, ``P.carrier_man_bits``; T is ``P.min_positive_bits``.)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from fpsim.numerics.format import SPECIALS_FINITE, SPECIALS_FN, SPECIALS_FNUZ, SPECIALS_IEEE
 from fpsim.numerics.modes import Overflow, RoundMode
 from fpsim.kernels.bits import bit_length
 
@@ -68,7 +70,7 @@ def overflow_result(P, mode, overflow, sign):
         (mode == RDN) & (sign == 0))
     if (overflow == SATURATE) | toward_zero | ((P.has_inf == 0) & (P.has_nan == 0)):
         return np.int64(P.max_bits)
-    return np.int64(P.cinf) if P.has_inf == 1 else np.int64(P.cnan)
+    return np.int64(P.carrier_inf_bits) if P.has_inf == 1 else np.int64(P.carrier_nan_bits)
 
 
 @njit(cache=True, inline="always")
@@ -87,13 +89,13 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
         overflow: an :class:`~fpsim.modes.Overflow` int.
         rnd: 62 random bits (int64 in [0, 2^62)); read only when ``mode == SR``.
         srk: number of random bits stochastic rounding compares (1..62).
-        simple: 1 only if ``P.simple`` is 1 (signed format with zero whose NaN keeps the input's
+        simple: 1 only if ``P.simple_signs`` is 1 (signed format with zero whose NaN keeps the input's
             sign); drivers pass it as a compile-time constant to drop the rules of step 4 that
             cannot apply (measured: 1.4x faster loops). 0 is always correct.
 
     Returns:
         ``(r, sign_out, events)``: ``r`` the carrier bits of |result|, the canonical quiet NaN
-        pattern ``P.cnan`` when the result is NaN; ``sign_out`` the result's sign bit (0/1);
+        pattern ``P.carrier_nan_bits`` when the result is NaN; ``sign_out`` the result's sign bit (0/1);
         ``events`` the event word (see ``EV_FIELD``).
     """
     # 1. Neighbours of |x|: `lower` (toward zero) and `lower + step` (one target ulp above), the
@@ -102,14 +104,15 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
     #    neighbours are 0 and T: rem = a and half = bits(T/2) compare the same way, because bit
     #    order is value order (bits(T/2) is 0 when T/2 is no carrier value; then only a = 0 is
     #    below T).
-    below = a < P.t_bits
-    be = a >> P.cm
+    below = a < P.min_positive_bits
+    be = a >> P.carrier_man_bits
     # d = cm - m + max(0, emin - E) with E = max(be, 1) - cbias, clamped (d > cm only below T).
-    d = min(max(P.cm - P.m, P.cm - P.m + P.emin + P.cbias - max(be, 1)), 62)
+    d0 = P.carrier_man_bits - P.man_bits
+    d = min(max(d0, d0 + P.emin + P.carrier_bias - max(be, 1)), 62)
     ulp = np.int64(1) << d
     rem = a if below else a & (ulp - 1)
-    half = np.int64(P.h_bits) if below else ulp >> 1
-    step = np.int64(P.t_bits) if below else ulp
+    half = np.int64(P.half_min_positive_bits) if below else ulp >> 1
+    step = np.int64(P.min_positive_bits) if below else ulp
     lower = a - rem
     inexact = rem != 0
     above = rem > half
@@ -119,9 +122,9 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
     # exponent bit. That happens in formats without fraction bits, whose code's last bit is the
     # exponent field's: the same bit, complemented when the biases differ in parity; and in the
     # lowest subnormal binade [T, 2T), where lower = T has code 1 (odd) whatever the carrier
-    # exponent's parity. (Without subnormals and with fraction bits, d < cm above T.) `flip_cm`
+    # exponent's parity. (Without subnormals and with fraction bits, d < cm above T.) `exp_lsb_flip`
     # holds the complement for the format; see KernelParams.
-    odd = (not below) & ((((a >> d) & 1) ^ (P.flip_cm & np.int64(d == P.cm))) == 1)
+    odd = (not below) & ((((a >> d) & 1) ^ (P.exp_lsb_flip & np.int64(d == P.carrier_man_bits))) == 1)
 
     # 2. Round: take `lower + step` or `lower`. (The nearest modes are finished below with the
     #    add-and-truncate form, which the compiler turns into fewer vector instructions.)
@@ -137,9 +140,9 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
         # Up iff floor(frac * 2^srk) + R >= 2^srk, R uniform on [0, 2^srk): probability
         # floor(frac * 2^srk) / 2^srk with frac = rem / step, the distance in ulps.
         if below:
-            # frac = |x| / T = sig * 2^(E - cm - t_log2); one shift scales it by 2^srk.
-            sig = (a & ((np.int64(1) << P.cm) - 1)) | (np.int64(be != 0) << P.cm)
-            s = P.cm + P.t_log2 - srk - (max(be, 1) - P.cbias)
+            # frac = |x| / T = sig * 2^(E - cm - min_positive_log2); one shift scales it by 2^srk.
+            sig = (a & ((np.int64(1) << P.carrier_man_bits) - 1)) | (np.int64(be != 0) << P.carrier_man_bits)
+            s = P.carrier_man_bits + P.min_positive_log2 - srk - (max(be, 1) - P.carrier_bias)
             if s >= 63:
                 frac = np.int64(0)
             elif s >= 0:
@@ -162,43 +165,44 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
         # ties away take T), else 0.
         if mode == RNE:
             near = (a + ((ulp - 1) >> 1) + np.int64(odd & (d != 0))) & ~(ulp - 1)  # d = 0: exact
-            near_below = np.int64(P.t_bits) if a > P.h_bits else np.int64(0)
+            near_below = np.int64(P.min_positive_bits) if a > P.half_min_positive_bits else np.int64(0)
         else:
             near = (a + half) & ~(ulp - 1)
-            near_below = np.int64(P.t_bits) if above | tie else np.int64(0)
+            near_below = np.int64(P.min_positive_bits) if above | tie else np.int64(0)
         r = near_below if below else near
-    # Formats without zero: T is the only neighbour below T (r_floor = T, else 0).
-    r = max(r, np.int64(P.r_floor))
+    # Formats without zero: T is the only neighbour below T (result_floor = T, else 0).
+    r = max(r, np.int64(P.result_floor))
 
     # 3. Overflow: the magnitude, rounded with unbounded exponent (the carrier is wider), exceeds
-    #    max. Inf inputs count too unless the format keeps them under the ieee policy (ovf_end =
-    #    cinf then, else cinf + 1: saturate turns Inf into max, as CUDA's satfinite does); NaN
-    #    inputs never do.
-    ovf = (r > P.max_bits) & (a < (P.ovf_end if overflow != SATURATE else P.cinf + 1))
+    #    max. Inf inputs count too unless the format keeps them under the ieee policy
+    #    (overflow_input_end = carrier Inf then, else Inf + 1: saturate turns Inf into max, as
+    #    CUDA's satfinite does); NaN inputs never do.
+    ovf_end = P.overflow_input_end if overflow != SATURATE else P.carrier_inf_bits + 1
+    ovf = (r > P.max_bits) & (a < ovf_end)
     if ovf:
         r = overflow_result(P, mode, overflow, 1) if sign == 1 else overflow_result(P, mode, overflow, 0)
 
     # 4. NaN results: NaN input, zero into a format without zero, negative into an unsigned one;
     #    the sign of zero and NaN results where the format fixes it. (Simple formats: only the
     #    first can happen, and every result keeps the input's sign.)
-    x_nan = a > P.cinf
+    x_nan = a > P.carrier_inf_bits
     if simple == 1:
         invalid = False
         if x_nan:
-            r = np.int64(P.cnan)
+            r = np.int64(P.carrier_nan_bits)
         sign_out = sign
     else:
         invalid = (sign == 1) & (P.signed == 0) & (a != 0)
         if x_nan | invalid | ((a == 0) & (P.has_zero == 0)):
-            r = np.int64(P.cnan)
+            r = np.int64(P.carrier_nan_bits)
         sign_out = sign if (r != 0) | (P.has_negzero == 1) else 0
-        if (r == P.cnan) & (P.nan_sign >= 0):
+        if (r == P.carrier_nan_bits) & (P.nan_sign >= 0):
             sign_out = P.nan_sign  # the sign bit of the format's NaN code (fnuz: 1, unsigned: 0)
 
     # 5. Events (dead code, removed by the compiler, in loops that do not count them).
-    is_nan = r > P.cinf
+    is_nan = r > P.carrier_inf_bits
     ev = ((np.int64((r == 0) & (a != 0)) * EV_UNDERFLOW)
-          | (np.int64((r != 0) & (r < P.minnorm_bits)) * EV_SUBNORMAL)
+          | (np.int64((r != 0) & (r < P.min_normal_bits)) * EV_SUBNORMAL)
           | (np.int64(ovf & (not invalid)) * EV_OVERFLOW)
           | (np.int64(is_nan & (not x_nan)) * EV_NAN)
           | (np.int64((r != a) & (not x_nan)) * EV_INEXACT))
@@ -208,7 +212,7 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
 @njit(cache=True, inline="always")
 def carrier_bits(r, sign_out, P):
     """Signed carrier bit pattern of a :func:`round_bits` result."""
-    return r | (np.int64(sign_out) << P.csign)
+    return r | (np.int64(sign_out) << P.carrier_sign_shift)
 
 
 @njit(cache=True, inline="always")
@@ -224,31 +228,31 @@ def pack_code(r, sign_out, P):
     else:
         sbit = np.int64(0)
     s = sbit if sign_out == 1 else np.int64(0)
-    if r > P.cinf:
-        if P.specials == 2:  # fnuz: one NaN code, the "negative zero" pattern
+    if r > P.carrier_inf_bits:
+        if P.specials == SPECIALS_FNUZ:  # one NaN code, the "negative zero" pattern
             return np.int64(P.nan_code)
-        if P.specials == 3:  # finite: no NaN code; ml_dtypes' convention
+        if P.specials == SPECIALS_FINITE:  # no NaN code; ml_dtypes' convention
             return sbit ^ s
         return np.int64(P.nan_code) | s
-    if r == P.cinf:
+    if r == P.carrier_inf_bits:
         return np.int64(P.inf_code) | s
     if r == 0:
         return s
     # Normalise the carrier value to sig * 2^(E - cm) with the leading bit of sig at position cm
     # (a carrier subnormal can be a normal number of the format, e.g. 2^-127 in float8_e8m0fnu).
-    cmask = (np.int64(1) << P.cm) - 1
-    be = r >> P.cm
+    cmask = (np.int64(1) << P.carrier_man_bits) - 1
+    be = r >> P.carrier_man_bits
     if be != 0:
-        E = be - P.cbias
-        sig = (r & cmask) | (np.int64(1) << P.cm)
+        E = be - P.carrier_bias
+        sig = (r & cmask) | (np.int64(1) << P.carrier_man_bits)
     else:
         n = bit_length(r)
-        E = 1 - P.cbias - P.cm + n - 1
-        sig = r << (P.cm - (n - 1))
+        E = 1 - P.carrier_bias - P.carrier_man_bits + n - 1
+        sig = r << (P.carrier_man_bits - (n - 1))
     if E >= P.emin:
-        mag = (np.int64(E + P.bias) << P.m) | ((sig & cmask) >> (P.cm - P.m))
+        mag = (np.int64(E + P.bias) << P.man_bits) | ((sig & cmask) >> (P.carrier_man_bits - P.man_bits))
     else:  # subnormal in the format: the code is the value in units of 2^(emin - m)
-        mag = sig >> (P.cm - P.m + P.emin - E)
+        mag = sig >> (P.carrier_man_bits - P.man_bits + P.emin - E)
     return mag | s
 
 
@@ -259,26 +263,26 @@ def unpack_code(code, P):
     Non-canonical codes of formats without subnormals (zero exponent field, non-zero fraction)
     decode to ±0; NaN codes decode to the canonical quiet NaN with the code's sign.
     """
-    m = P.m
+    m = P.man_bits
     if P.signed == 1:
         neg = (code >> P.sign_shift) & 1
     else:
         neg = np.int64(0)
-    mag = code & ((np.int64(1) << (P.e + m)) - 1)
+    mag = code & ((np.int64(1) << (P.exp_bits + m)) - 1)
     E = mag >> m
     M = mag & ((np.int64(1) << m) - 1)
-    top = (np.int64(1) << P.e) - 1
+    top = (np.int64(1) << P.exp_bits) - 1
     sbit = neg << 63
-    if P.specials == 2 and neg == 1 and mag == 0:
-        return np.int64(P.cnan) | sbit
-    if P.specials == 1 and mag == (np.int64(1) << (P.e + m)) - 1:
-        return np.int64(P.cnan) | sbit
-    if P.specials == 0 and E == top:
+    if P.specials == SPECIALS_FNUZ and neg == 1 and mag == 0:
+        return np.int64(P.carrier_nan_bits) | sbit
+    if P.specials == SPECIALS_FN and mag == (np.int64(1) << (P.exp_bits + m)) - 1:
+        return np.int64(P.carrier_nan_bits) | sbit
+    if P.specials == SPECIALS_IEEE and E == top:
         if M != 0:
-            return np.int64(P.cnan) | sbit
-        return np.int64(P.cinf) | sbit
+            return np.int64(P.carrier_nan_bits) | sbit
+        return np.int64(P.carrier_inf_bits) | sbit
     if E < P.emin_field:  # zero exponent field of a format with zero: zero or subnormal
-        if P.t_bits == P.minnorm_bits or M == 0:  # no subnormals: non-canonical zero
+        if P.min_positive_bits == P.min_normal_bits or M == 0:  # no subnormals: non-canonical zero
             return sbit if P.has_negzero == 1 else np.int64(0)
         # value = M * 2^(emin - m): normalise M (bit length n) into a float64 pattern.
         n = bit_length(M)

@@ -71,8 +71,8 @@ def _is_float64(f) -> bool:
 
 
 def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
-    if backend.is_device_array(x):
-        backend.cuda_module()
+    """Host operand ``x`` as a contiguous float64 ``ndim``-D array of values of ``fmt``, with
+    what one scan of it found; TypeError / ValueError naming the operand otherwise."""
     arr = np.asarray(x)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -244,18 +244,41 @@ def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequ
     """
     m = _model(fmt, accum, product, rounding, order, block, compensated, preset, inputs,
                overflow, seed, stream, sr_bits)
-    if backend.is_device_array(a) or backend.is_device_array(b):
-        return _matmul_device(a, b, m)
+    return backend.matmul(a, b, m, fast)
+
+
+def checked_operands(a, b, m: _Model):
+    """``(A, B, scan of A, scan of B)``: host operands checked against the model's input format
+    and for aligned shapes (both backends check on the host, with these messages)."""
     A, sa = _operand(a, "a", m.inputs, 2)
     B, sb = _operand(b, "b", m.inputs, 2)
     if A.shape[1] != B.shape[0]:
         raise ValueError(f"shapes {A.shape} and {B.shape} do not align: a's columns ({A.shape[1]}) "
                          f"must equal b's rows ({B.shape[0]})")
+    return A, B, sa, sb
+
+
+def model_args(m: _Model) -> tuple:
+    """The model's arguments of the ``matmul_model`` drivers after ``(A, BT, out)``, in their
+    order (``prod_kind, PP, acc_kind, PA, PO, order, block, compensated, mode, overflow, key,
+    srk``), the same for the CPU and the CUDA driver."""
+    prod_kind = kacc.PROD_EXACT if m.product is None else kacc.PROD_FORMAT
+    return (prod_kind, (m.product or m.fmt).params("float64"), m.acc_kind,
+            (m.accum or m.fmt).params("float64"), m.fmt.params("float64"), m.order, m.block,
+            m.compensated, m.mode, m.policy, m.key, m.srk)
+
+
+def host_matmul(a, b, m: _Model, fast: bool) -> np.ndarray:
+    """The CPU implementation of :func:`matmul` (the dispatch table's ``matmul`` / ``cpu``
+    entry): operand checks, the fast paths where they provably equal the model, else the
+    model driver."""
+    A, B, sa, sb = checked_operands(a, b, m)
     return _matmul(A, B, sa, sb, m, fast)
 
 
 def _matmul(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model,
             fast: bool) -> np.ndarray:
+    """Checked host operands through the fast paths or the CPU model driver."""
     M, K = A.shape
     N = B.shape[1]
     out = np.empty((M, N), np.float64)
@@ -265,6 +288,8 @@ def _matmul(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model,
     PA = (m.accum or m.fmt).params("float64")
     PP = (m.product or m.fmt).params("float64")
     prod_kind = kacc.PROD_EXACT if m.product is None else kacc.PROD_FORMAT
+    # The fast paths are CPU-only strategies (BLAS, a vectorized sequential loop) with no CUDA
+    # twin, so they call their kernels here; the model itself goes through the driver below.
     if fast:
         C = _blas_exact(A, B, sa, sb, m)
         if C is not None:
@@ -281,29 +306,9 @@ def _matmul(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model,
         if big * K >= 2.0**1000:
             raise ValueError("exact accumulation of these operands could overflow the float64 "
                              "partial sums it is computed with (|a| * |b| * K >= 2^1000)")
-    kacc.matmul_model(A, np.ascontiguousarray(B.T), out, prod_kind, PP, m.acc_kind, PA, PO,
-                      m.order, m.block, m.compensated, m.mode, m.policy, np.uint64(m.key), m.srk,
-                      nchunk)
+    backend.drivers("cpu").matmul_model(A, np.ascontiguousarray(B.T), out, *model_args(m),
+                                        nchunk)
     return out
-
-
-def _matmul_device(a, b, m: _Model):
-    """The model kernel on the device (every order, Kahan and exact sums; no BLAS fast path).
-    Operands are checked on the host: device matmuls are for validation, not speed."""
-    if not (backend.is_device_array(a) and backend.is_device_array(b)):
-        raise TypeError("matmul of a device array needs both operands on the device")
-    ha = backend.as_device(a).copy_to_host()
-    hb = backend.as_device(b).copy_to_host()
-    A, _ = _operand(ha, "a", m.inputs, 2)
-    B, _ = _operand(hb, "b", m.inputs, 2)
-    if A.shape[1] != B.shape[0]:
-        raise ValueError(f"shapes {A.shape} and {B.shape} do not align: a's columns ({A.shape[1]}) "
-                         f"must equal b's rows ({B.shape[0]})")
-    prod_kind = kacc.PROD_EXACT if m.product is None else kacc.PROD_FORMAT
-    return backend.matmul_device(
-        A, B, prod_kind, (m.product or m.fmt).params("float64"), m.acc_kind,
-        (m.accum or m.fmt).params("float64"), m.fmt.params("float64"), m.order, m.block,
-        m.compensated, m.mode, m.policy, m.key, m.srk, a)
 
 
 def dot(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequential",

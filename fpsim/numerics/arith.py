@@ -17,7 +17,7 @@ from fpsim.numerics.formats import format as _format
 from fpsim.kernels import arith as karith
 from fpsim.kernels.rng import stream_key
 from fpsim.numerics.modes import Overflow, RoundMode
-from fpsim.reference.arith import Flag
+from fpsim.numerics.modes import Flag
 
 _OPS = {"add": karith.OP_ADD, "sub": karith.OP_SUB, "mul": karith.OP_MUL, "div": karith.OP_DIV,
         "sqrt": karith.OP_SQRT, "fma": karith.OP_FMA}
@@ -35,20 +35,8 @@ def check_arith_format(fmt: Format) -> None:
             f"smallest value 2^{lo}, largest binade 2^{fmt.emax}")
 
 
-def _operands(args):
-    """The operands as float64 arrays broadcast to one shape (exact conversions only)."""
-    arrs = []
-    for name, x in zip(_NAMES, args):
-        if backend.is_device_array(x):
-            backend.cuda_module()
-        arr = np.asarray(x)
-        if not arr.dtype.isnative:
-            arr = arr.astype(arr.dtype.newbyteorder("="))
-        if arr.dtype.kind not in "fiub" and not (arr.dtype.kind == "V"):
-            raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
-        with np.errstate(invalid="ignore"):
-            arrs.append(arr.astype(np.float64, copy=False))
-    return np.broadcast_arrays(*arrs)
+#: The operands as float64 host arrays broadcast to one shape (device operands copied).
+_operands = backend.host_operands
 
 
 def first_non_value(arr: np.ndarray, fmt: Format) -> tuple[int, ...] | None:
@@ -65,7 +53,8 @@ def first_non_value(arr: np.ndarray, fmt: Format) -> tuple[int, ...] | None:
 
 def _not_a_value(raw, fmt):
     """The ValueError naming the first operand that holds a non-value of ``fmt`` and where (an
-    index in the operand's own shape)."""
+    index in the operand's own shape). Device operands are copied to the host for it: the same
+    message from both backends, on an error path only."""
     for name, x in zip(_NAMES, raw):
         arr = _operands([x])[0]
         where = first_non_value(arr, fmt)
@@ -104,52 +93,27 @@ def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits,
     policy = int(Overflow.parse(overflow))
     tin = tininess_flag(tininess)
     srk = arith_sr_bits(fmt, sr_bits)
-    if any(backend.is_device_array(a) for a in args):
-        if stats:
-            raise ValueError("stats=True is not available for device operands (flags are)")
-        vals, fl = backend.elementwise_device(_OPS[op], args, fmt, _wide(fmt), mode, policy,
-                                              stream_key(seed, stream), srk, tin, flags)
-        return (vals, fl) if flags else vals
-    ops = _operands(args)
-    shape = ops[0].shape
-    flat = [_readonly_flat(o) for o in ops]
-    while len(flat) < 3:
-        flat.append(flat[0])
-    n = flat[0].size
-    out = np.empty(n, np.float64)
-    fl = np.empty(n, np.uint8)
-    odd = np.empty(n if stats else 0, np.float64)
-    bad = np.empty(backend.nchunks(n), np.int64)
-    key = stream_key(seed, stream)
-    karith.elementwise(_OPS[op], flat[0], flat[1], flat[2], out, fl, odd, fmt.params("float64"),
-                       _wide(fmt).params("float64"), mode, policy, np.uint64(key), srk, tin, bad)
-    if np.any(bad >= 0):
+    done = backend.elementwise(_OPS[op], args, fmt, _wide(fmt), mode, policy,
+                               stream_key(seed, stream), srk, tin, bool(flags), bool(stats))
+    if done is None:
         raise _not_a_value(args, fmt)
-    out, fl = out.reshape(shape), fl.reshape(shape)
-    res = [out[()] if out.ndim == 0 else out]
+    vals, fl, st = done
+    res = [backend.unwrap_0d(vals)]
     if flags:
-        res.append(fl[()] if fl.ndim == 0 else fl)
+        res.append(backend.unwrap_0d(fl))
     if stats:
-        # Rounding the rounded-to-odd exact results again is the op's rounding (same bits, same
-        # random bits): its events and the exact results' histogram are the op's Stats.
-        res.append(backend.quantize(odd, fmt, mode, policy, key, srk, True)[1])
+        res.append(st)
     return res[0] if len(res) == 1 else tuple(res)
-
-
-def _readonly_flat(x: np.ndarray) -> np.ndarray:
-    """A flat, C-contiguous, read-only view (or copy) of ``x``: every operand reaches the
-    kernel with one array type, so one compiled version serves all calls (writeable and
-    read-only operands would each compile anew)."""
-    flat = np.ascontiguousarray(x).reshape(-1).view()
-    flat.flags.writeable = False
-    return flat
 
 
 def _wide(fmt: Format) -> Format:
     """``fmt``'s precision with float64's exponent range, for tininess after rounding (only the
     precision and the lower exponent limit matter). ``fn`` specials allow ``man_bits = 0``
     (float8_e8m0fnu), which ``ieee`` forbids (no room for Inf and NaN codes); with fraction
-    bits ``fn`` would reach 2^1024, so ``ieee`` it is then."""
+    bits ``fn`` would reach 2^1024, so ``ieee`` it is then.
+
+    The one definition: the reference (:mod:`fpsim.reference.arith`), the device kernels'
+    callers and ``fpsim validate hardware`` all use this one."""
     return Format(exp_bits=11, man_bits=fmt.man_bits, specials="ieee" if fmt.man_bits else "fn")
 
 

@@ -26,12 +26,17 @@ import re
 from fractions import Fraction
 from typing import NamedTuple
 
+from fpsim.numerics import names
+
 #: Which codes hold infinities and NaNs.
 #: ``ieee``: all-ones exponent field is Inf (fraction 0) or NaN (fraction != 0).
 #: ``fn``: no Inf; only the all-ones code (exponent and fraction) is NaN, the top binade holds normals.
 #: ``fnuz``: no Inf, no negative zero; the code 1000...0 is the single NaN.
 #: ``finite``: no Inf and no NaN; every code is a number.
 SPECIALS = ("ieee", "fn", "fnuz", "finite")
+#: :data:`SPECIALS` indices, the ``KernelParams.specials`` values the kernels compare against
+#: (module-level ints, so Numba folds them into constants).
+SPECIALS_IEEE, SPECIALS_FN, SPECIALS_FNUZ, SPECIALS_FINITE = range(len(SPECIALS))
 
 _SPEC_RE = re.compile(r"^(u?)e(\d+)m(\d+)(?:b(-?\d+))?(ieee|fn|fnuz|finite)?$")
 
@@ -41,53 +46,82 @@ class KernelParams(NamedTuple):
 
     Every field is a plain int, so one compiled kernel serves every format. "Carrier bits" are the
     IEEE bit pattern of the carrier type read as a non-negative integer (sign cleared); on those,
-    integer order equals value order, which the rounding routine relies on.
+    integer order equals value order, which the rounding routine relies on. T is the format's
+    smallest positive value (:attr:`Format.min_subnormal`). Flags are 0 or 1.
+
+    Carrier layout:
+
+    * ``carrier_man_bits``: fraction bits of the carrier (23 or 52).
+    * ``carrier_bias``: exponent bias of the carrier (127 or 1023).
+    * ``carrier_exp_max``: the carrier's all-ones exponent field (255 or 2047).
+    * ``carrier_sign_shift``: position of the carrier's sign bit (31 or 63).
+    * ``carrier_inf_bits``: carrier bits of +Inf; every larger pattern is a NaN.
+    * ``carrier_nan_bits``: carrier bits of the canonical quiet NaN (what NaN results become).
+
+    The format, as carrier bits (what rounding compares against):
+
+    * ``man_bits``: the format's stored fraction bits (:attr:`Format.man_bits`).
+    * ``emin``: unbiased exponent of the format's lowest normal binade (:attr:`Format.emin`).
+    * ``min_positive_bits``: carrier bits of T.
+    * ``half_min_positive_bits``: carrier bits of T/2, or 0 when T/2 is not a carrier value.
+    * ``min_positive_log2``: log2(T), an int.
+    * ``min_normal_bits``: carrier bits of :attr:`Format.min_normal`.
+    * ``max_bits``: carrier bits of :attr:`Format.max`, the largest finite value.
+    * ``result_floor``: lowest result magnitude, as carrier bits: T for formats without zero
+      (``zero=False``), else 0.
+    * ``overflow_input_end``: the first input pattern that cannot overflow under the ``ieee``
+      policy: ``carrier_inf_bits`` when the format keeps Inf inputs as Inf, else
+      ``carrier_inf_bits + 1`` (an Inf input then counts as an overflow).
+    * ``exp_lsb_flip``: 1 where bit ``carrier_man_bits`` of a pattern (the carrier's lowest exponent
+      bit) is the complement of the last code bit of the value it was read from, when the ulp is
+      ``2^carrier_man_bits`` carrier units: formats without fraction bits whose bias differs in
+      parity from the carrier's, and the lowest subnormal binade [T, 2T) (code 1) when the carrier
+      exponent of T is even. See ``docs/rounding.md`` section 4.
+    * ``simple_signs``: 1 when the format is signed, has a zero and its NaN results keep the
+      input's sign (ieee, fn, finite): the rounding routine then skips the unsigned / no-zero /
+      fnuz rules.
+    * ``nan_sign``: sign bit of a NaN result: -1 keeps the input's sign (ieee, fn, finite formats);
+      1 for fnuz, whose NaN is the code 100...0; 0 for unsigned formats.
+    * ``has_inf``, ``has_nan``, ``has_zero``, ``has_negzero``, ``signed``: the format's flags
+      (:attr:`Format.has_inf`, :attr:`Format.has_nan`, :attr:`Format.zero`,
+      :attr:`Format.has_negzero`, :attr:`Format.signed`).
+
+    Code layout, for encode/decode:
+
+    * ``exp_bits``: exponent field width (:attr:`Format.exp_bits`).
+    * ``bias``: exponent bias (:attr:`Format.bias`).
+    * ``emin_field``: biased exponent of the lowest normal binade (:attr:`Format.emin_field`).
+    * ``sign_shift``: position of the code's sign bit, -1 if unsigned.
+    * ``nan_code``: the NaN code's magnitude (the whole code 100...0 for fnuz), 0 without NaN.
+    * ``inf_code``: the +Inf code, 0 without Inf.
+    * ``specials``: :data:`SPECIALS` index of :attr:`Format.specials`, one of
+      :data:`SPECIALS_IEEE`, :data:`SPECIALS_FN`, :data:`SPECIALS_FNUZ`, :data:`SPECIALS_FINITE`.
     """
 
-    #: Carrier layout: fraction bits (23 or 52), exponent bias (127 or 1023), all-ones exponent,
-    #: position of the sign bit (31 or 63).
-    cm: int
-    cbias: int
-    cexp_max: int
-    csign: int
-    #: Carrier bits of +Inf and of the canonical quiet NaN.
-    cinf: int
-    cnan: int
-    #: Format: fraction bits, unbiased exponent of the lowest normal binade.
-    m: int
+    carrier_man_bits: int
+    carrier_bias: int
+    carrier_exp_max: int
+    carrier_sign_shift: int
+    carrier_inf_bits: int
+    carrier_nan_bits: int
+    man_bits: int
     emin: int
-    #: Carrier bits of the smallest positive value T, of T/2 (0 if T/2 is not a carrier value),
-    #: of the smallest normal and of the largest finite value; log2(T).
-    t_bits: int
-    h_bits: int
-    t_log2: int
-    minnorm_bits: int
+    min_positive_bits: int
+    half_min_positive_bits: int
+    min_positive_log2: int
+    min_normal_bits: int
     max_bits: int
-    #: Lowest result magnitude (T for formats without zero, else 0) and the first input pattern
-    #: that cannot overflow under the ieee policy (cinf when the format keeps Inf inputs as Inf,
-    #: else cinf + 1).
-    r_floor: int
-    ovf_end: int
-    #: 1 where bit ``cm`` of a pattern (an exponent bit) is the complement of the last code bit
-    #: of the value it was read from, when the ulp is ``2^cm`` carrier units: formats without
-    #: fraction bits whose bias differs in parity from the carrier's, and the lowest subnormal
-    #: binade [T, 2T) (code 1) when the carrier exponent of T is even.
-    flip_cm: int
-    #: 1 when the format is signed, has a zero and its NaN results keep the input's sign (ieee,
-    #: fn, finite): the rounding routine then skips the unsigned / no-zero / fnuz rules.
-    simple: int
-    #: Sign bit of a NaN result: -1 keeps the input's sign (ieee, fn, finite formats); fnuz NaN
-    #: is the code 100...0, so negative; an unsigned format's NaN is positive.
+    result_floor: int
+    overflow_input_end: int
+    exp_lsb_flip: int
+    simple_signs: int
     nan_sign: int
-    #: Format flags (0/1).
     has_inf: int
     has_nan: int
     has_zero: int
     has_negzero: int
     signed: int
-    #: Code layout for encode/decode: exponent bits, bias, biased exponent of the lowest normal
-    #: binade, sign bit position (-1 if unsigned), the NaN and Inf codes (magnitude incl. sign for fnuz).
-    e: int
+    exp_bits: int
     bias: int
     emin_field: int
     sign_shift: int
@@ -270,8 +304,6 @@ class Format:
     @property
     def spec(self) -> str:
         """Canonical spec string accepted by :func:`fpsim.format`, e.g. ``e5m10`` or ``ue8m0fn-nozero``."""
-        from fpsim.numerics.formats import format as lookup
-
         head = f"{'' if self.signed else 'u'}e{self.exp_bits}m{self.man_bits}"
         tail = "" if self.subnormals else ("-nosub" if self.zero else "-nozero")
         default_bias = self.bias == (1 << (self.exp_bits - 1)) - 1
@@ -281,7 +313,7 @@ class Format:
                   head + self.specials, f"{head}b{self.bias}{self.specials}"):
             if not default_bias and "b" not in s[len(head):]:
                 continue
-            if lookup(s + tail) == self:
+            if _reads_back(s + tail) == self:
                 return s + tail
         return f"{head}b{self.bias}{self.specials}{tail}"
 
@@ -363,21 +395,33 @@ def _compile_params(fmt: Format, carrier: str) -> KernelParams:
     else:
         nan_code, inf_code = 0, 0
     return KernelParams(
-        cm=cm, cbias=cbias, cexp_max=cexp_max, csign=cm + cexp, cinf=cinf, cnan=cnan,
-        m=m, emin=fmt.emin,
-        t_bits=_carrier_bits(t, carrier), h_bits=h_bits, t_log2=t_log2,
-        minnorm_bits=_carrier_bits(fmt.min_normal, carrier),
+        carrier_man_bits=cm, carrier_bias=cbias, carrier_exp_max=cexp_max,
+        carrier_sign_shift=cm + cexp, carrier_inf_bits=cinf, carrier_nan_bits=cnan,
+        man_bits=m, emin=fmt.emin,
+        min_positive_bits=_carrier_bits(t, carrier), half_min_positive_bits=h_bits,
+        min_positive_log2=t_log2,
+        min_normal_bits=_carrier_bits(fmt.min_normal, carrier),
         max_bits=_carrier_bits(fmt.max, carrier),
-        r_floor=0 if fmt.zero else _carrier_bits(t, carrier),
-        ovf_end=cinf if fmt.has_inf else cinf + 1,
-        flip_cm=((fmt.bias ^ cbias) & 1) if m == 0 else (((fmt.emin - m + cbias) & 1) ^ 1),
-        simple=int(fmt.signed and fmt.zero and fmt.specials != "fnuz"),
+        result_floor=0 if fmt.zero else _carrier_bits(t, carrier),
+        overflow_input_end=cinf if fmt.has_inf else cinf + 1,
+        exp_lsb_flip=((fmt.bias ^ cbias) & 1) if m == 0 else (((fmt.emin - m + cbias) & 1) ^ 1),
+        simple_signs=int(fmt.signed and fmt.zero and fmt.specials != "fnuz"),
         nan_sign=1 if fmt.specials == "fnuz" else (0 if not fmt.signed else -1),
         has_inf=int(fmt.has_inf), has_nan=int(fmt.has_nan), has_zero=int(fmt.zero),
         has_negzero=int(fmt.has_negzero), signed=int(fmt.signed),
-        e=fmt.exp_bits, bias=fmt.bias, emin_field=fmt.emin_field, sign_shift=sign_shift,
+        exp_bits=fmt.exp_bits, bias=fmt.bias, emin_field=fmt.emin_field, sign_shift=sign_shift,
         nan_code=nan_code, inf_code=inf_code, specials=SPECIALS.index(fmt.specials),
     )
+
+
+def _reads_back(spelling: str) -> "Format | None":
+    """The format :func:`fpsim.format` gives for a lowercase spelling (names and aliases first,
+    then the grammar), or None if it is not valid. Reads the name registry as data
+    (:mod:`fpsim.numerics.names`), so this module does not import :mod:`.formats`."""
+    try:
+        return parse_spec(names.resolve(spelling))
+    except ValueError:
+        return None
 
 
 def parse_spec(spec: str) -> Format:

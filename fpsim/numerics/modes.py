@@ -96,3 +96,27 @@ class Event(enum.IntFlag):
 
 #: Number of event kinds; counters are indexed by bit position.
 N_EVENTS = 5
+
+
+class Flag(enum.IntFlag):
+    """IEEE 754 exception flags of the arithmetic (:func:`fpsim.add` ... ``flags=True``).
+
+    The bit values are Berkeley SoftFloat's ``softfloat_flag_*`` (INEXACT 1, UNDERFLOW 2,
+    OVERFLOW 4, DIVBYZERO 8 (SoftFloat's ``infinite``), INVALID 16), deliberately *not* the order
+    of :class:`Event`:
+
+    * the kernels (:mod:`fpsim.kernels.arith`) write these bits and the validation against
+      SoftFloat (``tests/test_reference_arith.py``, ``fpsim validate arith``) compares the flag
+      words as integers with ``softfloat.get_exception_flags()``;
+    * the names that both enums have do not mean the same thing, so no mask should serve both:
+      ``Event.UNDERFLOW`` is "a non-zero input became ±0" while ``Flag.UNDERFLOW`` is IEEE's
+      "tiny and inexact"; ``Event.OVERFLOW`` counts Inf inputs the format cannot keep, while
+      ``Flag.OVERFLOW`` is never raised by an Inf operand; DIVBYZERO and INVALID have no event,
+      SUBNORMAL and NAN no flag.
+    """
+
+    INEXACT = 1
+    UNDERFLOW = 2
+    OVERFLOW = 4
+    DIVBYZERO = 8
+    INVALID = 16

@@ -10,7 +10,11 @@ import dataclasses
 
 import numpy as np
 
-from fpsim.kernels.histogram import K_MAX, K_MIN, N_BINADES, fold
+#: Binades of the input histogram: ``k = floor(log2|x|)`` for every float64 binade, from the
+#: smallest subnormal 2^-1074 to 2^1023, whatever the carrier and format (so histograms add).
+K_MIN = -1074
+K_MAX = 1023
+N_BINADES = K_MAX - K_MIN + 1
 
 
 @dataclasses.dataclass(eq=False)
@@ -57,6 +61,9 @@ class Stats:
     def from_kernel(cls, total: int, counts: np.ndarray, rows: np.ndarray, P) -> "Stats":
         """Build from a driver's per-chunk ``counts`` (nchunk, 5) and histogram ``rows``
         (nchunk, STATS_LEN; see :mod:`fpsim.kernels.histogram`) for carrier params ``P``."""
+        # Imported here: the kernels (and Numba) load on first use, not with `import fpsim`.
+        from fpsim.kernels.histogram import fold
+
         c = counts.sum(axis=0)
         exp_hist, zeros, infs, nans = fold(rows, P)
         return cls(

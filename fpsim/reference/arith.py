@@ -24,26 +24,15 @@ Conventions (IEEE 754-2019 default exception handling, as Berkeley SoftFloat imp
 
 from __future__ import annotations
 
-import enum
 import math
 from fractions import Fraction
 
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as _format
-from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.numerics.modes import Flag, Overflow, RoundMode
 from fpsim.reference.rounding import _nan, _signed, round_rational, round_value
 
 SR_BITS_MAX = 62
-
-
-class Flag(enum.IntFlag):
-    """IEEE exception flags (bit values as Berkeley SoftFloat's ``softfloat_flag_*``)."""
-
-    INEXACT = 1
-    UNDERFLOW = 2
-    OVERFLOW = 4
-    DIVBYZERO = 8
-    INVALID = 16
 
 
 #: Number of operands of each operation.
@@ -95,9 +84,10 @@ def _sqrt(X: Fraction, fmt: Format) -> Fraction:
 def _tiny_after_rounding(X: Fraction, neg: bool, fmt: Format, mode: RoundMode, rnd: int,
                          k: int) -> bool:
     """Whether X rounded to the format's precision with an unbounded exponent is below min_normal."""
-    # Same precision, exponent range of float64 (fn: a format without fraction bits has no room
-    # for ieee's Inf and NaN codes; the top of the range does not matter here).
-    wide = Format(exp_bits=11, man_bits=fmt.man_bits, specials="ieee" if fmt.man_bits else "fn")
+    # Same precision, exponent range of float64: the one definition, numerics.arith._wide
+    # (imported here, not at module level: numerics.arith imports the kernels).
+    from fpsim.numerics.arith import _wide
+    wide = _wide(fmt)
     y, _ = round_rational(X, neg, wide, mode, Overflow.IEEE, rnd, k)
     return abs(y) < fmt.min_normal
 

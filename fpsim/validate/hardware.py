@@ -12,7 +12,6 @@ first examples in hex, and the time.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -48,7 +47,8 @@ def run_op(name: str, op: str, chunk: int = CHUNK, limit: int | None = None) -> 
     """Compare the hardware ``op`` of format ``name`` with the emulator over all pairs."""
     cuda, hw, fmt, mism, first = _setup(name)
     P = fmt.params("float64")
-    W = type(fmt)(11, fmt.man_bits, specials="ieee").params("float64")  # float64 range
+    from fpsim.numerics.arith import _wide
+    W = _wide(fmt).params("float64")  # the tininess format of the elementwise kernels
     em, mm = _masks(fmt)
     total = (1 << 32) if limit is None else int(limit)
     codes = cuda.device_array(chunk, np.uint16)
@@ -103,15 +103,29 @@ def run_convert(name: str, chunk: int = CHUNK, limit: int | None = None) -> dict
             "mismatches": int(mism.copy_to_host()[0]), "examples": ex}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fpsim validate hardware",
-                                     description=__doc__.split("\n\n")[0])
+def add_arguments(parser) -> None:
+    """Describe ``fpsim validate hardware`` on ``parser`` and add its options (read by
+    :func:`run`)."""
+    parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--format", default="float16,bfloat16",
                         help="comma-separated: float16, bfloat16 (default both)")
     parser.add_argument("--op", default=",".join(OPS), help="comma-separated: " + ", ".join(OPS))
     parser.add_argument("--limit", type=int, default=None,
                         help="check only the first N pairs / inputs (default: all 2^32)")
-    args = parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Program entry: ``python -m fpsim.validate.hardware [...]`` is ``fpsim validate hardware
+    ...`` (``argv`` defaults to ``sys.argv[1:]``)."""
+    from fpsim.cli import main as cli_main  # here, not at the top: the cli imports this module
+
+    return cli_main(["validate", "hardware", *(sys.argv[1:] if argv is None else argv)])
+
+
+def run(args) -> int:
+    """Run ``fpsim validate hardware`` with the options of :func:`add_arguments` (``format``,
+    ``op``, ``limit``): one line per format and op; 0 when nothing mismatched, 1 on a mismatch
+    or a check that could not run, 2 for bad input or no usable CUDA device."""
     from fpsim.numerics.formats import format as fmt_of
     try:
         names = [fmt_of(f).name for f in args.format.split(",") if f]

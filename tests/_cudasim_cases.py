@@ -1,0 +1,50 @@
+"""The CUDA-simulator parity cases, as plain data: test_cudasim.py parametrizes over
+:func:`case_ids` at collection time (without importing numba), and _cudasim_check.py, run once
+in a subprocess with NUMBA_ENABLE_CUDASIM=1, runs every case and writes each one's result.
+
+One case per driver family and mode, so that one mismatch fails one test and hides no other.
+"""
+
+from __future__ import annotations
+
+MODES = ("rne", "rna", "rtz", "rup", "rdn", "rto", "sr")
+
+#: Formats of the driver-level quantize cases, by mode index: bfloat16 for every mode, plus the
+#: format classes whose logic a mode exercises (fn and fnu specials, no subnormals, 4-bit,
+#: a 4-bit mantissa with float64's exponent range, i.e. the float64 carrier).
+QUANTIZE_FORMATS = {
+    0: ("bfloat16", "float8_e4m3fn", "e11m4"),
+    1: ("bfloat16", "float8_e8m0fnu"),
+    2: ("bfloat16",),
+    3: ("bfloat16", "float4_e2m1fn"),
+    4: ("bfloat16",),
+    5: ("bfloat16", "e5m10-nosub"),
+    6: ("bfloat16", "float8_e4m3fn", "e11m4"),
+}
+
+#: Elementwise ops and the operands each takes.
+OPS = {"add": "ab", "sub": "ab", "mul": "ab", "div": "ab", "sqrt": "a", "fma": "abc"}
+
+#: Accumulation-model families of the device matmul: the model kernel with its scratch rows,
+#: every order, Kahan, exact sums, rounded products, stochastic rounding.
+MATMUL = {
+    "preset-fp16-accumulate": dict(preset="fp16 accumulate"),
+    "exact-accumulation": dict(fmt="float16", accum=None),
+    "pairwise-sr": dict(fmt="float16", accum="float16", order="pairwise", rounding="sr"),
+    "kahan-rtz": dict(fmt="float16", accum="float16", compensated=True, rounding="rtz"),
+    "blocked-product-rup": dict(fmt="float16", accum="bfloat16", product="float8_e5m2",
+                                order="blocked", block=4, rounding="rup"),
+}
+
+
+def case_ids() -> list[str]:
+    """Every case id, in run order."""
+    ids = [f"quantize-driver-{m}-{'stats' if s else 'nostats'}" for m in MODES for s in (True, False)]
+    ids += [f"quantize-api-float16-{m}" for m in ("rne", "sr")]
+    ids += [f"encode-api-e5m2-{m}" for m in MODES]
+    ids += ["decode-api-bfloat16"]
+    ids += [f"elementwise-{op}-{m}" for op in OPS for m in MODES]
+    ids += ["elementwise-nonvalue-refused"]
+    ids += [f"matmul-{name}" for name in MATMUL]
+    ids += ["hw-compare-clean", "hw-compare-corrupted"]
+    return ids
