@@ -2,7 +2,8 @@
 loop does) against the same run with BLAS left at its default thread count, and whether the two
 give the same final weights.
 
-Usage: ``python benchmarks/bench_blas_threads.py [--model mlp] [--epochs 30] [--repeat 3]``.
+Usage: ``python benchmarks/bench_blas_threads.py [--model mlp] [--epochs 30] [--repeat 3]
+[--load N]`` (``--load 1``: one busy-loop process on the side, a loaded 2-core machine).
 Each run is a fresh process (digits, ``mixed_fp16``); the two settings alternate so that load
 on the machine affects both alike. The last lines print the medians and their ratio.
 """
@@ -50,7 +51,20 @@ def main() -> None:
     ap.add_argument("--model", default="mlp")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--load", type=int, default=0,
+                    help="busy-loop processes to run meanwhile (a loaded machine)")
     args = ap.parse_args()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.load)]
+    try:
+        _compare(args)
+    finally:
+        for p in busy:
+            p.kill()
+
+
+def _compare(args) -> None:
+    import numpy  # noqa: F401  (loads numpy's BLAS, so that threadpoolctl reports it)
     from threadpoolctl import threadpool_info
     print("BLAS:", [(d["internal_api"], d["version"], d.get("architecture"), d["num_threads"])
                     for d in threadpool_info() if d["user_api"] == "blas"], flush=True)
