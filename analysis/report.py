@@ -1,6 +1,6 @@
 """Reports from run records: a summary table, PNG plots and a report.md for one study.
 
-Everything here reads the SQLite run records (:mod:`fpsim.records`), never engine internals,
+Everything here reads the SQLite run records (:mod:`fpsim.training.records`), never engine internals,
 so ``fpsim report DB`` can redraw any study later.
 """
 

@@ -1,7 +1,7 @@
 """Cost of one training step under precision policies, as ratios measured in one process.
 
 For the MLP (batch 128) and the LeNet CNN (batch 64) on digits: the ``fp32`` policy, against a
-plain numpy implementation of the same network and update (fpsim.reference_nets); and
+plain numpy implementation of the same network and update (fpsim.reference.nets); and
 ``mixed_fp16`` with and without instrumentation (per-site Stats), against ``fp32``. A step is
 forward, backward, gradient check and SGD update (no run-record writes).
 

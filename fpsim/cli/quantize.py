@@ -51,7 +51,7 @@ def quantize_one(value: float, fmt: Format, rounding="rne", overflow="ieee", see
 
     Returns a dict with ``input`` and ``value`` (floats), ``code`` (int), ``hex`` (zero-padded to
     the format's width), ``binary`` (:func:`code_fields`) and ``events`` (lower-case
-    :class:`~fpsim.modes.Event` names, in flag order).
+    :class:`~fpsim.numerics.modes.Event` names, in flag order).
     """
     x = np.array([value], dtype=np.float64)
     out, stats = quantize(x, fmt, rounding, overflow, seed, stats=True)

@@ -181,7 +181,7 @@ def quantize_sr(xb, outb, P, overflow, key, srk, counts, hist):
     _quantize(xb, outb, P, SR, overflow, key, srk, counts, hist)
 
 
-#: The quantize driver of each :class:`~fpsim.modes.RoundMode`, indexed by its int value.
+#: The quantize driver of each :class:`~fpsim.numerics.modes.RoundMode`, indexed by its int value.
 QUANTIZE = (quantize_rne, quantize_rna, quantize_rtz, quantize_rup, quantize_rdn, quantize_rto,
             quantize_sr)
 

@@ -1,7 +1,7 @@
 """CUDA array drivers: ``@cuda.jit`` twins of :mod:`.cpu`, :mod:`.arith` and :mod:`.accumulate`,
 calling the same scalar cores (``round_bits``, ``op_round``, ``model_sum``) unchanged.
 
-Imported only by :func:`fpsim.backend.cuda_module` when a device array arrives (or by tests),
+Imported only by :func:`fpsim.numerics.backend.cuda_module` when a device array arrives (or by tests),
 never by ``import fpsim``. One thread handles one element (one output element for matmul).
 
 Statistics are gathered per block in shared memory (int32: event counts, one copy of the

@@ -2,7 +2,7 @@
 the emulator on the device (``fpsim validate hardware``).
 
 Needs a real GPU: ``numba.cuda.fp16`` intrinsics do not exist under the CUDA simulator.
-Imported only by :mod:`fpsim.validate_hw`.
+Imported only by :mod:`fpsim.validate.hardware`.
 
 Exhaustive streaming: the operand pair of linear index ``k`` is ``(k >> 16, k & 0xFFFF)`` as
 16-bit codes; a chunk of ``n`` indices from ``k0`` runs the hardware op into a uint16 code array,

@@ -31,7 +31,7 @@ STATS_LEN = NAN_BIN + 1
 def fold(rows: np.ndarray, P) -> tuple[np.ndarray, int, int, int]:
     """Fold driver rows (nchunk, STATS_LEN) into ``(exp_hist, zeros, infs, nans)``.
 
-    ``P`` is the carrier's :class:`~fpsim.format.KernelParams` (it says how exponent fields map
+    ``P`` is the carrier's :class:`~fpsim.numerics.format.KernelParams` (it says how exponent fields map
     to binades).
     """
     exp_hist = np.zeros(N_BINADES, np.int64)

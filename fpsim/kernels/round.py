@@ -84,9 +84,9 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
     Args:
         a: carrier bits of |x| (int64, sign cleared); NaN and Inf patterns allowed.
         sign: 1 if x is negative (sign bit set, -0 and -NaN included), else 0.
-        P: :class:`fpsim.format.KernelParams` of the target format for this carrier.
-        mode: a :class:`~fpsim.modes.RoundMode` int.
-        overflow: an :class:`~fpsim.modes.Overflow` int.
+        P: :class:`fpsim.numerics.format.KernelParams` of the target format for this carrier.
+        mode: a :class:`~fpsim.numerics.modes.RoundMode` int.
+        overflow: an :class:`~fpsim.numerics.modes.Overflow` int.
         rnd: 62 random bits (int64 in [0, 2^62)); read only when ``mode == SR``.
         srk: number of random bits stochastic rounding compares (1..62).
         simple: 1 only if ``P.simple_signs`` is 1 (signed format with zero whose NaN keeps the input's

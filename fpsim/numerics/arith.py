@@ -3,7 +3,7 @@ format of at most 26 bits of precision, with IEEE exception flags.
 
 Operands broadcast like numpy and must be values of the format (a non-representable operand is a
 ValueError naming the operand and the first offending index). Results are float64 arrays. The
-semantics are those of :mod:`fpsim.reference_arith` (SoftFloat's), which the tests prove equal.
+semantics are those of :mod:`fpsim.reference.arith` (SoftFloat's), which the tests prove equal.
 """
 
 from __future__ import annotations

@@ -94,6 +94,15 @@ def carrier_for(x, fmt: Format) -> str:
     return "float32" if x.dtype == np.float32 and fmt.fits_float32 else "float64"
 
 
+def _in_carrier(x: np.ndarray, fmt: Format) -> tuple[np.ndarray, str]:
+    """``(x in its carrier, carrier)`` for a host float32/float64 array (widened exactly)."""
+    carrier = carrier_for(x, fmt)
+    if carrier == "float64" and x.dtype != np.float64:
+        with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
+            x = x.astype(np.float64)
+    return x, carrier
+
+
 def _bits(x: np.ndarray) -> np.ndarray:
     """Flat integer view of a contiguous float32 (uint32) or float64 (int64) array."""
     return x.reshape(-1).view(np.uint32 if x.dtype == np.float32 else np.int64)
@@ -229,10 +238,7 @@ def _quantize_cpu(x, fmt, mode, overflow, key, srk, want_stats, out):
                 out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
                 and out.strides == x.strides):
             x = x.copy()  # partial overlap: elements would be read after being overwritten
-    carrier = carrier_for(x, fmt)
-    if carrier == "float64" and x.dtype != np.float64:
-        with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
-            x = x.astype(np.float64)
+    x, carrier = _in_carrier(x, fmt)
     if out is None:
         out = np.empty_like(x)
     elif (out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous
@@ -295,11 +301,7 @@ def code_dtype(fmt: Format) -> np.dtype:
 
 def _encode_cpu(x, fmt, mode, overflow, key, srk):
     """:func:`encode` of a host array-like: ``cpu.encode``."""
-    x = as_float_array(x)
-    carrier = carrier_for(x, fmt)
-    if carrier == "float64" and x.dtype != np.float64:
-        with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
-            x = x.astype(np.float64)
+    x, carrier = _in_carrier(as_float_array(x), fmt)
     codes = np.empty(x.shape, np.int64)
     cpu_module().encode(_bits(x), codes.reshape(-1), fmt.params(carrier), mode, overflow, key,
                         srk, nchunks(x.size))

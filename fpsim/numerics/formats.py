@@ -1,6 +1,6 @@
 """Named formats (ml_dtypes / OCP names), short aliases, and the :func:`format` lookup.
 
-Each named format is a :class:`~fpsim.format.Format` instance and a module attribute, so
+Each named format is a :class:`~fpsim.numerics.format.Format` instance and a module attribute, so
 ``fpsim.formats.float16`` and ``fpsim.format("fp16")`` are the same object. The names, their
 spec strings and the aliases are data in :mod:`fpsim.numerics.names`, which
 :mod:`fpsim.numerics.format` reads too (for :attr:`Format.spec`) without importing this module.

@@ -21,7 +21,7 @@ N_BINADES = K_MAX - K_MIN + 1
 class Stats:
     """Event counts and the input exponent histogram of one or more roundings.
 
-    Counts are numbers of elements (see :class:`~fpsim.modes.Event` for the exact definitions).
+    Counts are numbers of elements (see :class:`~fpsim.numerics.modes.Event` for the exact definitions).
     """
 
     #: Number of elements rounded.
@@ -32,7 +32,7 @@ class Stats:
     subnormal: int = 0
     #: Inputs whose magnitude, rounded with an unbounded exponent, exceeds max (the result is
     #: Inf, NaN or ±max), and Inf inputs that the format or policy does not keep
-    #: (see :class:`~fpsim.modes.Event`; 65510 into float16 rounds to 65504: no overflow).
+    #: (see :class:`~fpsim.numerics.modes.Event`; 65510 into float16 rounds to 65504: no overflow).
     overflow: int = 0
     #: NaN results from non-NaN inputs.
     nan: int = 0

@@ -1,5 +1,5 @@
-"""Slow, obviously correct accumulation models (:mod:`fpsim.accumulation`) in plain Python: every
-product and addition is the exact rational result rounded by :mod:`fpsim.reference_arith`, in
+"""Slow, obviously correct accumulation models (:mod:`fpsim.numerics.accumulation`) in plain Python: every
+product and addition is the exact rational result rounded by :mod:`fpsim.reference.arith`, in
 the model's order, with the same stochastic-rounding counters as the kernels. The tests compare
 :func:`fpsim.matmul` with :func:`matmul` here.
 """

@@ -135,7 +135,7 @@ def round_value(x: float, fmt: "Format | str", rounding="rne", overflow="ieee", 
 
 def round_with_events(x: float, fmt: "Format | str", rounding="rne", overflow="ieee",
                       rnd: int = 0, sr_bits: int | None = None) -> tuple[float, int]:
-    """As :func:`round_value`, and the :class:`~fpsim.modes.Event` bits of that rounding."""
+    """As :func:`round_value`, and the :class:`~fpsim.numerics.modes.Event` bits of that rounding."""
     y, overflowed = _round(x, fmt, rounding, overflow, rnd, sr_bits)
     return y, events(x, y, fmt, overflowed)
 
@@ -267,7 +267,7 @@ def decode_code(code: int, fmt: "Format | str") -> float:
 
 
 def events(x: float, y: float, fmt: "Format | str", overflowed: bool) -> int:
-    """The :class:`~fpsim.modes.Event` bits of rounding ``x`` to ``y``, from their definitions;
+    """The :class:`~fpsim.numerics.modes.Event` bits of rounding ``x`` to ``y``, from their definitions;
     ``overflowed`` says whether the rounding (exponent unbounded) went above max."""
     fmt = _format(fmt)
     if math.isnan(x):

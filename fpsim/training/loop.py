@@ -51,13 +51,13 @@ class TrainConfig:
 
     Attributes:
         model: a name of :data:`fpsim.models.MODELS`; model_config: its extra keys.
-        dataset: a name of :data:`fpsim.data.DATASETS`; dataset_options: its options
+        dataset: a name of :data:`fpsim.training.data.DATASETS`; dataset_options: its options
             (``path`` for file loaders).
-        policy: a precision preset name or a dict of Policy fields (see fpsim.precision).
+        policy: a precision preset name or a dict of Policy fields (see fpsim.training.precision).
         optimizer: ``sgd``, ``adam`` or ``adamw``; lr: base learning rate; momentum
             (SGD), weight_decay; schedule: ``constant`` or ``cosine`` (over the whole run).
         epochs, batch_size, seed.
-        scaler: the loss scaler (see :func:`fpsim.scaling.scaler`): ``none``,
+        scaler: the loss scaler (see :func:`fpsim.training.scaling.scaler`): ``none``,
             ``static:S``, ``dynamic[:variant]``, ``adaptive`` or a dict.
         shadow_every: every K steps (0: never) recompute the step in float32 and count, per
             activation-gradient site, the elements non-zero there but zero in the emulation

@@ -4,7 +4,7 @@ A :class:`Policy` declares a :class:`Cast` (format, rounding, overflow) per role
 (forward values), activation gradients (backward cotangents), weights (the working copy of the
 fp32 master), weight gradients, optimizer state — with per-site overrides by name pattern, and
 the accumulation model of the matrix products. :meth:`Policy.apply` turns that into cast sites
-through the modules' generic hooks (:mod:`fpsim.nn`); the engine is unchanged. A cast site is an
+through the modules' generic hooks (:mod:`fpsim.training.nn`); the engine is unchanged. A cast site is an
 identity-forward op (:func:`fpsim.engine.custom`) that rounds the value going forward and the
 cotangent going backward, and reports both roundings' :class:`~fpsim.instrument.Stats` to the
 active recorders.

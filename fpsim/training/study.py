@@ -45,7 +45,7 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
     Args:
         config: TrainConfig fields (the policy is used for every scaler but ``fp32``, which
             trains the same model with the float32 policy).
-        scalers: scaler specs (see :func:`fpsim.scaling.scaler`) plus ``fp32``.
+        scalers: scaler specs (see :func:`fpsim.training.scaling.scaler`) plus ``fp32``.
         seeds: one run per seed and scaler; the same seed gives the same initialization and
             data order under every scaler.
         db, out: the run-record database and the report directory.

@@ -178,7 +178,7 @@ def operand_tuples(fmt: Format, op: str, max_triples: int = 1 << 18, seed: int =
 
 def check_exhaustive(name: str, op: str, mode: str, seed: int = 0,
                      max_triples: int = 1 << 18) -> Result:
-    """fpsim's ``op`` in ``name`` against :func:`fpsim.reference_arith.op_value` on every
+    """fpsim's ``op`` in ``name`` against :func:`fpsim.reference.arith.op_value` on every
     operand tuple (see :func:`operand_tuples`): values and flags."""
     t0 = time.perf_counter()
     fmt = _format(name)
