@@ -1,0 +1,257 @@
+"""Jitted tensor-core block-FMA model (one scalar core for the CPU and the CUDA drivers).
+
+One hardware operation computes ``d = c + sum_{k0 <= k < k1} a[k] * b[k]`` for one group of
+``G = k1 - k0`` products. The model (``docs/tensor_cores.md`` draws it) works on integers:
+
+* every operand arrives *split* (:func:`split_values`): a signed integer significand ``s`` with
+  the implicit bit and an exponent ``e`` clamped at the input format's lowest normal exponent
+  (subnormals are not normalised), so that the value is ``s * 2^(e - m)``; a product is then
+  ``P = s_a * s_b`` at ``2^(e_a + e_b - 2m)``, exact in an int64;
+* a product's *alignment exponent* is ``x = e_a + e_b``, plus one when ``|P| >= 2^(2m+1)``
+  (significand product in ``[2, 4)``); the addend ``c`` (a value of the output format, split
+  from its float64 bits with the exponent clamped at the output's lowest normal exponent) has
+  its own; ``E`` is the largest of them (the products' only, when ``c`` is added late);
+* each term is truncated toward zero to a multiple of ``2^(E - F)``, ``F = 23 + extra_bits``
+  (plus one when the *carry bit* rule fires: the product with the largest unnormalised exponent
+  has ``|P| >= 2^(2m+1)`` and ``c`` does not lie above it), and the truncated terms are added
+  exactly (int64: below ``2^62`` for every preset's parameters);
+* the exact sum ``S * 2^(E - F)`` is rounded once into the output format (``omode``: round
+  toward zero or to nearest even; a magnitude at or above ``2^(emax+1)`` becomes Inf, as in
+  the published model); or, when ``c`` is added late, the product sum is first truncated into
+  ``PL`` (binary32) and then added to ``c`` with one correctly rounded addition.
+
+Every rounding goes through :func:`.accumulate.final_round`, hence the one ``round_bits``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fpsim.kernels.accumulate import final_round
+from fpsim.kernels.arith import two_sum_sign
+from fpsim.kernels.bitcast import bits_f64, f64_bits
+from fpsim.kernels.round import RNE, RTZ
+
+_MAN52 = (np.int64(1) << 52) - 1
+_EXP_BITS = np.int64(0x7FF)
+#: |S| below this converts to float64 exactly.
+_EXACT_F64 = np.int64(1) << 53
+
+
+@njit(cache=True, inline="always")
+def _pow2(k):
+    """``2.0 ** k`` for ``-1022 <= k <= 1023``, built from its bits (exact, no libm call)."""
+    return bits_f64(np.int64(k + 1023) << 52)
+
+
+@njit(cache=True, inline="always")
+def _shift(mag, s):
+    """``floor(mag * 2^s)`` for a magnitude ``mag >= 0``: a left shift, or a right shift that
+    truncates (shifts of 63 or more leave 0: every magnitude here is below 2^63)."""
+    if s >= 0:
+        return mag << s
+    return mag >> min(-s, 63)
+
+
+@njit(cache=True, inline="always")
+def _split_f64(x, emin):
+    """``(s, e)`` of a finite float64 ``x``: ``x = s * 2^(e - 52)`` with ``e`` the exponent
+    clamped at ``emin`` (values below ``2^emin`` keep ``e = emin`` and a smaller ``|s|``; the
+    right shift only drops zeros when ``x`` is a value of a format whose lowest normal exponent
+    is ``emin``)."""
+    b = f64_bits(x)
+    be = (b >> 52) & _EXP_BITS
+    mag = (b & _MAN52) | (np.int64(1) << 52) if be != 0 else (b & _MAN52)
+    e = be - 1023 if be != 0 else np.int64(-1022)
+    if e < emin:
+        mag = mag >> min(emin - e, 63)
+        e = np.int64(emin)
+    return (-mag if b < 0 else mag), e
+
+
+@njit(cache=True, parallel=True)
+def split_values(X, m, emin, sig, exp):
+    """Split every finite element of the float64 array ``X`` (values of a format with ``m``
+    fraction bits and lowest normal exponent ``emin``) into ``sig`` (int64, signed, implicit bit
+    included) and ``exp`` (int32) with ``X = sig * 2^(exp - m)``; zeros give ``sig = 0``,
+    non-finite elements ``sig = 0`` too (the drivers route them to the special rule)."""
+    Xf = X.ravel()
+    sf = sig.ravel()
+    ef = exp.ravel()
+    for i in prange(Xf.size):
+        x = Xf[i]
+        if x == 0.0 or not np.isfinite(x):
+            sf[i] = 0
+            ef[i] = emin
+        else:
+            s, e = _split_f64(x, emin)
+            sf[i] = s >> (52 - m)  # exact: a value of the format has at most m fraction bits
+            ef[i] = e
+
+
+@njit(cache=True, inline="always")
+def block_fma(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
+              olimit, PL):
+    """One block FMA ``c + sum_{k0<=k<k1} a[k] b[k]`` of split operands (module docstring).
+
+    Args:
+        sa, ea, sb, eb: split row of A and column of B (:func:`split_values`).
+        k0, k1: the block's range of k.
+        c: the addend, a float64 holding a value of the output format (NaN/Inf returned as
+            they are: the drivers handle non-finite operands before the blocks).
+        two_m: twice the input format's fraction bits.
+        F0: fraction bits kept below the largest alignment exponent (23 + extra bits).
+        carry_rule: 1 to keep one more bit when the largest unnormalised product carries.
+        late_c: 1 to sum the products alone, truncate that into ``PL``, then add ``c``.
+        c_emin: lowest normal exponent of the output format (``c``'s exponent clamp).
+        PO, omode, olimit: output format params, its rounding (RTZ/RNE), ``2^(emax+1)``.
+        PL: binary32 params (the late-``c`` product sum's format).
+
+    Returns:
+        The block result as a float64 holding a value of the output format.
+    """
+    if not np.isfinite(c):
+        return c
+    # Pass 1: the largest unnormalised product exponent, whether a product at it carries, and
+    # the largest alignment exponent.
+    pmax = np.int64(-100000)
+    carry = 0
+    emax_t = np.int64(-100000)
+    big = np.int64(1) << (two_m + 1)
+    for k in range(k0, k1):
+        P = sa[k] * sb[k]
+        if P != 0:
+            x = np.int64(ea[k] + eb[k])
+            cy = 1 if abs(P) >= big else 0
+            if x > pmax:
+                pmax = x
+                carry = cy
+            elif x == pmax:
+                carry |= cy
+            emax_t = max(emax_t, x + cy)
+    use_c = (c != 0.0) & (late_c == 0)
+    sc = np.int64(0)
+    ec = np.int64(0)
+    if use_c:
+        sc, ec = _split_f64(c, c_emin)
+        emax_t = max(emax_t, ec)
+    if emax_t == -100000:  # no non-zero term
+        if late_c == 1 and c != 0.0:
+            return c
+        return 0.0
+    F = F0
+    if carry_rule == 1 and carry == 1 and ((not use_c) or pmax >= ec):
+        F += 1
+    # Pass 2: truncate every term to a multiple of 2^(E - F) and add exactly.
+    S = np.int64(0)
+    base = F - two_m - emax_t
+    for k in range(k0, k1):
+        P = sa[k] * sb[k]
+        t = _shift(abs(P), ea[k] + eb[k] + base)
+        S += -t if P < 0 else t
+    if use_c:
+        t = _shift(abs(sc), ec - 52 + F - emax_t)
+        S += -t if sc < 0 else t
+    if S == 0:
+        return c if late_c == 1 else 0.0
+    # S * 2^(E - F) as a float64: exact below 2^53; above, truncated with a sticky last bit
+    # (rounding to odd at 53 bits, which every later rounding to <= 51 bits does not notice).
+    mag = abs(S)
+    scale = emax_t - F
+    if mag >= _EXACT_F64:
+        sh = np.int64(0)
+        while (mag >> sh) >= _EXACT_F64:
+            sh += 1
+        lost = (mag & ((np.int64(1) << sh) - 1)) != 0
+        mag = (mag >> sh) | (1 if lost else 0)
+        scale += sh
+    v = float(mag) * _pow2(scale)
+    if S < 0:
+        v = -v
+    if late_c == 1:
+        p = final_round(v, np.int64(0), PL, RTZ, 0, np.int64(0), 1)
+        s, es = two_sum_sign(p, c, RNE)
+        return final_round(s, es, PO, omode, 0, np.int64(0), 1)
+    if abs(v) >= olimit:
+        return np.inf if v > 0 else -np.inf
+    return final_round(v, np.int64(0), PO, omode, 0, np.int64(0), 1)
+
+
+@njit(cache=True, inline="always")
+def special_result(a, b, c, K):
+    """The result of an output element whose operands hold NaN or Inf, by the published rule
+    applied to the whole row times column: a NaN product (NaN, or Inf times 0) or ``c`` NaN
+    gives NaN; infinities of both signs give NaN; else the infinity. Returns ``(is_special,
+    value)``: ``is_special`` 0 when every product and ``c`` are finite."""
+    pos = False
+    neg = False
+    nan = np.isnan(c)
+    if np.isinf(c):
+        pos |= c > 0
+        neg |= c < 0
+    for k in range(K):
+        p = a[k] * b[k]
+        if np.isnan(p):
+            nan = True
+        elif np.isinf(p):
+            pos |= p > 0
+            neg |= p < 0
+    if nan or (pos and neg):
+        return 1, np.nan
+    if pos:
+        return 1, np.inf
+    if neg:
+        return 1, -np.inf
+    return 0, 0.0
+
+
+@njit(cache=True, inline="always")
+def element(a, bt, sa, ea, sb, eb, c, bad, G, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
+            olimit, PL):
+    """One output element from row ``a`` of A and column ``bt`` of B (and their splits):
+    ``c``, then the blocks of ``G`` products along K in increasing k, each block's result the
+    next block's addend (the chained order of one warp's MMA instructions). ``bad`` is 1 when
+    the row or the column holds NaN or Inf."""
+    K = sa.shape[0]
+    if bad == 1 or not np.isfinite(c):
+        sp, val = special_result(a, bt, c, K)
+        if sp == 1:
+            return val
+    d = c
+    for k0 in range(0, K, G):
+        d = block_fma(sa, ea, sb, eb, k0, min(k0 + G, K), d, two_m, F0, carry_rule, late_c,
+                      c_emin, PO, omode, olimit, PL)
+    return d
+
+
+@njit(cache=True, inline="always")
+def _row(t, i, A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
+         late_c, c_emin, PO, omode, olimit, PL):
+    for j in range(SB.shape[1]):
+        out[t, i, j] = element(A[t, i], BT[t, j], SA[t, i], EA[t, i], SB[t, j], EB[t, j],
+                               C[t, i, j], bad_rows[t, i] | bad_cols[t, j], G, two_m, F0,
+                               carry_rule, late_c, c_emin, PO, omode, olimit, PL)
+
+
+@njit(cache=True, parallel=True)
+def matmul_tc(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
+              late_c, c_emin, PO, omode, olimit, PL):
+    """``out[t, i, j]`` = :func:`element` for every batch ``t`` and output ``(i, j)``: A and its
+    splits are (T, M, K), B transposed (T, N, K), ``C``/``out`` (T, M, N), ``bad_rows`` (T, M)
+    and ``bad_cols`` (T, N). Rows in parallel: each output element is independent, so the bits
+    do not depend on the thread count."""
+    T, M = SA.shape[0], SA.shape[1]
+    for r in prange(T * M):
+        _row(r // M, r % M, A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
+             carry_rule, late_c, c_emin, PO, omode, olimit, PL)
+
+
+@njit(cache=True)
+def matmul_tc_serial(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
+                     carry_rule, late_c, c_emin, PO, omode, olimit, PL):
+    """The serial twin of :func:`matmul_tc` (tests compare the two bit for bit)."""
+    T, M = SA.shape[0], SA.shape[1]
+    for r in range(T * M):
+        _row(r // M, r % M, A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
+             carry_rule, late_c, c_emin, PO, omode, olimit, PL)
