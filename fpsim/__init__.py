@@ -34,6 +34,9 @@ _LAZY = {
     "PRESETS": ("fpsim.numerics.accumulation", "PRESETS"),
     "dot": ("fpsim.numerics.accumulation", "dot"),
     "matmul": ("fpsim.numerics.accumulation", "matmul"),
+    "TensorCore": ("fpsim.numerics.tensor_core", "TensorCore"),
+    "tensor_core": ("fpsim.numerics.tensor_core", "tensor_core"),
+    "validate_gemm": ("fpsim.validate.gemm", "validate_gemm"),
     "add": ("fpsim.numerics.arith", "add"),
     "div": ("fpsim.numerics.arith", "div"),
     "fma": ("fpsim.numerics.arith", "fma"),
@@ -69,6 +72,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "Event", "Flag", "Format", "Overflow", "Policy", "Recorder", "RoundMode", "Stats",
     "PRESETS", "add", "code_dtype", "decode", "div", "dot", "encode", "engine", "fma", "format",
-    "formats", "instrument", "matmul", "mul", "nn", "optim", "precision", "quantize", "recording",
+    "TensorCore", "formats", "instrument", "matmul", "mul", "nn", "optim", "precision", "quantize", "recording", "tensor_core", "validate_gemm",
     "sqrt", "sub",
 ]

@@ -20,6 +20,8 @@ PACKAGE = "fpsim.validate"
 SUBJECTS = {
     "quantize": "exhaustive float32 -> format conversions vs ml_dtypes/numpy",
     "arith": "arithmetic vs SoftFloat and exhaustive small formats vs the exact reference",
+    "gemm": "a GPU's GEMM output vs the tensor-core models (exact matches, ulp differences, "
+            "--fit ranks every model)",
     "hardware": "the GPU's fp16 / bf16 arithmetic and conversions vs the emulator, exhaustively "
                 "(needs a CUDA GPU)",
 }

@@ -24,6 +24,7 @@ from numba import njit, prange
 
 from fpsim.kernels import accumulate as _kacc
 from fpsim.kernels import arith as _karith
+from fpsim.kernels import tensor_core as _ktc
 from fpsim.kernels.bits import bit_length
 from fpsim.kernels.histogram import EXP_BINS, NAN_BIN, SUB0
 from fpsim.kernels.rng import random_bits
@@ -301,3 +302,15 @@ def decode(codes, outb, P, nchunk):
         os = outb[lo:hi]
         for j in range(cs.size):
             os[j] = unpack_code(cs[j], P)
+
+
+def tc_matmul(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
+    """The tensor-core model's GEMM (:func:`.tensor_core.matmul_tc`): batched operands (T, M, K)
+    and B transposed (T, N, K) with their splits, ``C`` and ``out`` (T, M, N); ``model`` is
+    :meth:`fpsim.numerics.tensor_core.TensorCore.kernel_args`."""
+    _ktc.matmul_tc(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model)
+
+
+def tc_matmul_serial(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
+    """The serial twin of :func:`tc_matmul`."""
+    _ktc.matmul_tc_serial(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model)

@@ -28,7 +28,7 @@ if not hasattr(np, "row_stack"):
 from numba import cuda, int32  # noqa: E402
 from numba.core import config as _nconfig  # noqa: E402
 
-from fpsim.kernels import bits
+from fpsim.kernels import bits, tensor_core
 from fpsim.kernels.accumulate import final_round, model_sum, product
 from fpsim.kernels.arith import OP_FMA, OP_SQRT, is_value, op_odd, op_round
 from fpsim.kernels.bits import bit_length
@@ -259,3 +259,29 @@ def matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, comp
         _matmul_kernel[blocks(tile), THREADS](A, BT, out, i0, T, BUF, prod_kind, PP, acc_kind,
                                               PA, PO, order, block, compensated, mode, overflow,
                                               np.uint64(key), srk)
+
+
+@cuda.jit
+def _tc_kernel(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
+               late_c, c_emin, PO, omode, olimit, PL):
+    """One output element of :func:`.tensor_core.matmul_tc` per thread (flat index over
+    batch, row, column)."""
+    e = cuda.grid(1)
+    T, M, N = out.shape
+    if e >= T * M * N:
+        return
+    t = e // (M * N)
+    r = e - t * (M * N)
+    i = r // N
+    j = r - i * N
+    out[t, i, j] = tensor_core.element(
+        _local(A[t, i]), _local(BT[t, j]), _local(SA[t, i]), _local(EA[t, i]), _local(SB[t, j]),
+        _local(EB[t, j]), C[t, i, j], bad_rows[t, i] | bad_cols[t, j], G, two_m, F0, carry_rule,
+        late_c, c_emin, PO, omode, olimit, PL)
+
+
+def tc_matmul(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
+    """The tensor-core model's GEMM: the twin of :func:`.cpu.tc_matmul`, same arguments (device
+    arrays), one thread per output element."""
+    _tc_kernel[blocks(out.size), THREADS](A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out,
+                                          *model)

@@ -220,11 +220,20 @@ def blas_exact(A, B, m: _Model):
 
 def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequential",
            block=None, compensated=False, *, preset=None, inputs=None, overflow="ieee", seed=0,
-           stream=0, sr_bits=None, fast=True) -> np.ndarray:
-    """``a @ b`` under an accumulation model (module docstring), rounded into ``fmt``.
+           stream=0, sr_bits=None, fast=True, c=None) -> np.ndarray:
+    """``a @ b`` under an accumulation model (module docstring), rounded into ``fmt``; or
+    ``c + a @ b`` through a tensor-core model.
+
+    A tensor-core model is chosen by ``preset="{GPU}-{inputs}[-fp16out]"`` (``"H100-fp16"``,
+    ``"B200-e4m3-fp16out"``; :data:`fpsim.numerics.tensor_core.PRESET_NAMES`) or by
+    ``accum=TensorCore(...)``; it fixes every format and rounding, so only ``a``, ``b`` and
+    ``c`` may be given with it (``docs/tensor_cores.md``).
 
     Args:
-        a, b: 2-D arrays (M, K) and (K, N) of values of the input format.
+        a, b: 2-D arrays (M, K) and (K, N) of values of the input format (tensor-core models
+            also take stacks (..., M, K), (..., K, N)).
+        c: the addend (M, N) of a tensor-core model, values of its output format (None: zeros);
+            other models have none.
         fmt: output format (None only with a ``preset``).
         accum: accumulator format (None: exact accumulation; ``"float64"``: native float64).
         product: format products are rounded into (None: exact).
@@ -242,9 +251,49 @@ def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequ
     Returns:
         (M, N) float64 array of values of ``fmt``.
     """
+    tc = _tensor_core_of(accum, preset)
+    if tc is not None:
+        given = {k: v for k, v in dict(fmt=fmt, product=product, rounding=rounding, order=order,
+                                       block=block, compensated=compensated, inputs=inputs,
+                                       overflow=overflow, seed=seed, stream=stream,
+                                       sr_bits=sr_bits).items()
+                 if v != _MATMUL_DEFAULTS[k]}
+        if given:
+            raise ValueError(f"the tensor-core model {tc.name} fixes every format and rounding; "
+                             f"{', '.join(sorted(given))} cannot be given with it")
+        return backend.tc_matmul(a, b, tc, c)
+    if c is not None:
+        raise ValueError("c (an addend) is for tensor-core models (preset='H100-fp16', "
+                         "accum=TensorCore(...)); add it after the product otherwise")
     m = _model(fmt, accum, product, rounding, order, block, compensated, preset, inputs,
                overflow, seed, stream, sr_bits)
     return backend.matmul(a, b, m, fast)
+
+
+_MATMUL_DEFAULTS = dict(fmt=None, product=None, rounding="rne", order="sequential", block=None,
+                        compensated=False, inputs=None, overflow="ieee", seed=0, stream=0,
+                        sr_bits=None)
+
+
+def _tensor_core_of(accum, preset_name):
+    """The TensorCore that ``accum`` or ``preset_name`` names, or None for other models."""
+    from fpsim.numerics import tensor_core as tcm
+    if isinstance(accum, tcm.TensorCore):
+        if preset_name is not None:
+            raise ValueError("give a tensor-core model as accum=TensorCore(...) or as preset=, "
+                             "not both")
+        return accum
+    if isinstance(preset_name, str) and preset_name not in PRESETS \
+            and preset_name not in _PRESET_ALIASES:
+        if preset_name in tcm.PRESETS:
+            if accum is not None:
+                raise ValueError(f"preset={preset_name!r} is a tensor-core model: accum cannot "
+                                 f"be given with it")
+            return tcm.PRESETS[preset_name]
+        raise ValueError(f"preset={preset_name!r} is unknown: use an accumulation preset ("
+                         + ", ".join(repr(k) for k in [*PRESETS, *_PRESET_ALIASES])
+                         + ") or a tensor-core preset (" + ", ".join(tcm.PRESET_NAMES) + ")")
+    return None
 
 
 def checked_operands(a, b, m: _Model):

@@ -497,6 +497,35 @@ def matmul(a, b, m, fast: bool = True):
     return DISPATCH["matmul"][kind_of(a, b)](a, b, m, fast)
 
 
+# ---- matmul through a tensor-core model -----------------------------------------------------------
+def _tc_matmul_cpu(a, b, tc, c, parallel):
+    """:func:`tc_matmul` of host operands: ``cpu.tc_matmul``."""
+    from fpsim.numerics import tensor_core
+    return tensor_core.host_tc_matmul(a, b, tc, c, parallel)
+
+
+def _tc_matmul_cuda(a, b, tc, c, parallel):
+    """:func:`tc_matmul` of device operands: checked and split on the host (the CPU's checks
+    and messages), then ``cuda.tc_matmul``, one thread per output element."""
+    if not (is_device_array(a) and is_device_array(b)):
+        raise TypeError("matmul of a device array needs both operands on the device")
+    kc = cuda_module()
+    from numba import cuda
+    from fpsim.numerics import tensor_core
+    arrays, shape = tensor_core.prepare(to_host(a), to_host(b), tc,
+                                        None if c is None else to_host(c))
+    out = cuda.device_array(arrays[-1].shape, np.float64)
+    kc.tc_matmul(*(cuda.to_device(x) for x in arrays), out, *tc.kernel_args())
+    return like(out.reshape(shape), a)
+
+
+def tc_matmul(a, b, tc, c=None, parallel: bool = True):
+    """``c + a @ b`` through the tensor-core model ``tc``
+    (:class:`fpsim.numerics.tensor_core.TensorCore`): a float64 numpy array, or ``a``'s kind of
+    device array (both operands on the device)."""
+    return DISPATCH["tc_matmul"][kind_of(a, b)](a, b, tc, c, parallel)
+
+
 #: op -> {backend kind -> implementation}: THE dispatch table. Every entry of one op takes the
 #: same arguments; the public function of the op (above) picks the entry by :func:`kind_of`.
 DISPATCH = {
@@ -505,4 +534,5 @@ DISPATCH = {
     "decode": {"cpu": _decode_cpu, "cuda": _decode_cuda},
     "elementwise": {"cpu": _elementwise_cpu, "cuda": _elementwise_cuda},
     "matmul": {"cpu": _matmul_cpu, "cuda": _matmul_cuda},
+    "tc_matmul": {"cpu": _tc_matmul_cpu, "cuda": _tc_matmul_cuda},
 }

@@ -234,18 +234,16 @@ def _values(x, name: str, fmt: Format, shape=None) -> np.ndarray:
     if shape is not None and arr.shape != shape:
         raise ValueError(f"operand {name} has shape {arr.shape}, expected {shape}")
     if arr.size and kacc.scan_operand(arr.reshape(1, -1), fmt.params("float64"))[0]:
-        flat = first_non_value(arr.ravel(), fmt)
-        where = tuple(int(i) for i in np.unravel_index(flat, arr.shape))
-        raise ValueError(f"operand {name} holds {float(arr.ravel()[flat])!r} at index {where}, "
-                         f"which is not a value of {fmt} ({name} must hold values of the "
-                         f"model's {'input' if name in 'ab' else 'output'} format): quantize it "
-                         f"first")
+        where = first_non_value(arr, fmt)
+        raise ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, which is "
+                         f"not a value of {fmt} ({name} must hold values of the model's "
+                         f"{'input' if name in 'ab' else 'output'} format): quantize it first")
     return arr
 
 
-def tc_matmul(a, b, tc: TensorCore, c=None, *, parallel: bool = True) -> np.ndarray:
+def tc_matmul(a, b, tc: TensorCore, c=None, *, parallel: bool = True):
     """``c + a @ b`` through the block-FMA model ``tc`` (2-D operands, or stacks of them with
-    the same leading dimensions).
+    the same leading dimensions), on the CPU or, for device arrays, the GPU.
 
     Args:
         a: (..., M, K) values of ``tc``'s input format.
@@ -255,8 +253,15 @@ def tc_matmul(a, b, tc: TensorCore, c=None, *, parallel: bool = True) -> np.ndar
 
     Returns:
         (..., M, N) float64 array of values of the output format (the result of the last block
-        along K; for K = 0 it is ``c``).
+        along K; for K = 0 it is ``c``); a device array for device operands.
     """
+    from fpsim.numerics import backend
+    return backend.tc_matmul(a, b, tc, c, parallel)
+
+
+def prepare(a, b, tc: TensorCore, c=None) -> tuple[tuple, tuple]:
+    """Checked host operands of :func:`tc_matmul` as the drivers' arrays ``(A, BT, SA, EA, SB,
+    EB, bad_rows, bad_cols, C)`` (batched, B transposed, split) and the result's shape."""
     from fpsim.kernels import tensor_core as ktc
     fin = tc.input_format
     A = _values(a, "a", fin)
@@ -274,16 +279,25 @@ def tc_matmul(a, b, tc: TensorCore, c=None, *, parallel: bool = True) -> np.ndar
     A3 = A.reshape(-1, M, K)
     BT3 = np.ascontiguousarray(np.swapaxes(B.reshape(-1, K, N), 1, 2))
     C3 = np.ascontiguousarray(C.reshape(-1, M, N))
-    out = np.empty(C3.shape)
     SA, EA = np.empty(A3.shape, np.int64), np.empty(A3.shape, np.int32)
     SB, EB = np.empty(BT3.shape, np.int64), np.empty(BT3.shape, np.int32)
     ktc.split_values(A3, fin.man_bits, fin.emin, SA, EA)
     ktc.split_values(BT3, fin.man_bits, fin.emin, SB, EB)
     bad_rows = (~np.isfinite(A3)).any(axis=2).astype(np.int64)
     bad_cols = (~np.isfinite(BT3)).any(axis=2).astype(np.int64)
-    run = ktc.matmul_tc if parallel else ktc.matmul_tc_serial
-    run(A3, BT3, SA, EA, SB, EB, bad_rows, bad_cols, C3, out, *tc.kernel_args())
-    return out.reshape(*batch, M, N)
+    return (A3, BT3, SA, EA, SB, EB, bad_rows, bad_cols, C3), (*batch, M, N)
+
+
+def host_tc_matmul(a, b, tc: TensorCore, c=None, parallel: bool = True) -> np.ndarray:
+    """The CPU implementation of :func:`tc_matmul` (the dispatch table's ``tc_matmul`` /
+    ``cpu`` entry)."""
+    from fpsim.numerics import backend
+    arrays, shape = prepare(a, b, tc, c)
+    out = np.empty(arrays[-1].shape)
+    cpu = backend.drivers("cpu")
+    run = cpu.tc_matmul if parallel else cpu.tc_matmul_serial
+    run(*arrays, out, *tc.kernel_args())
+    return out.reshape(shape)
 
 
 __all__ = ["GPUS", "INPUT_FORMATS", "PRESETS", "PRESET_NAMES", "TensorCore", "preset_name",

@@ -67,9 +67,11 @@ class Policy:
         overrides: ``{pattern: {field: value}}``; a site whose name matches the glob ``pattern``
             (fnmatch, e.g. ``"head*"`` or ``"*.bn*"``) uses these instead (first match wins).
             Fields: the five casts and ``matmul`` (matched against the module's name).
-        matmul: None (float32 BLAS products) or keyword arguments of :func:`fpsim.matmul`
-            (e.g. ``{"preset": "fp16 accumulate"}``) used for the GEMMs of Linear and Conv2d,
-            forward and backward, unless an override gives a module its own.
+        matmul: the GEMMs of Linear and Conv2d, forward and backward, unless an override
+            gives a module its own: None (float32 BLAS products), keyword arguments of
+            :func:`fpsim.matmul` (e.g. ``{"preset": "fp16 accumulate"}``), or a tensor-core
+            model (a preset name such as ``"H100-fp16"`` or a ``TensorCore``; its operands are
+            rounded into the model's input format first, as autocast does).
         cast_input: round the model input to the activation format.
         seed: the default key of stochastic rounding (with the site, role and step); the
             training loop's :class:`~fpsim.training.context.RunContext` uses the run's seed.
@@ -245,9 +247,29 @@ class _Placer:
 
 
 def _check_matmul(matmul):
+    """A matmul setting as fpsim.matmul keyword arguments: a dict as it is, a tensor-core preset
+    name (``"H100-fp16"``) or a TensorCore as the dict that selects it."""
+    from fpsim.numerics import tensor_core as tcm
+    if isinstance(matmul, str):
+        if matmul not in tcm.PRESETS:
+            raise ValueError(f"matmul={matmul!r} is not a tensor-core preset; valid presets: "
+                             + ", ".join(tcm.PRESET_NAMES) + " (or give a dict of fpsim.matmul "
+                             "keyword arguments)")
+        return {"preset": matmul}
+    if isinstance(matmul, tcm.TensorCore):
+        return {"accum": matmul}
     if matmul is not None and not isinstance(matmul, dict):
-        raise TypeError("matmul must be None or a dict of fpsim.matmul keyword arguments")
+        raise TypeError("matmul must be None, a tensor-core preset name, a TensorCore or a dict "
+                        "of fpsim.matmul keyword arguments")
     return matmul
+
+
+def _tensor_core_in(kwargs: dict):
+    """The TensorCore that fpsim.matmul keyword arguments select, or None."""
+    from fpsim.numerics import tensor_core as tcm
+    if isinstance(kwargs.get("accum"), tcm.TensorCore):
+        return kwargs["accum"]
+    return tcm.PRESETS.get(kwargs.get("preset"))
 
 
 def _casts_output(m) -> bool:
@@ -259,6 +281,19 @@ def _model_product(kwargs: dict):
     """A numpy-level product ``f(x, y)`` running :func:`fpsim.matmul` with ``kwargs`` (batched
     leading axes are looped over)."""
     from fpsim.numerics.accumulation import matmul as model_matmul
+    tc = _tensor_core_in(kwargs)
+    if tc is not None:
+        from fpsim.numerics.convert import quantize
+        from fpsim.numerics.tensor_core import tc_matmul
+
+        def tc_product(x, y):
+            # The operands are rounded into the model's input format (RNE), as autocast does
+            # before a tensor-core GEMM; stacks are broadcast and run in one call.
+            shape = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+            xs = quantize(np.broadcast_to(x, shape + x.shape[-2:]), tc.input_format)
+            ys = quantize(np.broadcast_to(y, shape + y.shape[-2:]), tc.input_format)
+            return tc_matmul(xs, ys, tc).astype(np.result_type(x, y), copy=False)
+        return tc_product
 
     def product(x, y):
         if x.ndim == 2 and y.ndim == 2:
