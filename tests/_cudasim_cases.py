@@ -37,6 +37,11 @@ MATMUL = {
 }
 
 
+#: Tensor-core presets of the device GEMM: truncation with the carry bit (fp16), the 13-bit FP8
+#: accumulator, the late addend (B200 FP8), round to nearest into binary16.
+TENSOR_CORE = ("H100-fp16", "H100-e4m3", "B200-e5m2", "A100-fp16-fp16out", "A100-tf32")
+
+
 def case_ids() -> list[str]:
     """Every case id, in run order."""
     ids = [f"quantize-driver-{m}-{'stats' if s else 'nostats'}" for m in MODES for s in (True, False)]
@@ -46,5 +51,6 @@ def case_ids() -> list[str]:
     ids += [f"elementwise-{op}-{m}" for op in OPS for m in MODES]
     ids += ["elementwise-nonvalue-refused"]
     ids += [f"matmul-{name}" for name in MATMUL]
+    ids += [f"tensorcore-{name}" for name in TENSOR_CORE]
     ids += ["hw-compare-clean", "hw-compare-corrupted"]
     return ids

@@ -91,6 +91,8 @@ class Runner:
             return self.elementwise(op, mode)
         if kind == "matmul":
             return self.matmul(MATMUL[rest])
+        if kind == "tensorcore":
+            return self.tensor_core(rest)
         if kind == "hw":
             return self.hw_compare(rest == "compare-corrupted")
         raise KeyError(f"unknown case {cid!r}")
@@ -177,6 +179,24 @@ class Runner:
         """The device model kernel against the host model kernel (``fast=False``)."""
         got = self.fpsim.matmul(self.cuda.to_device(self.A), self.cuda.to_device(self.B), **kw)
         want = self.fpsim.matmul(self.A, self.B, fast=False, **kw)
+        return _diff("values", got.copy_to_host(), want)
+
+    def tensor_core(self, name: str) -> str:
+        """The device tensor-core kernel against the host one: wide-range operands with
+        subnormals, a partial last block, an addend, and a row and a column with NaN / Inf."""
+        tc = self.fpsim.tensor_core(name)
+        rng = np.random.default_rng(1)
+        q = self.fpsim.quantize
+        A = q(rng.standard_normal((5, 37)) * np.exp2(rng.integers(-12, 6, (5, 37))),
+              tc.input_format, overflow="saturate")
+        B = q(rng.standard_normal((37, 4)) * np.exp2(rng.integers(-12, 6, (37, 4))),
+              tc.input_format, overflow="saturate")
+        C = q(rng.standard_normal((5, 4)), tc.output_format)
+        A[1, 3] = np.nan
+        B[2, 3] = np.inf if tc.input_format.has_inf else np.nan
+        got = self.fpsim.matmul(self.cuda.to_device(A), self.cuda.to_device(B), preset=name,
+                                c=self.cuda.to_device(C))
+        want = self.fpsim.matmul(A, B, preset=name, c=C)
         return _diff("values", got.copy_to_host(), want)
 
     def hw_compare(self, corrupt: bool) -> str:
