@@ -170,6 +170,13 @@ def test_blocks_special_values():
     z = mm(np.array([[-0.0, 0, 0, 0]]), col, np.array([[-0.0]]))
     assert z == 0 and not np.signbit(z)
     assert tc.name == "H100-fp16"
+    # the late addend: products that cancel exactly leave c (B200 FP8), c = -products gives +0
+    a8 = np.array([[2.0, -2.0] + [0.0] * 30])
+    b8 = np.ones((32, 1))
+    assert fpsim.matmul(a8, b8, preset="B200-e4m3", c=np.array([[0.375]]))[0, 0] == 0.375
+    a8[0, 1] = 0.0
+    r = fpsim.matmul(a8, b8, preset="B200-e4m3", c=np.array([[-2.0]]))[0, 0]
+    assert r == 0 and not np.signbit(r)
 
 
 def test_truncation_and_carry_bit_are_what_the_hardware_does():

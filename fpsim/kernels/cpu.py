@@ -304,13 +304,13 @@ def decode(codes, outb, P, nchunk):
             os[j] = unpack_code(cs[j], P)
 
 
-def tc_matmul(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
+def tc_matmul(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
     """The tensor-core model's GEMM (:func:`.tensor_core.matmul_tc`): batched operands (T, M, K)
-    and B transposed (T, N, K) with their splits, ``C`` and ``out`` (T, M, N); ``model`` is
+    and (T, K, N) with their splits, ``C`` and ``out`` (T, M, N); ``model`` is
     :meth:`fpsim.numerics.tensor_core.TensorCore.kernel_args`."""
-    _ktc.matmul_tc(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model)
+    _ktc.matmul_tc(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model)
 
 
-def tc_matmul_serial(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
-    """The serial twin of :func:`tc_matmul`."""
-    _ktc.matmul_tc_serial(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model)
+def tc_matmul_serial(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
+    """The scalar twin of :func:`tc_matmul`, one output element at a time."""
+    _ktc.matmul_tc_serial(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model)

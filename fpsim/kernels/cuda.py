@@ -262,10 +262,10 @@ def matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, comp
 
 
 @cuda.jit
-def _tc_kernel(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
+def _tc_kernel(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
                late_c, c_emin, PO, omode, olimit, PL):
-    """One output element of :func:`.tensor_core.matmul_tc` per thread (flat index over
-    batch, row, column)."""
+    """One output element of :func:`.tensor_core.matmul_tc_serial` per thread (flat index
+    over batch, row, column)."""
     e = cuda.grid(1)
     T, M, N = out.shape
     if e >= T * M * N:
@@ -275,13 +275,13 @@ def _tc_kernel(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, 
     i = r // N
     j = r - i * N
     out[t, i, j] = tensor_core.element(
-        _local(A[t, i]), _local(BT[t, j]), _local(SA[t, i]), _local(EA[t, i]), _local(SB[t, j]),
-        _local(EB[t, j]), C[t, i, j], bad_rows[t, i] | bad_cols[t, j], G, two_m, F0, carry_rule,
+        _local(A[t, i]), _local(B[t, :, j]), _local(SA[t, i]), _local(EA[t, i]),
+        _local(SB[t, :, j]), _local(EB[t, :, j]), C[t, i, j], bad_rows[t, i] | bad_cols[t, j], G, two_m, F0, carry_rule,
         late_c, c_emin, PO, omode, olimit, PL)
 
 
-def tc_matmul(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
+def tc_matmul(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):
     """The tensor-core model's GEMM: the twin of :func:`.cpu.tc_matmul`, same arguments (device
     arrays), one thread per output element."""
-    _tc_kernel[blocks(out.size), THREADS](A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out,
+    _tc_kernel[blocks(out.size), THREADS](A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out,
                                           *model)

@@ -20,7 +20,8 @@ One hardware operation computes ``d = c + sum_{k0 <= k < k1} a[k] * b[k]`` for o
   the published model); or, when ``c`` is added late, the product sum is first truncated into
   ``PL`` (binary32) and then added to ``c`` with one correctly rounded addition.
 
-Every rounding goes through :func:`.accumulate.final_round`, hence the one ``round_bits``.
+Every rounding goes through ``round_bits`` (directly, or :func:`.accumulate.final_round` for the
+late addend's correctly rounded addition).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from numba import njit, prange
 from fpsim.kernels.accumulate import final_round
 from fpsim.kernels.arith import two_sum_sign
 from fpsim.kernels.bitcast import bits_f64, f64_bits
-from fpsim.kernels.round import RNE, RTZ
+from fpsim.kernels.round import RNE, RTZ, carrier_bits, round_bits
 
 _MAN52 = (np.int64(1) << 52) - 1
+_SIGN = np.int64(1) << 63
 _EXP_BITS = np.int64(0x7FF)
 #: |S| below this converts to float64 exactly.
 _EXACT_F64 = np.int64(1) << 53
@@ -52,6 +54,16 @@ def _shift(mag, s):
     if s >= 0:
         return mag << s
     return mag >> min(-s, 63)
+
+
+@njit(cache=True, inline="always")
+def _round_exact(v, P, mode):
+    """The non-zero float64 ``v``, which is the exact block sum, rounded once into the format
+    ``P`` (float64 carrier) by the one rounding routine; inlined, unlike ``final_round``,
+    because every block ends with it."""
+    b = f64_bits(v)
+    r, sign_out, _ = round_bits(b & ~_SIGN, (b >> 63) & 1, P, mode, 0, np.int64(0), 1)
+    return bits_f64(carrier_bits(r, sign_out, P))
 
 
 @njit(cache=True, inline="always")
@@ -90,6 +102,84 @@ def split_values(X, m, emin, sig, exp):
             ef[i] = e
 
 
+#: "No term yet" for the running maxima (below every exponent a term can have).
+_NONE = np.int64(-100000)
+
+
+@njit(cache=True, inline="always")
+def _track(P, x, big, pmax, carry, emax_t):
+    """Pass 1 for one product ``P`` with unnormalised exponent ``x``: the running largest
+    unnormalised exponent ``pmax``, whether a product at it carries (``|P| >= big``), and the
+    largest alignment exponent ``emax_t``. Zero products change nothing."""
+    if P != 0:
+        cy = np.int64(abs(P) >= big)
+        if x > pmax:
+            pmax = x
+            carry = cy
+        elif x == pmax:
+            carry |= cy
+        emax_t = max(emax_t, x + cy)
+    return pmax, carry, emax_t
+
+
+@njit(cache=True, inline="always")
+def _window(pmax, carry, emax_t, c, late_c, c_emin, F0, carry_rule):
+    """After pass 1: ``(E, F, c_term)``, the reference exponent (``_NONE`` when there is no
+    non-zero term), the window's fraction bits and the addend truncated into the window (0 when
+    it does not join the alignment)."""
+    use_c = (c != 0.0) & (late_c == 0)
+    sc = np.int64(0)
+    ec = np.int64(0)
+    if use_c:
+        sc, ec = _split_f64(c, c_emin)
+        emax_t = max(emax_t, ec)
+    F = F0
+    if carry_rule == 1 and carry == 1 and ((not use_c) or pmax >= ec):
+        F += 1
+    cterm = np.int64(0)
+    if use_c:
+        t = _shift(abs(sc), ec - 52 + F - emax_t)
+        cterm = -t if sc < 0 else t
+    return emax_t, F, cterm
+
+
+@njit(cache=True, inline="always")
+def _add(S, P, s):
+    """Pass 2 for one product: ``S`` plus ``P * 2^s`` truncated toward zero."""
+    t = _shift(abs(P), s)
+    return S + (-t if P < 0 else t)
+
+
+@njit(cache=True, inline="always")
+def _finish(S, E, F, c, late_c, PO, omode, olimit, PL):
+    """The block result from the exact sum ``S * 2^(E - F)`` of the truncated terms."""
+    if E == _NONE or S == 0:  # nothing, or exact cancellation: +0 (or c, added late)
+        return c if (late_c == 1 and c != 0.0) else 0.0
+    # S * 2^(E - F) as a float64: exact below 2^53; above, truncated with a sticky last bit
+    # (rounding to odd at 53 bits, which every later rounding to <= 51 bits does not notice).
+    mag = abs(S)
+    scale = E - F
+    if mag >= _EXACT_F64:
+        sh = np.int64(0)
+        while (mag >> sh) >= _EXACT_F64:
+            sh += 1
+        lost = (mag & ((np.int64(1) << sh) - 1)) != 0
+        mag = (mag >> sh) | (1 if lost else 0)
+        scale += sh
+    v = float(mag) * _pow2(scale)
+    if S < 0:
+        v = -v
+    if late_c == 1:
+        p = final_round(v, np.int64(0), PL, RTZ, 0, np.int64(0), 1)
+        ssum, es = two_sum_sign(p, c, RNE)
+        if ssum == 0.0 and es == 0:
+            return 0.0
+        return final_round(ssum, es, PO, omode, 0, np.int64(0), 1)
+    if abs(v) >= olimit:
+        return np.inf if v > 0 else -np.inf
+    return _round_exact(v, PO, omode)
+
+
 @njit(cache=True, inline="always")
 def block_fma(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
               olimit, PL):
@@ -105,77 +195,24 @@ def block_fma(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, late_c, c_emin, 
         carry_rule: 1 to keep one more bit when the largest unnormalised product carries.
         late_c: 1 to sum the products alone, truncate that into ``PL``, then add ``c``.
         c_emin: lowest normal exponent of the output format (``c``'s exponent clamp).
-        PO, omode, olimit: output format params, its rounding (RTZ/RNE), ``2^(emax+1)``.
+        PO, omode, olimit: result format params, its rounding (RTZ/RNE), ``2^(emax+1)``.
         PL: binary32 params (the late-``c`` product sum's format).
 
     Returns:
-        The block result as a float64 holding a value of the output format.
+        The block result as a float64 holding a value of the result format.
     """
     if not np.isfinite(c):
         return c
-    # Pass 1: the largest unnormalised product exponent, whether a product at it carries, and
-    # the largest alignment exponent.
-    pmax = np.int64(-100000)
-    carry = 0
-    emax_t = np.int64(-100000)
     big = np.int64(1) << (two_m + 1)
+    pmax, carry, emax_t = _NONE, np.int64(0), _NONE
     for k in range(k0, k1):
-        P = sa[k] * sb[k]
-        if P != 0:
-            x = np.int64(ea[k] + eb[k])
-            cy = 1 if abs(P) >= big else 0
-            if x > pmax:
-                pmax = x
-                carry = cy
-            elif x == pmax:
-                carry |= cy
-            emax_t = max(emax_t, x + cy)
-    use_c = (c != 0.0) & (late_c == 0)
-    sc = np.int64(0)
-    ec = np.int64(0)
-    if use_c:
-        sc, ec = _split_f64(c, c_emin)
-        emax_t = max(emax_t, ec)
-    if emax_t == -100000:  # no non-zero term
-        if late_c == 1 and c != 0.0:
-            return c
-        return 0.0
-    F = F0
-    if carry_rule == 1 and carry == 1 and ((not use_c) or pmax >= ec):
-        F += 1
-    # Pass 2: truncate every term to a multiple of 2^(E - F) and add exactly.
-    S = np.int64(0)
-    base = F - two_m - emax_t
+        pmax, carry, emax_t = _track(sa[k] * sb[k], np.int64(ea[k] + eb[k]), big, pmax, carry,
+                                     emax_t)
+    E, F, S = _window(pmax, carry, emax_t, c, late_c, c_emin, F0, carry_rule)
+    base = F - two_m - E
     for k in range(k0, k1):
-        P = sa[k] * sb[k]
-        t = _shift(abs(P), ea[k] + eb[k] + base)
-        S += -t if P < 0 else t
-    if use_c:
-        t = _shift(abs(sc), ec - 52 + F - emax_t)
-        S += -t if sc < 0 else t
-    if S == 0:
-        return c if late_c == 1 else 0.0
-    # S * 2^(E - F) as a float64: exact below 2^53; above, truncated with a sticky last bit
-    # (rounding to odd at 53 bits, which every later rounding to <= 51 bits does not notice).
-    mag = abs(S)
-    scale = emax_t - F
-    if mag >= _EXACT_F64:
-        sh = np.int64(0)
-        while (mag >> sh) >= _EXACT_F64:
-            sh += 1
-        lost = (mag & ((np.int64(1) << sh) - 1)) != 0
-        mag = (mag >> sh) | (1 if lost else 0)
-        scale += sh
-    v = float(mag) * _pow2(scale)
-    if S < 0:
-        v = -v
-    if late_c == 1:
-        p = final_round(v, np.int64(0), PL, RTZ, 0, np.int64(0), 1)
-        s, es = two_sum_sign(p, c, RNE)
-        return final_round(s, es, PO, omode, 0, np.int64(0), 1)
-    if abs(v) >= olimit:
-        return np.inf if v > 0 else -np.inf
-    return final_round(v, np.int64(0), PO, omode, 0, np.int64(0), 1)
+        S = _add(S, sa[k] * sb[k], ea[k] + eb[k] + base)
+    return _finish(S, E, F, c, late_c, PO, omode, olimit, PL)
 
 
 @njit(cache=True, inline="always")
@@ -207,15 +244,15 @@ def special_result(a, b, c, K):
 
 
 @njit(cache=True, inline="always")
-def element(a, bt, sa, ea, sb, eb, c, bad, G, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
+def element(a, b, sa, ea, sb, eb, c, bad, G, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
             olimit, PL):
-    """One output element from row ``a`` of A and column ``bt`` of B (and their splits):
+    """One output element from row ``a`` of A and column ``b`` of B (and their splits):
     ``c``, then the blocks of ``G`` products along K in increasing k, each block's result the
     next block's addend (the chained order of one warp's MMA instructions). ``bad`` is 1 when
     the row or the column holds NaN or Inf."""
     K = sa.shape[0]
     if bad == 1 or not np.isfinite(c):
-        sp, val = special_result(a, bt, c, K)
+        sp, val = special_result(a, b, c, K)
         if sp == 1:
             return val
     d = c
@@ -225,33 +262,74 @@ def element(a, bt, sa, ea, sb, eb, c, bad, G, two_m, F0, carry_rule, late_c, c_e
     return d
 
 
-@njit(cache=True, inline="always")
-def _row(t, i, A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
-         late_c, c_emin, PO, omode, olimit, PL):
-    for j in range(SB.shape[1]):
-        out[t, i, j] = element(A[t, i], BT[t, j], SA[t, i], EA[t, i], SB[t, j], EB[t, j],
-                               C[t, i, j], bad_rows[t, i] | bad_cols[t, j], G, two_m, F0,
-                               carry_rule, late_c, c_emin, PO, omode, olimit, PL)
+@njit(cache=True)
+def matmul_tc_serial(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
+                     carry_rule, late_c, c_emin, PO, omode, olimit, PL):
+    """:func:`element` for every batch ``t`` and output ``(i, j)``, one at a time: A and its
+    splits are (T, M, K), B and its splits (T, K, N), ``C``/``out`` (T, M, N), ``bad_rows``
+    (T, M) and ``bad_cols`` (T, N). The scalar twin of :func:`matmul_tc`, and the CUDA
+    kernel's loop body."""
+    T, M, N = out.shape
+    for t in range(T):
+        for i in range(M):
+            for j in range(N):
+                out[t, i, j] = element(A[t, i], B[t, :, j], SA[t, i], EA[t, i], SB[t, :, j],
+                                       EB[t, :, j], C[t, i, j], bad_rows[t, i] | bad_cols[t, j],
+                                       G, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
+                                       olimit, PL)
 
 
 @njit(cache=True, parallel=True)
-def matmul_tc(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
+def matmul_tc(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
               late_c, c_emin, PO, omode, olimit, PL):
-    """``out[t, i, j]`` = :func:`element` for every batch ``t`` and output ``(i, j)``: A and its
-    splits are (T, M, K), B transposed (T, N, K), ``C``/``out`` (T, M, N), ``bad_rows`` (T, M)
-    and ``bad_cols`` (T, N). Rows in parallel: each output element is independent, so the bits
-    do not depend on the thread count."""
-    T, M = SA.shape[0], SA.shape[1]
+    """:func:`matmul_tc_serial`'s results, rows in parallel and each row's N outputs advanced
+    together block by block: the same pieces (:func:`_track`, :func:`_window`, :func:`_add`,
+    :func:`_finish`) in loops over ``j`` that vectorize (the scalar order is a chain of short
+    dependent loops). Each output element is computed independently of the others, so the bits
+    depend neither on the thread count nor on this order; the tests check both twins."""
+    T, M, N = out.shape
+    K = SA.shape[2]
+    big = np.int64(1) << (two_m + 1)
     for r in prange(T * M):
-        _row(r // M, r % M, A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
-             carry_rule, late_c, c_emin, PO, omode, olimit, PL)
-
-
-@njit(cache=True)
-def matmul_tc_serial(A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
-                     carry_rule, late_c, c_emin, PO, omode, olimit, PL):
-    """The serial twin of :func:`matmul_tc` (tests compare the two bit for bit)."""
-    T, M = SA.shape[0], SA.shape[1]
-    for r in range(T * M):
-        _row(r // M, r % M, A, BT, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
-             carry_rule, late_c, c_emin, PO, omode, olimit, PL)
+        t = r // M
+        i = r - t * M
+        d = C[t, i].copy()
+        pmax = np.empty(N, np.int64)
+        carry = np.empty(N, np.int64)
+        emax_t = np.empty(N, np.int64)
+        S = np.empty(N, np.int64)
+        Es = np.empty(N, np.int64)
+        Fs = np.empty(N, np.int64)
+        sb, eb = SB[t], EB[t]
+        for k0 in range(0, K, G):
+            k1 = min(k0 + G, K)
+            pmax[:] = _NONE
+            carry[:] = 0
+            emax_t[:] = _NONE
+            for k in range(k0, k1):
+                sa_k = SA[t, i, k]
+                if sa_k == 0:  # a zero in A: the whole row of products is zero
+                    continue
+                ea_k = np.int64(EA[t, i, k])
+                for j in range(N):
+                    pmax[j], carry[j], emax_t[j] = _track(sa_k * sb[k, j], ea_k + eb[k, j], big,
+                                                          pmax[j], carry[j], emax_t[j])
+            for j in range(N):
+                Es[j], Fs[j], S[j] = _window(pmax[j], carry[j], emax_t[j], d[j], late_c, c_emin,
+                                             F0, carry_rule)
+            for k in range(k0, k1):
+                sa_k = SA[t, i, k]
+                if sa_k == 0:
+                    continue
+                ea_k = np.int64(EA[t, i, k])
+                for j in range(N):
+                    S[j] = _add(S[j], sa_k * sb[k, j], ea_k + eb[k, j] + Fs[j] - two_m - Es[j])
+            for j in range(N):
+                if np.isfinite(d[j]):  # an infinite or NaN addend passes through
+                    d[j] = _finish(S[j], Es[j], Fs[j], d[j], late_c, PO, omode, olimit, PL)
+        for j in range(N):
+            if bad_rows[t, i] | bad_cols[t, j] or not np.isfinite(C[t, i, j]):
+                sp, val = special_result(A[t, i], B[t, :, j], C[t, i, j], K)
+                if sp == 1:
+                    d[j] = val
+            out[t, i, j] = d[j]

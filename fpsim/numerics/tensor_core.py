@@ -260,8 +260,9 @@ def tc_matmul(a, b, tc: TensorCore, c=None, *, parallel: bool = True):
 
 
 def prepare(a, b, tc: TensorCore, c=None) -> tuple[tuple, tuple]:
-    """Checked host operands of :func:`tc_matmul` as the drivers' arrays ``(A, BT, SA, EA, SB,
-    EB, bad_rows, bad_cols, C)`` (batched, B transposed, split) and the result's shape."""
+    """Checked host operands of :func:`tc_matmul` as the drivers' arrays ``(A, B, SA, EA, SB,
+    EB, bad_rows, bad_cols, C)`` (batched (T, M, K), (T, K, N), (T, M, N), split) and the
+    result's shape."""
     from fpsim.kernels import tensor_core as ktc
     fin = tc.input_format
     A = _values(a, "a", fin)
@@ -277,15 +278,15 @@ def prepare(a, b, tc: TensorCore, c=None) -> tuple[tuple, tuple]:
     C = np.zeros((*batch, M, N)) if c is None else _values(c, "c", tc.output_format,
                                                           shape=(*batch, M, N))
     A3 = A.reshape(-1, M, K)
-    BT3 = np.ascontiguousarray(np.swapaxes(B.reshape(-1, K, N), 1, 2))
+    B3 = B.reshape(-1, K, N)
     C3 = np.ascontiguousarray(C.reshape(-1, M, N))
     SA, EA = np.empty(A3.shape, np.int64), np.empty(A3.shape, np.int32)
-    SB, EB = np.empty(BT3.shape, np.int64), np.empty(BT3.shape, np.int32)
+    SB, EB = np.empty(B3.shape, np.int64), np.empty(B3.shape, np.int32)
     ktc.split_values(A3, fin.man_bits, fin.emin, SA, EA)
-    ktc.split_values(BT3, fin.man_bits, fin.emin, SB, EB)
+    ktc.split_values(B3, fin.man_bits, fin.emin, SB, EB)
     bad_rows = (~np.isfinite(A3)).any(axis=2).astype(np.int64)
-    bad_cols = (~np.isfinite(BT3)).any(axis=2).astype(np.int64)
-    return (A3, BT3, SA, EA, SB, EB, bad_rows, bad_cols, C3), (*batch, M, N)
+    bad_cols = (~np.isfinite(B3)).any(axis=1).astype(np.int64)
+    return (A3, B3, SA, EA, SB, EB, bad_rows, bad_cols, C3), (*batch, M, N)
 
 
 def host_tc_matmul(a, b, tc: TensorCore, c=None, parallel: bool = True) -> np.ndarray:
