@@ -263,7 +263,7 @@ def matmul_model(A, BT, out, prod_kind, PP, acc_kind, PA, PO, order, block, comp
 
 @cuda.jit
 def _tc_kernel(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
-               late_c, c_emin, PO, omode, olimit, PL):
+               late_c, c_emin, PO, omode, olimit, L, LP):
     """One output element of :func:`.tensor_core.matmul_tc_serial` per thread (flat index
     over batch, row, column)."""
     e = cuda.grid(1)
@@ -276,8 +276,8 @@ def _tc_kernel(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, c
     j = r - i * N
     out[t, i, j] = tensor_core.element(
         _local(A[t, i]), _local(B[t, :, j]), _local(SA[t, i]), _local(EA[t, i]),
-        _local(SB[t, :, j]), _local(EB[t, :, j]), C[t, i, j], bad_rows[t, i] | bad_cols[t, j], G, two_m, F0, carry_rule,
-        late_c, c_emin, PO, omode, olimit, PL)
+        _local(SB[t, :, j]), _local(EB[t, :, j]), C[t, i, j], bad_rows[t, i] | bad_cols[t, j],
+        G, two_m, F0, carry_rule, late_c, c_emin, PO, omode, olimit, L, LP)
 
 
 def tc_matmul(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, *model):

@@ -17,8 +17,9 @@ One hardware operation computes ``d = c + sum_{k0 <= k < k1} a[k] * b[k]`` for o
   exactly (int64: below ``2^62`` for every preset's parameters);
 * the exact sum ``S * 2^(E - F)`` is rounded once into the output format (``omode``: round
   toward zero or to nearest even; a magnitude at or above ``2^(emax+1)`` becomes Inf, as in
-  the published model); or, when ``c`` is added late, the product sum is first truncated into
-  ``PL`` (binary32) and then added to ``c`` with one correctly rounded addition.
+  the published model); or, when ``c`` is added late, the products are summed in one or two
+  interleaved steps, each rounded into its own format (:class:`LateParams`), and then added to
+  ``c`` with one correctly rounded addition.
 
 Every rounding goes through ``round_bits`` (directly, or :func:`.accumulate.final_round` for the
 late addend's correctly rounded addition).
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from typing import NamedTuple
 
 from fpsim.kernels.accumulate import final_round
 from fpsim.kernels.arith import two_sum_sign
@@ -102,6 +105,17 @@ def split_values(X, m, emin, sig, exp):
             ef[i] = e
 
 
+class LateParams(NamedTuple):
+    """The product steps of a late-addend model: how many, and the rounding, lowest normal
+    exponent and ``2^(emax+1)`` of the format each step's result is rounded into (whose params
+    travel separately as ``LP``: parallel loops take no nested tuples)."""
+
+    steps: int
+    mode: int
+    emin: int
+    limit: float
+
+
 #: "No term yet" for the running maxima (below every exponent a term can have).
 _NONE = np.int64(-100000)
 
@@ -123,11 +137,11 @@ def _track(P, x, big, pmax, carry, emax_t):
 
 
 @njit(cache=True, inline="always")
-def _window(pmax, carry, emax_t, c, late_c, c_emin, F0, carry_rule):
+def _window(pmax, carry, emax_t, c, c_emin, F0, carry_rule):
     """After pass 1: ``(E, F, c_term)``, the reference exponent (``_NONE`` when there is no
     non-zero term), the window's fraction bits and the addend truncated into the window (0 when
-    it does not join the alignment)."""
-    use_c = (c != 0.0) & (late_c == 0)
+    is 0)."""
+    use_c = c != 0.0
     sc = np.int64(0)
     ec = np.int64(0)
     if use_c:
@@ -151,10 +165,12 @@ def _add(S, P, s):
 
 
 @njit(cache=True, inline="always")
-def _finish(S, E, F, c, late_c, PO, omode, olimit, PL):
-    """The block result from the exact sum ``S * 2^(E - F)`` of the truncated terms."""
-    if E == _NONE or S == 0:  # nothing, or exact cancellation: +0 (or c, added late)
-        return c if (late_c == 1 and c != 0.0) else 0.0
+def _finish(S, E, F, P, mode, limit):
+    """The exact sum ``S * 2^(E - F)`` of the truncated terms rounded once into the format
+    ``P`` with ``mode``: +0 for no term or an exact cancellation, ±Inf at or above ``limit``
+    (``2^(emax+1)``, the published model's rule)."""
+    if E == _NONE or S == 0:
+        return 0.0
     # S * 2^(E - F) as a float64: exact below 2^53; above, truncated with a sticky last bit
     # (rounding to odd at 53 bits, which every later rounding to <= 51 bits does not notice).
     mag = abs(S)
@@ -169,20 +185,44 @@ def _finish(S, E, F, c, late_c, PO, omode, olimit, PL):
     v = float(mag) * _pow2(scale)
     if S < 0:
         v = -v
-    if late_c == 1:
-        p = final_round(v, np.int64(0), PL, RTZ, 0, np.int64(0), 1)
-        ssum, es = two_sum_sign(p, c, RNE)
-        if ssum == 0.0 and es == 0:
-            return 0.0
-        return final_round(ssum, es, PO, omode, 0, np.int64(0), 1)
-    if abs(v) >= olimit:
+    if abs(v) >= limit:
         return np.inf if v > 0 else -np.inf
-    return _round_exact(v, PO, omode)
+    return _round_exact(v, P, mode)
+
+
+@njit(cache=True, inline="always")
+def _late_block(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, L, LP, PO, omode):
+    """A late-addend block: the products summed in ``L.steps`` interleaved steps (step ``s``
+    takes ``floor((k - k0) / 2) mod steps == s``), each step's sum with the previous result
+    aligned and truncated as in :func:`block_fma` and rounded into ``LP`` with ``L.mode``;
+    then ``p + c`` correctly rounded into ``PO`` with ``omode``."""
+    big = np.int64(1) << (two_m + 1)
+    p = 0.0
+    for step in range(L.steps):
+        pmax, carry, emax_t = _NONE, np.int64(0), _NONE
+        for k in range(k0, k1):
+            if ((k - k0) >> 1) % L.steps == step:
+                pmax, carry, emax_t = _track(sa[k] * sb[k], np.int64(ea[k] + eb[k]), big, pmax,
+                                             carry, emax_t)
+        E, F, S = _window(pmax, carry, emax_t, p, L.emin, F0, carry_rule)
+        base = F - two_m - E
+        for k in range(k0, k1):
+            if ((k - k0) >> 1) % L.steps == step:
+                S = _add(S, sa[k] * sb[k], ea[k] + eb[k] + base)
+        p = _finish(S, E, F, LP, L.mode, L.limit)
+        if not np.isfinite(p):
+            return p
+    if c == 0.0:
+        return p
+    ssum, es = two_sum_sign(p, c, RNE)
+    if ssum == 0.0 and es == 0:
+        return 0.0
+    return final_round(ssum, es, PO, omode, 0, np.int64(0), 1)
 
 
 @njit(cache=True, inline="always")
 def block_fma(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
-              olimit, PL):
+              olimit, L, LP):
     """One block FMA ``c + sum_{k0<=k<k1} a[k] b[k]`` of split operands (module docstring).
 
     Args:
@@ -193,26 +233,29 @@ def block_fma(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, late_c, c_emin, 
         two_m: twice the input format's fraction bits.
         F0: fraction bits kept below the largest alignment exponent (23 + extra bits).
         carry_rule: 1 to keep one more bit when the largest unnormalised product carries.
-        late_c: 1 to sum the products alone, truncate that into ``PL``, then add ``c``.
+        late_c: 1 to sum the products first (:func:`_late_block`, parameters ``L``), then add c.
         c_emin: lowest normal exponent of the output format (``c``'s exponent clamp).
         PO, omode, olimit: result format params, its rounding (RTZ/RNE), ``2^(emax+1)``.
-        PL: binary32 params (the late-``c`` product sum's format).
+        L, LP: :class:`LateParams` of the late addend's product steps and the params of
+            their format.
 
     Returns:
         The block result as a float64 holding a value of the result format.
     """
     if not np.isfinite(c):
         return c
+    if late_c == 1:
+        return _late_block(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, L, LP, PO, omode)
     big = np.int64(1) << (two_m + 1)
     pmax, carry, emax_t = _NONE, np.int64(0), _NONE
     for k in range(k0, k1):
         pmax, carry, emax_t = _track(sa[k] * sb[k], np.int64(ea[k] + eb[k]), big, pmax, carry,
                                      emax_t)
-    E, F, S = _window(pmax, carry, emax_t, c, late_c, c_emin, F0, carry_rule)
+    E, F, S = _window(pmax, carry, emax_t, c, c_emin, F0, carry_rule)
     base = F - two_m - E
     for k in range(k0, k1):
         S = _add(S, sa[k] * sb[k], ea[k] + eb[k] + base)
-    return _finish(S, E, F, c, late_c, PO, omode, olimit, PL)
+    return _finish(S, E, F, PO, omode, olimit)
 
 
 @njit(cache=True, inline="always")
@@ -245,7 +288,7 @@ def special_result(a, b, c, K):
 
 @njit(cache=True, inline="always")
 def element(a, b, sa, ea, sb, eb, c, bad, G, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
-            olimit, PL):
+            olimit, L, LP):
     """One output element from row ``a`` of A and column ``b`` of B (and their splits):
     ``c``, then the blocks of ``G`` products along K in increasing k, each block's result the
     next block's addend (the chained order of one warp's MMA instructions). ``bad`` is 1 when
@@ -258,13 +301,13 @@ def element(a, b, sa, ea, sb, eb, c, bad, G, two_m, F0, carry_rule, late_c, c_em
     d = c
     for k0 in range(0, K, G):
         d = block_fma(sa, ea, sb, eb, k0, min(k0 + G, K), d, two_m, F0, carry_rule, late_c,
-                      c_emin, PO, omode, olimit, PL)
+                      c_emin, PO, omode, olimit, L, LP)
     return d
 
 
 @njit(cache=True)
 def matmul_tc_serial(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0,
-                     carry_rule, late_c, c_emin, PO, omode, olimit, PL):
+                     carry_rule, late_c, c_emin, PO, omode, olimit, L, LP):
     """:func:`element` for every batch ``t`` and output ``(i, j)``, one at a time: A and its
     splits are (T, M, K), B and its splits (T, K, N), ``C``/``out`` (T, M, N), ``bad_rows``
     (T, M) and ``bad_cols`` (T, N). The scalar twin of :func:`matmul_tc`, and the CUDA
@@ -276,12 +319,12 @@ def matmul_tc_serial(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m,
                 out[t, i, j] = element(A[t, i], B[t, :, j], SA[t, i], EA[t, i], SB[t, :, j],
                                        EB[t, :, j], C[t, i, j], bad_rows[t, i] | bad_cols[t, j],
                                        G, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
-                                       olimit, PL)
+                                       olimit, L, LP)
 
 
 @njit(cache=True, parallel=True)
 def matmul_tc(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, carry_rule,
-              late_c, c_emin, PO, omode, olimit, PL):
+              late_c, c_emin, PO, omode, olimit, L, LP):
     """:func:`matmul_tc_serial`'s results, rows in parallel and each row's N outputs advanced
     together block by block: the same pieces (:func:`_track`, :func:`_window`, :func:`_add`,
     :func:`_finish`) in loops over ``j`` that vectorize (the scalar order is a chain of short
@@ -293,6 +336,13 @@ def matmul_tc(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, ca
     for r in prange(T * M):
         t = r // M
         i = r - t * M
+        if late_c == 1:  # the late-addend models (FP8) go one output element at a time
+            for j in range(N):
+                out[t, i, j] = element(A[t, i], B[t, :, j], SA[t, i], EA[t, i], SB[t, :, j],
+                                       EB[t, :, j], C[t, i, j], bad_rows[t, i] | bad_cols[t, j],
+                                       G, two_m, F0, carry_rule, late_c, c_emin, PO, omode,
+                                       olimit, L, LP)
+            continue
         d = C[t, i].copy()
         pmax = np.empty(N, np.int64)
         carry = np.empty(N, np.int64)
@@ -315,8 +365,8 @@ def matmul_tc(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, ca
                     pmax[j], carry[j], emax_t[j] = _track(sa_k * sb[k, j], ea_k + eb[k, j], big,
                                                           pmax[j], carry[j], emax_t[j])
             for j in range(N):
-                Es[j], Fs[j], S[j] = _window(pmax[j], carry[j], emax_t[j], d[j], late_c, c_emin,
-                                             F0, carry_rule)
+                Es[j], Fs[j], S[j] = _window(pmax[j], carry[j], emax_t[j], d[j], c_emin, F0,
+                                             carry_rule)
             for k in range(k0, k1):
                 sa_k = SA[t, i, k]
                 if sa_k == 0:
@@ -326,7 +376,7 @@ def matmul_tc(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, ca
                     S[j] = _add(S[j], sa_k * sb[k, j], ea_k + eb[k, j] + Fs[j] - two_m - Es[j])
             for j in range(N):
                 if np.isfinite(d[j]):  # an infinite or NaN addend passes through
-                    d[j] = _finish(S[j], Es[j], Fs[j], d[j], late_c, PO, omode, olimit, PL)
+                    d[j] = _finish(S[j], Es[j], Fs[j], PO, omode, olimit)
         for j in range(N):
             if bad_rows[t, i] | bad_cols[t, j] or not np.isfinite(C[t, i, j]):
                 sp, val = special_result(A[t, i], B[t, :, j], C[t, i, j], K)

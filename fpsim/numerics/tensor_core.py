@@ -49,8 +49,12 @@ class TensorCore:
             has a significand product in [2, 4) and the addend is not above it.
         rounding: the block result's rounding, ``rtz`` (truncation) or ``rne``.
         result_bits: fraction bits of every block result (23 or 10; 13 on H100/H200 FP8).
-        late_addend: the products are summed (aligned among themselves, truncated to binary32)
-            before ``c`` is added with one round-to-nearest-even addition (B200 FP8).
+        late_addend: the products are summed first and ``c`` is added last with one correctly
+            rounded addition (FP8 on B200, and FP8 with fp16 output).
+        product_steps: with ``late_addend``, the chained steps of the product sum (1, or 2:
+            k = 0, 1 mod 4, then 2, 3 mod 4).
+        product_format: ``fp32`` or ``fp16``, the format each step's sum is rounded into.
+        product_rounding: ``rtz`` or ``rne``, that rounding.
         source: where the parameters come from.
         measured: what the shared measurements say about the model (docs/tensor_cores.md).
     """
@@ -64,6 +68,9 @@ class TensorCore:
     rounding: str | None = None
     result_bits: int | None = None
     late_addend: bool | None = None
+    product_steps: int | None = None
+    product_format: str | None = None
+    product_rounding: str | None = None
     source: str = ""
     measured: str = ""
 
@@ -74,7 +81,8 @@ class TensorCore:
         if self.output not in OUTPUT_FORMATS:
             raise ValueError(f"output={self.output!r} is not a tensor-core output format: use "
                              f"one of {', '.join(OUTPUT_FORMATS)}")
-        fields = ("group", "extra_bits", "carry_bit", "rounding", "result_bits", "late_addend")
+        fields = ("group", "extra_bits", "carry_bit", "rounding", "result_bits", "late_addend",
+                  "product_steps", "product_format", "product_rounding")
         if self.gpu in GPUS:
             name = preset_name(self.gpu, self.inputs, self.output)
             if name not in _TABLE:
@@ -87,6 +95,11 @@ class TensorCore:
         elif self.gpu != "custom":
             raise ValueError(f"gpu={self.gpu!r} is unknown: use one of {', '.join(GPUS)} or "
                              f"'custom' (with every model parameter)")
+        if self.gpu == "custom" and not self.late_addend:
+            for f, v in (("product_steps", 1), ("product_format", "fp32"),
+                         ("product_rounding", "rtz")):
+                if getattr(self, f) is None:
+                    object.__setattr__(self, f, v)
         missing = [f for f in fields if getattr(self, f) is None]
         if missing:
             raise ValueError(f"a custom TensorCore needs {', '.join(missing)}")
@@ -102,9 +115,13 @@ class TensorCore:
         if not 1 <= int(self.result_bits) <= top:
             raise ValueError(f"result_bits={self.result_bits!r} must be in 1..{top} for "
                              f"{self.output} output")
-        if self.late_addend and self.output != "fp32" and self.rounding != "rne":
-            raise ValueError("late_addend adds c with a round-to-nearest-even addition: it needs "
-                             "rounding='rne'")
+        if self.product_steps not in (1, 2):
+            raise ValueError(f"product_steps={self.product_steps!r} must be 1 or 2")
+        if self.product_format not in OUTPUT_FORMATS:
+            raise ValueError(f"product_format={self.product_format!r} must be fp32 or fp16")
+        if self.product_rounding not in ROUNDINGS:
+            raise ValueError(f"product_rounding={self.product_rounding!r} must be one of "
+                             f"{', '.join(ROUNDINGS)}")
 
     @property
     def name(self) -> str:
@@ -132,14 +149,17 @@ class TensorCore:
 
     def kernel_args(self) -> tuple:
         """The model's arguments of :func:`fpsim.kernels.tensor_core.matmul_tc` after the
-        operand arrays: ``(G, two_m, F0, carry_rule, late_c, c_emin, PO, omode, olimit, PL)``."""
+        operand arrays: ``(G, two_m, F0, carry_rule, late_c, c_emin, PO, omode, olimit, L, LP)``."""
         from fpsim.kernels.round import RNE, RTZ
+        from fpsim.kernels.tensor_core import LateParams
         out = self.output_format
-        res = self.result_format
+        prod = _format(OUTPUT_FORMATS[self.product_format])
+        late = LateParams(int(self.product_steps), RNE if self.product_rounding == "rne" else RTZ,
+                          int(prod.emin), float(2.0 ** (prod.emax + 1)))
         return (int(self.group), 2 * self.input_format.man_bits, WINDOW_BASE + int(self.extra_bits),
                 int(bool(self.carry_bit)), int(bool(self.late_addend)), int(out.emin),
-                res.params("float64"), RNE if self.rounding == "rne" else RTZ,
-                float(2.0 ** (out.emax + 1)), _format("float32").params("float64"))
+                self.result_format.params("float64"), RNE if self.rounding == "rne" else RTZ,
+                float(2.0 ** (out.emax + 1)), late, prod.params("float64"))
 
 
 def preset_name(gpu: str, inputs: str, output: str = "fp32") -> str:
@@ -148,9 +168,10 @@ def preset_name(gpu: str, inputs: str, output: str = "fp32") -> str:
 
 
 def _p(group, extra_bits, rounding="rtz", result_bits=None, late_addend=False, carry_bit=True,
-       source="", measured=""):
+       product_steps=1, product_format="fp32", product_rounding="rtz", source="", measured=""):
     return dict(group=group, extra_bits=extra_bits, carry_bit=carry_bit, rounding=rounding,
-                result_bits=result_bits, late_addend=late_addend, source=source,
+                result_bits=result_bits, late_addend=late_addend, product_steps=product_steps,
+                product_format=product_format, product_rounding=product_rounding, source=source,
                 measured=measured)
 
 
@@ -185,8 +206,15 @@ def _table() -> dict:
             # bits (neab = -10 in the published model), every block result truncated to them.
             add(gpu, f, "fp32", **_p(32, -10, "rtz", result_bits=13, source=_KM.format(gpu),
                                      measured="shared data (c = 0 in the measurement)"))
-            add(gpu, f, "fp16", **_p(32, -10, "rne", source=_KM.format(gpu) + " (fp16 output: "
-                                     "see docs/tensor_cores.md)", measured="partial"))
+    fp8_fp16 = dict(late_addend=True, carry_bit=False, product_steps=2, product_format="fp16",
+                    product_rounding="rne",
+                    source="fitted here to the shared measurements (the published models do not "
+                           "reproduce this column): two chained fp16 steps of 16 products "
+                           "(k = 0, 1 mod 4, then 2, 3 mod 4), c added last",
+                    measured="shared data")
+    for gpu in ("H100", "H200", "B200"):
+        for f in ("e4m3", "e5m2"):
+            add(gpu, f, "fp16", **_p(32, 30, "rne", **fp8_fp16))
     for f in ("e4m3", "e5m2"):
         # Fitted here to the shared B200 data: the 32 products are summed (a window 30 bits
         # beyond binary32's: exact for every E4M3 block and all but extreme E5M2 ones),
@@ -195,9 +223,6 @@ def _table() -> dict:
                                     source="fitted to the shared B200 measurements (the "
                                     "published B200 model truncates; it does not reproduce them)",
                                     measured="shared data"))
-        add("B200", f, "fp16", **_p(32, 30, "rne", late_addend=True, carry_bit=False,
-                                    source="as B200 FP8 fp32, rounded into binary16",
-                                    measured="partial"))
     return t
 
 

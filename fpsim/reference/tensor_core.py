@@ -12,9 +12,22 @@ Conventions the doc leaves implicit, fixed here (and used identically everywhere
 * The carry-bit condition "``x_max`` belongs to a product with ``|P| >= 2^(2m+1)``" holds when
   *any* non-zero product whose unnormalised exponent equals ``x_max`` has a significand product
   in [2, 4) -- equivalently, when the products' largest alignment exponent is ``x_max + 1``.
-* With ``late_addend`` the addend takes no part in steps 3-5 at all, so the carry-bit condition
-  is evaluated as if ``c = 0``.
-* A block whose products are all zero (or absent) has no ``x_max``: no carry bit.
+* With ``late_addend`` the addend ``c`` takes no part in steps 3-5 at all. In each product step
+  the previous step's result ``p`` takes ``c``'s place: when ``p != 0`` it is a term of the
+  alignment, split (step 1) with ``product_format``'s fraction bits and ``emin``, its exponent
+  joins ``E`` and the carry-bit condition reads ``p = 0 or p's exponent <= x_max``; ``p = 0``
+  (always so in the first step) is evaluated as ``c = 0``.
+* A product step's index is the product's position ``k - k0`` inside its block, so a shorter
+  (zero-padded) last block keeps the same assignment of positions to steps; a step without
+  products sums ``p`` alone, and a step with neither is the exact zero.
+* A block, or a product step, whose products are all zero (or absent) has no ``x_max``: no
+  carry bit.
+* A product step's sum is rounded into ``product_format`` with the overflow rule of step 6 read
+  with that format's ``emax`` (before rounding, or rounding to nearest up to ``2^(emax+1)``:
+  ±Inf); an exact zero sum is 0. An infinite ``p`` ends the block: the result is that ``p``
+  (the products of any later step and the finite ``c`` cannot change it).
+* The old TensorCore objects without the late-addend fields read as ``product_steps = 1``,
+  ``product_format = 'fp32'``, ``product_rounding = 'rtz'``.
 * Exact zero results are +0 (step 6: ``S = 0``; late addend: ``p + c = 0``); signed zeros of the
   inputs are the value 0 and never reach the result's sign.
 """
@@ -28,9 +41,8 @@ import numpy as np
 
 #: Fraction bits of the alignment window's base (step 4) and of binary32.
 _WINDOW_BASE = 23
-#: binary32's fraction bits and lowest normal exponent: where the late addend's product sum is
-#: truncated (step 7).
-_B32_MAN, _B32_EMIN = 23, -126
+#: The late addend's product formats (step 7): fraction bits, lowest and highest normal exponent.
+_PRODUCT_FORMATS = {"fp32": (23, -126, 127), "fp16": (10, -14, 15)}
 
 
 def _floor_log2(v: Fraction) -> int:
@@ -161,31 +173,33 @@ def _products(a, b, m: int, emin_in: int) -> list[tuple[int, int]]:
     return out
 
 
-def _aligned_sum(prods, m: int, c_term, tc) -> tuple[int, int]:
+def _aligned_sum(prods, m: int, add_term, tc) -> tuple[int, int]:
     """Steps 3-5: the exact sum ``S`` of the terms truncated to the window, and the window's
     exponent ``E - F`` (the sum's value is ``S * 2^(E - F)``).
 
-    ``prods`` are step 2's ``(P, x)``; ``c_term`` is ``(s_c, e_c, m_out)`` of a non-zero addend
-    that joins the alignment, or None (``c = 0``, or the late addend's products-only sum).
+    ``prods`` are step 2's ``(P, x)``; ``add_term`` is ``(s, e, man_bits)`` of a non-zero term
+    that joins the alignment beside the products -- the addend ``c`` (step 1 with the output
+    format), or the late addend's previous product step ``p`` (with ``product_format``) -- or
+    None (``c = 0``, or the first step of the late addend's product sum).
     """
     # Step 2: alignment exponent x + 1 for a significand product in [2, 4), i.e. |P| >= 2^(2m+1)
     # (the integer significands carry the scale 2^(2m)); subnormal factors stay at x.
     big = 1 << (2 * m + 1)
     align = [x + 1 if abs(P) >= big else x for P, x in prods]
-    # Step 3: the reference exponent over the non-zero products and the joining addend.
+    # Step 3: the reference exponent over the non-zero products and the joining term.
     cands = list(align)
-    if c_term is not None:
-        cands.append(c_term[1])
+    if add_term is not None:
+        cands.append(add_term[1])
     if not cands:
         return 0, 0
     E = max(cands)
     # Step 4: the window, with the carry bit when the product(s) at the largest unnormalised
-    # exponent reach [2, 4) and the addend does not sit above x_max.
+    # exponent reach [2, 4) and the joining term does not sit above x_max.
     F = _WINDOW_BASE + int(tc.extra_bits)
     if tc.carry_bit and prods:
         x_max = max(x for _, x in prods)
         top_big = any(x == x_max and abs(P) >= big for P, x in prods)
-        if top_big and (c_term is None or c_term[1] <= x_max):
+        if top_big and (add_term is None or add_term[1] <= x_max):
             F += 1
     unit = E - F  # the window's last bit is worth 2^unit
 
@@ -198,10 +212,59 @@ def _aligned_sum(prods, m: int, c_term, tc) -> tuple[int, int]:
         return -t if sig < 0 else t
 
     S = sum(truncated(P, x - 2 * m) for P, x in prods)
-    if c_term is not None:
-        s_c, e_c, m_out = c_term
-        S += truncated(s_c, e_c - m_out)
+    if add_term is not None:
+        s_t, e_t, m_t = add_term
+        S += truncated(s_t, e_t - m_t)
     return S, unit
+
+
+def _late_params(tc) -> tuple[int, int, int, int, str]:
+    """Step 7's parameters of ``tc``: ``(product_steps, man_bits, emin, emax, product_rounding)``
+    of the product format; the fields absent on older TensorCore objects take their defaults
+    (1 step, binary32, ``rtz``)."""
+    steps = int(getattr(tc, "product_steps", 1))
+    if steps < 1:
+        raise ValueError(f"product_steps={steps} must be at least 1")
+    fmt = getattr(tc, "product_format", "fp32")
+    if fmt not in _PRODUCT_FORMATS:
+        raise ValueError(f"product_format={fmt!r} must be one of {sorted(_PRODUCT_FORMATS)}")
+    mode = getattr(tc, "product_rounding", "rtz")
+    if mode not in ("rtz", "rne"):
+        raise ValueError(f"product_rounding={mode!r} must be 'rtz' or 'rne'")
+    man, emin, emax = _PRODUCT_FORMATS[fmt]
+    return steps, man, emin, emax, mode
+
+
+def _product_steps(prods_at, m: int, tc):
+    """Step 7's product sum: the chained product steps over ``prods_at`` (step 2's non-zero
+    products as ``(k - k0, P, x)``, their position in the block first).
+
+    Returns ``p``, the last step's result, as an exact value of ``product_format`` (a Fraction),
+    or ``float('inf')`` / ``float('-inf')`` when a step overflows that format.
+    """
+    steps, p_man, p_emin, p_emax, p_mode = _late_params(tc)
+    p = Fraction(0)
+    for step in range(steps):
+        # Step 7: this step's products, floor((k - k0) / 2) mod product_steps == step.
+        prods = [(P, x) for k, P, x in prods_at if (k // 2) % steps == step]
+        # The previous step's p joins the alignment like c does in steps 2-5 (exponent split
+        # with product_format's emin) when it is non-zero.
+        p_term = None
+        if p != 0:
+            s_p, e_p = split(p, p_man, p_emin)
+            p_term = (s_p, e_p, p_man)
+        S, unit = _aligned_sum(prods, m, p_term, tc)
+        if S == 0:  # an exact zero sum is 0
+            p = Fraction(0)
+            continue
+        X = S * _pow2(unit)
+        r = round_to(X, p_man, p_emin, p_mode)
+        if _overflows(X, r, p_emax):
+            # Overflow of the product format: ±Inf, which no later step (finite products) and
+            # no finite c can change.
+            return -math.inf if X < 0 else math.inf
+        p = r
+    return p
 
 
 def block_fma(a, b, c, tc):
@@ -225,19 +288,25 @@ def block_fma(a, b, c, tc):
     fin, fout = tc.input_format, tc.output_format
     m, m_out = fin.man_bits, fout.man_bits
     rb = int(tc.result_bits)
-    prods = _products(a, b, m, fin.emin)  # steps 1-2
     cv = Fraction(c)
 
     if tc.late_addend:
-        # Step 7: steps 3-5 on the products alone, that sum truncated toward zero into binary32,
-        # then p + c rounded once to nearest even into the result format.
-        S, unit = _aligned_sum(prods, m, None, tc)
-        p = round_to(S * _pow2(unit), _B32_MAN, _B32_EMIN, "rtz") if S else Fraction(0)
+        # Step 7: the products (steps 1-2, with their positions k - k0 in the block) summed in
+        # product_steps chained steps, each with steps 3-5 over its products and the previous
+        # step's p, rounded into product_format with product_rounding ...
+        prods_at = []
+        for k, (x, y) in enumerate(zip(a, b)):
+            prods_at.extend((k, P, xe) for P, xe in _products([x], [y], m, fin.emin))
+        p = _product_steps(prods_at, m, tc)
+        if _is_inf(p):  # an overflowing product sum is the result (c is finite here)
+            return p
+        # ... then p + c, exactly, rounded once into the result format with tc.rounding.
         X = p + cv
         if X == 0:
             return Fraction(0)
-        r = round_to(X, rb, fout.emin, "rne")
+        r = round_to(X, rb, fout.emin, tc.rounding)
     else:
+        prods = _products(a, b, m, fin.emin)  # steps 1-2
         # Step 1 for the addend, with the output format's emin; it joins steps 3-5 when non-zero.
         c_term = None
         if cv != 0:
