@@ -29,7 +29,7 @@ def _run_simulator(path: pathlib.Path) -> str:
     env["PYTHONPATH"] = os.pathsep.join([str(_SCRIPT.parent.parent), env.get("PYTHONPATH", "")])
     try:
         proc = subprocess.run([sys.executable, str(_SCRIPT), str(path)], env=env,
-                              capture_output=True, text=True, timeout=900)
+                              capture_output=True, text=True, timeout=1800)
         return proc.stdout[-3000:] + proc.stderr[-3000:]
     except subprocess.TimeoutExpired as e:
         return f"the simulator run timed out after {e.timeout} s"

@@ -264,7 +264,8 @@ def test_per_site_matmul_override():
     ({"activations": "float16:rne:wrap"}, "wrap"),
     ({"activations": {"format": "float16", "mode": "rne"}}, "unknown cast field"),
     ({"overrides": {"net.*": {"activation": "fp16"}}}, "unknown field"),
-    ({"matmul": "fp16"}, "matmul must be None or a dict"),
+    ({"matmul": "fp16"}, "not a tensor-core preset; valid presets"),
+    ({"matmul": 3}, "matmul must be None, a tensor-core preset name"),
 ])
 def test_bad_policy_is_named(spec, message):
     with pytest.raises((ValueError, TypeError), match=message):
