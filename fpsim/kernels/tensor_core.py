@@ -35,7 +35,7 @@ from typing import NamedTuple
 from fpsim.kernels.accumulate import final_round
 from fpsim.kernels.arith import two_sum_sign
 from fpsim.kernels.bitcast import bits_f64, f64_bits
-from fpsim.kernels.round import RNE, RTZ, carrier_bits, round_bits
+from fpsim.kernels.round import RNE, carrier_bits, round_bits
 
 _MAN52 = (np.int64(1) << 52) - 1
 _SIGN = np.int64(1) << 63
