@@ -96,6 +96,11 @@ class Scaler:
         """Per-site scales of the step (None: a global scaler has none beyond ``S``)."""
         return None
 
+    def notes(self) -> dict:
+        """Optional (the loop asks only scalers that have it): this step's events worth a
+        note in the run record, ``{site: one-line message}``; called before :meth:`update`."""
+        return {}
+
     def update(self, stats: StepStats) -> bool:
         """Adapt to the step; return True to apply the optimizer step."""
         raise NotImplementedError

@@ -115,7 +115,7 @@ class DynamicScaler(Scaler):
                 "hysteresis_left": self.hysteresis_left, "seen_inf": self.seen_inf}
 
 
-#: Named variants (see the class docstring and specs/loss-scaling.md 6.5).
+#: Named variants (see the class docstring and docs/loss_scaling.md).
 VARIANTS = {
     "pytorch": dict(init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
                     growth_interval=2000, min_scale=None, max_scale=None, hysteresis=1,
@@ -124,4 +124,7 @@ VARIANTS = {
     "tensorflow": dict(init_scale=2.0 ** 15, min_scale=1.0),
     "hysteresis": dict(hysteresis=2),
     "chainer": dict(init_scale=1.0, chainer_interval=1000, min_scale=1.0, max_scale=65504.0),
+    # The dynamic baseline of the adaptive loss scaling experiments: Chainer's scheme with
+    # interval 10 (the scale grows by 2^(1/10) per finite step).
+    "chainer-10": dict(init_scale=1.0, chainer_interval=10, min_scale=1.0, max_scale=65504.0),
 }
