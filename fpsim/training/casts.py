@@ -119,4 +119,4 @@ class Cast:
         return cls(*parts)
 
     def __str__(self):
-        return f"{self.format.name}:{self.rounding}:{self.overflow}"
+        return f"{self.format.name or self.format.spec}:{self.rounding}:{self.overflow}"

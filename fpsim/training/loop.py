@@ -59,6 +59,12 @@ class TrainConfig:
         epochs, batch_size, seed.
         scaler: the loss scaler (see :func:`fpsim.training.scaling.scaler`): ``none``,
             ``static:S``, ``dynamic[:variant]``, ``adaptive`` or a dict.
+        loss_weight: the training objective is ``loss_weight`` times the loss (a loss averaged
+            over many outputs, or one term of a weighted sum, has small gradients: the setting
+            where low-precision gradients underflow). With SGD and no weight decay, a power of
+            two ``loss_weight`` and ``lr / loss_weight`` train bit-identically to weight 1 in
+            float32, so only the rounding of the gradients differs. Recorded losses are the
+            unweighted loss.
         shadow_every: every K steps (0: never) recompute the step in float32 and count, per
             activation-gradient site, the elements non-zero there but zero in the emulation
             (the underflow rate as Zhao et al. define it; costs a second pass).
@@ -83,6 +89,7 @@ class TrainConfig:
     model_config: dict = dataclasses.field(default_factory=dict)
     dataset_options: dict = dataclasses.field(default_factory=dict)
     scaler: str | dict = "none"
+    loss_weight: float = 1.0
     shadow_every: int = 0
     instrument: bool = True
     hist_every: int = 50
@@ -112,8 +119,11 @@ class TrainConfig:
         for k in ("epochs", "batch_size"):
             if not isinstance(getattr(c, k), int) or getattr(c, k) < 1:
                 raise ValueError(f"{k} must be a positive integer, got {getattr(c, k)!r}")
-        if not (isinstance(c.lr, (int, float)) and c.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {c.lr!r}")
+        for k in ("lr", "loss_weight"):
+            v = getattr(c, k)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                    and np.isfinite(v)):
+                raise ValueError(f"{k} must be a positive number, got {v!r}")
         for k in ("hist_every", "checkpoint_every", "shadow_every"):
             if getattr(c, k) < 0:
                 raise ValueError(f"{k} must be >= 0")
@@ -135,8 +145,13 @@ def versions() -> dict:
 
     from fpsim import __version__
     from fpsim.training import determinism
+    import os
+    import sys
     return {"fpsim": __version__, "numpy": np.__version__, "numba": numba.__version__,
-            "python": platform.python_version(), "blas": determinism.blas_info()}
+            "python": platform.python_version(), "blas": determinism.blas_info(),
+            "numba_threads": numba.get_num_threads(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "machine": platform.machine(),
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]) if sys.argv else ""}
 
 
 @dataclasses.dataclass
@@ -221,6 +236,7 @@ class Session:
         finite = all(np.isfinite(p.grad).all() for p in self.params if p.grad is not None)
         lr = self.opt.lr  # the rate of this step's update
         scales = self.scaler.report()
+        notes = self.scaler.notes() if callable(getattr(self.scaler, "notes", None)) else {}
         do_step = self.scaler.update(scaling.StepStats(
             not finite, recorder.peek() if recorder is not None else None))
         if do_step:
@@ -245,7 +261,7 @@ class Session:
                     grad_underflow_rate=rate,
                     nonfinite=0 if summary is None else summary.nonfinite(),
                     seconds=time.perf_counter() - t0, summary=summary, shadow=shadow,
-                    scales=scales)
+                    scales=scales, notes=notes)
 
     def _forward_backward(self, x, y):
         """One forward and backward pass; returns (loss, output, the loss scale used)."""
@@ -253,10 +269,11 @@ class Session:
             p.grad = None
         out = self.model(E.Tensor(x))
         loss = self.loss(out, y)
+        objective = loss if self.cfg.loss_weight == 1 else loss * np.float32(self.cfg.loss_weight)
         scale = float(self.scaler.loss_scale())
         # Inf / NaN gradients are an expected event under loss scaling (the step is skipped).
         with np.errstate(over="ignore", invalid="ignore"):
-            loss.backward(scale, tag=scale, merge=self.scaler.merge)
+            objective.backward(scale, tag=scale, merge=self.scaler.merge)
         return loss, out, scale
 
     def _shadow(self, x, y, before, emulated) -> dict:
@@ -420,19 +437,32 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
             if recorder is not None:
                 recorder.step = s.step
             step = s.step
-            m = s.train_step(order[within], recorder)
-            summary, shadow, scales = m.pop("summary"), m.pop("shadow"), m.pop("scales")
-            rdb.add_step(run_id, step, epoch, m, summary, shadow, scales)
+            with warnings.catch_warnings(record=True) as caught:
+                # Every warning raised inside the step or the evaluation after it (numpy
+                # floating-point warnings from an overflowing forward pass, ...) becomes a note
+                # of the run record instead of text on the terminal; the report shows them.
+                warnings.simplefilter("always")
+                m = s.train_step(order[within], recorder)
+                summary, shadow, scales = m.pop("summary"), m.pop("shadow"), m.pop("scales")
+                rdb.add_step(run_id, step, epoch, m, summary, shadow, scales)
+                for site, message in (m.pop("notes") or {}).items():
+                    rdb.add_note(run_id, step, "scaler", message, site=site)
+                end_of_epoch = within == s.steps_per_epoch - 1
+                if end_of_epoch:
+                    _end_epoch(s, rdb, run_id, epoch, t_start)
+            for message, count in _warning_notes(caught).items():
+                rdb.add_note(run_id, step, "warning", message, count=count)
+            # The checkpoint commits the step's rows, its notes included.
+            if end_of_epoch:
+                rdb.checkpoint(run_id, s.step, epoch + 1, s.state())
+            elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+                rdb.checkpoint(run_id, s.step, epoch, s.state())
             if summary is not None and cfg.hist_every and step % cfg.hist_every == 0:
                 rdb.add_histograms(run_id, step, summary)
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{m['loss']:.4f}", acc=m["accuracy"],
                                 skipped=int(s.totals.skipped))
-            if within == s.steps_per_epoch - 1:
-                _end_epoch(s, rdb, run_id, epoch, t_start)
-            elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
-                rdb.checkpoint(run_id, s.step, epoch, s.state())
             if stop.signal is not None and s.step < s.total_steps:
                 rdb.checkpoint(run_id, s.step, epoch, s.state())
                 status = "interrupted"
@@ -443,6 +473,21 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
     return summary
 
 
+def _warning_notes(caught) -> dict:
+    """``{one-line description: count}`` of the warnings caught during a step; the location
+    is given relative to the fpsim package (or as the file's name)."""
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out: dict[str, int] = {}
+    for w in caught:
+        path = os.path.abspath(w.filename)
+        where = os.path.relpath(path, os.path.dirname(root)) if path.startswith(root) \
+            else os.path.basename(path)
+        key = f"{w.category.__name__}: {w.message} ({where}:{w.lineno})"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def _end_epoch(s, rdb, run_id, epoch, t_start):
     loss_sum, correct, count = s.totals.loss_sum, s.totals.correct, s.totals.count
     test_loss, test_acc = s.evaluate(s.data.x_test, s.data.y_test)
@@ -450,7 +495,6 @@ def _end_epoch(s, rdb, run_id, epoch, t_start):
         train_loss=loss_sum / count, train_accuracy=correct / count if s.classify else None,
         test_loss=test_loss, test_accuracy=test_acc, seconds=time.perf_counter() - t_start))
     s.totals.end_epoch()
-    rdb.checkpoint(run_id, s.step, epoch + 1, s.state())
 
 
 def _summary(s, rdb, run_id, status, seconds) -> dict:

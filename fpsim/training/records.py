@@ -16,6 +16,10 @@ Tables (schema version :data:`SCHEMA`):
 - ``scales``: per step and GEMM site of a per-site scaler: carried and local scale.
 - ``histograms``: every K steps, per site: the input exponent histogram (int64 counts of the
   binades ``k_min ..``, plus zero / Inf / NaN counts).
+- ``notes``: events worth a sentence in a report, per step: warnings raised inside the
+  training loop (numpy floating-point warnings and the like, with where they came from), and
+  the loop's own observations (``kind``, ``site``, ``message``). Added to older databases of
+  the same schema when they are opened.
 - ``epochs``: per epoch: train loss/accuracy, test loss/accuracy.
 - ``checkpoints``: the latest checkpoint of each run (an ``.npz`` blob of model, optimizer and
   loop state), the point ``--resume`` continues from.
@@ -57,10 +61,14 @@ CREATE TABLE histograms (run_id INTEGER, step INTEGER, site TEXT, role TEXT, dir
 CREATE TABLE epochs (run_id INTEGER, epoch INTEGER, step INTEGER, train_loss REAL,
     train_accuracy REAL, test_loss REAL, test_accuracy REAL, seconds REAL,
     PRIMARY KEY (run_id, epoch));
+CREATE TABLE IF NOT EXISTS notes (run_id INTEGER, step INTEGER, kind TEXT, site TEXT,
+    message TEXT, count INTEGER);
 CREATE TABLE checkpoints (run_id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER,
     created TEXT, state BLOB);
 """
-_STEP_TABLES = ("steps", "site_events", "histograms", "scales")
+_STEP_TABLES = ("steps", "site_events", "histograms", "scales", "notes")
+_NOTES_TABLE = _TABLES[_TABLES.index("CREATE TABLE IF NOT EXISTS notes"):
+                       _TABLES.index("CREATE TABLE checkpoints")]
 
 
 class RecordError(ValueError):
@@ -122,6 +130,12 @@ class RunDB:
                 self.con.executescript(_TABLES)
                 self.con.executemany("INSERT INTO meta VALUES (?, ?)",
                                      [("app", "fpsim"), ("schema", str(SCHEMA))])
+        else:  # an additive table: databases written before it existed gain it on first open
+            try:
+                with self.con:
+                    self.con.executescript(_NOTES_TABLE)
+            except sqlite3.OperationalError:  # read-only file: reading works without it
+                pass
 
     def close(self):
         self.con.close()
@@ -216,6 +230,13 @@ class RunDB:
             self.con.executemany("INSERT INTO scales VALUES (?, ?, ?, ?, ?)",
                                  [(run_id, step, k, a, s) for k, (a, s) in sorted(scales.items())])
 
+    def add_note(self, run_id: int, step: int, kind: str, message: str, site: str | None = None,
+                 count: int = 1) -> None:
+        """Queue a note on a step: ``kind`` (``warning``, ``forward-overflow``, ...), the site
+        it concerns (or None), a one-line ``message`` and how many times it happened."""
+        self.con.execute("INSERT INTO notes VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, step, kind, site, message, int(count)))
+
     def add_histograms(self, run_id: int, step: int, summary) -> None:
         """Queue the exponent histograms of every site of one step."""
         rows = []
@@ -266,7 +287,10 @@ class RunDB:
         cur = self.con.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY step", (run_id,))
         cols = [d[0] for d in cur.description]
         rows = cur.fetchall()
-        return {c: np.array([r[i] for r in rows]) for i, c in enumerate(cols)}
+        # SQLite stores a NaN as NULL: every column is numeric, so NULL reads back as NaN
+        # (a regression run's batch accuracy, which is None, reads back as NaN too).
+        return {c: np.array([np.nan if r[i] is None else r[i] for r in rows])
+                for i, c in enumerate(cols)}
 
     def _dicts(self, table: str, run_id: int, order: str) -> list[dict]:
         """The run's rows of ``table`` as dicts, ordered by ``order`` (a fixed column list)."""
@@ -286,6 +310,12 @@ class RunDB:
     def scales(self, run_id: int) -> list[dict]:
         """The run's per-step, per-site scales of a per-site scaler."""
         return self._dicts("scales", run_id, "step, site")
+
+    def notes(self, run_id: int) -> list[dict]:
+        """The run's notes (see :meth:`add_note`), in step order."""
+        if not self.con.execute("SELECT name FROM sqlite_master WHERE name = 'notes'").fetchone():
+            return []
+        return self._dicts("notes", run_id, "step, rowid")
 
     def histograms(self, run_id: int) -> list[dict]:
         """The run's recorded histograms, ``counts`` decoded to int64 arrays."""
