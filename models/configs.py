@@ -33,6 +33,19 @@ CONFIGS = {
                              "activation_grads": "float8_e4m3fn",
                              "weight_grads": "float8_e4m3fn"}},
     },
+    "mnist1d-mlp-small-loss": {
+        "description": "Where fp16 gradients underflow for real: a deeper ReLU MLP (four hidden "
+                       "layers of 128, no normalisation) on MNIST-1D with a 10,000-example test "
+                       "set (one example = 0.01 points), trained on the loss times 2^-16 — the "
+                       "per-element gradients of a loss averaged over 65,536 outputs — with SGD "
+                       "at lr 0.1 x 2^16, which in float32 trains bit-identically to the "
+                       "unweighted loss at lr 0.1. fp16 everywhere (activations too).",
+        "train": {"model": "mlp", "dataset": "mnist1d", "policy": "mixed_fp16",
+                  "model_config": {"hidden": [128, 128, 128, 128]},
+                  "dataset_options": {"n_test": 10000}, "optimizer": "sgd",
+                  "lr": 0.1 * 2.0 ** 16, "loss_weight": 2.0 ** -16, "epochs": 20,
+                  "batch_size": 128},
+    },
 }
 
 DEFAULT = "digits-mlp-fp16"

@@ -20,29 +20,45 @@ def register(subparsers) -> None:
     # level (training and plotting load inside compare()), so this import costs next to nothing.
     from fpsim.training.study import DEFAULT_SCALERS
 
+    from fpsim.models.configs import CONFIGS, DEFAULT
+
     p = subparsers.add_parser(
-        "compare", help="train one setting under several loss scalers and write a report",
-        description="Train one model/dataset/format under several loss scalers (default: fp32, "
-                    "none, static 256 / 4096 / 65536, dynamic, adaptive) with the same seeds and "
-                    "data order; all runs go to one study in --db; plots and report.md go to --out. "
-                    "With no arguments: the embedded default (digits, MLP, fp16).")
-    p.add_argument("--config", help="a named config (fpsim.models.configs) or a TOML file")
-    add_run_arguments(p)
+        "compare", help="train one setting under several loss scalers and policies; report",
+        description="Train one model/dataset under several loss scalers and precision policies "
+                    "(the cells; default scalers: %s) with the same seeds and data order; all "
+                    "runs go to one study in --db; plots and report.md go to --out. With no "
+                    "arguments: the embedded default config %s (%s)."
+                    % (", ".join(DEFAULT_SCALERS), DEFAULT, CONFIGS[DEFAULT]["train"]["policy"]))
+    p.add_argument("--config", help="a named config (%s) or a TOML file of training config "
+                   "fields (default %s)" % (", ".join(CONFIGS), DEFAULT))
+    add_run_arguments(p, policy_help="the policy of every cell (default: the config's; %s for "
+                      "the default config); see --policies" % CONFIGS[DEFAULT]["train"]["policy"])
     p.add_argument("--scalers", help="comma-separated: fp32, none, static:S, dynamic[:variant], "
-                   "adaptive (default: %s)" % ",".join(DEFAULT_SCALERS))
+                   "adaptive, adaptive-paper (default: %s)" % ",".join(DEFAULT_SCALERS))
+    p.add_argument("--policies", action="append", metavar="LIST",
+                   help="compare these policies (each under every scaler): comma-separated "
+                        "preset names (mixed_fp16, mixed_bf16, fp8_hybrid, e5m2-grads, ...) or "
+                        "casts FORMAT[:ROUNDING[:OVERFLOW]] for every role (e3m4:sr), or one "
+                        "ROLE=CAST list joined by + (fwd=e4m3+grads=e5m2; roles: activations, "
+                        "weights, activation_grads, weight_grads, optimizer_state, groups fwd, "
+                        "grads, all); ';' or a repeated --policies separates several lists")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--shadow-every", type=int, default=10,
                    help="float32-shadow underflow measurement every K steps (default 10; 0: off)")
     p.add_argument("--db", default="runs.sqlite", help="run-record database (default runs.sqlite)")
     p.add_argument("--out", default="fpsim-report", help="report directory (default ./fpsim-report)")
     p.add_argument("--json", action="store_true", help="print the summary table as JSON")
-    p = subparsers.add_parser("report", help="redraw the plots and report.md of a study",
-                              description="Write the plots and report.md of a study (default: the "
-                                          "newest in the database).")
+    p = subparsers.add_parser("report", help="the plots and report.md of a study or of fpsim "
+                              "train runs", description="Write the plots (PNG and SVG) and "
+                              "report.md of a study (default: the newest in the database; a "
+                              "database of fpsim train runs without studies: all its runs, "
+                              "seeds of the same name aggregated).")
     p.add_argument("db", help="run-record database")
     p.add_argument("--study", help="study name (see report.md or --list)")
     p.add_argument("--out", default="fpsim-report", help="report directory")
-    p.add_argument("--list", action="store_true", help="list the studies and exit")
+    p.add_argument("--list", action="store_true", help="list the studies (or the runs) and exit")
+    p.add_argument("--target", type=float, help="test accuracy (regression: test loss) of the "
+                   "steps-to-target column (default: 98%% of the best cell's mean accuracy)")
     p.add_argument("--json", action="store_true", help="print the summary table as JSON")
 
 
@@ -58,8 +74,11 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         return
     from fpsim.analysis.report import table_markdown
     print(table_markdown(summary["rows"]))
-    print(f"\nreport: {os.path.join(summary['out'], 'report.md')} (study {summary['study']} "
-          f"in {summary['db']})")
+    if summary.get("problems"):
+        print(f"\n{len(summary['problems'])} run(s) went wrong; report.md says why "
+              "(\"What went wrong\").")
+    where = f"study {summary['study']}" if summary["study"] else "all runs"
+    print(f"\nreport: {os.path.join(summary['out'], 'report.md')} ({where} in {summary['db']})")
 
 
 def run_compare(args) -> int:
@@ -74,20 +93,56 @@ def run_compare(args) -> int:
             v = getattr(args, field)
             if v is not None:
                 cfg[field] = v
-        scalers = tuple(args.scalers.split(",")) if args.scalers else DEFAULT_SCALERS
+        scalers = tuple(x.strip() for x in args.scalers.split(",")) if args.scalers \
+            else DEFAULT_SCALERS
+        policies = parse_policies(args.policies)
         try:
             seeds = tuple(int(s) for s in args.seeds.split(","))
         except ValueError:
             raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
         summary = compare(cfg, scalers, seeds, db=args.db, out=args.out, name=name,
-                          shadow_every=args.shadow_every,
+                          shadow_every=args.shadow_every, policies=policies,
                           log=None if args.json else (lambda m: print(m, file=sys.stderr)),
-                          command="fpsim " + " ".join(sys.argv[1:]))
+                          progress=not args.json and sys.stderr.isatty(),
+                          command=command_line())
     except (ValueError, TypeError, FileNotFoundError, RecordError) as e:
         print(f"fpsim compare: error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary, args.json)
     return 0
+
+
+def command_line() -> str:
+    """This process's command line as the user typed it (``fpsim compare ...``)."""
+    import shlex
+    return "fpsim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def parse_policies(values) -> list | None:
+    """The policies of ``--policies`` values (see its help): each value is split on ``;``,
+    then on ``,``; consecutive ``ROLE=CAST`` items form one policy. None when not given."""
+    from fpsim.training.precision import policy, policy_from_text
+    if not values:
+        return None
+    out = []
+    for value in values:
+        for group in value.split(";"):
+            roles: list[str] = []
+            for item in (x.strip() for x in group.split(",")):
+                if not item:
+                    continue
+                if "=" in item:
+                    roles.append(item)
+                    continue
+                if roles:
+                    out.append(policy_from_text("+".join(roles)))
+                    roles = []
+                out.append(policy_from_text(item))
+            if roles:
+                out.append(policy_from_text("+".join(roles)))
+    for p in out:
+        policy(p)  # validate every one before any run
+    return out
 
 
 def run_report(args) -> int:
@@ -99,9 +154,16 @@ def run_report(args) -> int:
             raise ValueError(f"{args.db} does not exist")
         if args.list:
             with RunDB(args.db) as db:
-                print("\n".join(db.studies()))
+                studies, runs = db.studies(), db.runs()
+            if studies:
+                print("\n".join(studies))
+            else:
+                print(f"no studies in {args.db} (runs made by fpsim train; "
+                      f"`fpsim report {args.db}` reports them all):")
+            for r in runs if not studies else []:
+                print(f"run {r['id']}: {r['name'] or '(no name)'} seed {r['seed']} {r['status']}")
             return 0
-        summary = write_report(args.db, args.out, args.study)
+        summary = write_report(args.db, args.out, args.study, target=args.target)
     except (ValueError, RecordError) as e:
         print(f"fpsim report: error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import sys
 import tomllib
 
 #: Flags that map one to one onto TrainConfig fields (flag name with - for _).
-_FIELDS = ("model", "dataset", "policy", "optimizer", "lr", "momentum", "weight_decay",
+_FIELDS = ("model", "dataset", "policy", "optimizer", "lr", "momentum", "weight_decay", "loss_weight",
            "schedule", "epochs", "batch_size", "seed", "hist_every", "checkpoint_every", "name",
            "scaler", "shadow_every")
 
@@ -16,12 +16,17 @@ _FIELDS = ("model", "dataset", "policy", "optimizer", "lr", "momentum", "weight_
 RUN_FLAGS = ("model", "dataset", "policy", "optimizer", "lr", "epochs", "batch_size")
 
 
-def add_run_arguments(p) -> None:
-    """The flags of :data:`RUN_FLAGS` (what to train) on parser ``p``."""
+def add_run_arguments(p, policy_help: str | None = None) -> None:
+    """The flags of :data:`RUN_FLAGS` (what to train) on parser ``p``; ``policy_help`` replaces
+    the help of ``--policy`` (whose default depends on the command)."""
     p.add_argument("--model", help="mlp (default), cnn, resnet, transformer")
     p.add_argument("--dataset", help="digits (default), mnist1d, synthetic-classification, "
                    "synthetic-regression, mnist, cifar10")
-    p.add_argument("--policy", help="fp32 (default), mixed_fp16, mixed_bf16, fp8_e4m3_e5m2")
+    p.add_argument("--policy", help=policy_help or (
+        "a preset (fp32 (default), mixed_fp16, mixed_bf16, fp8_hybrid, fp8_e4m3_e5m2, "
+        "e5m2-grads, e4m3-grads), a cast FORMAT[:ROUNDING[:OVERFLOW]] for activations, "
+        "weights and gradients (e3m4:sr), or ROLE=CAST items joined by + "
+        "(fwd=e4m3+grads=e5m2)"))
     p.add_argument("--optimizer", help="sgd, adam or adamw")
     p.add_argument("--lr", type=float, help="base learning rate")
     p.add_argument("--epochs", type=int)
@@ -46,6 +51,8 @@ def register(subparsers) -> None:
                    "adaptive")
     p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--loss-weight", type=float, help="train on loss_weight x the loss "
+                   "(small values give small gradients; default 1)")
     p.add_argument("--schedule", help="constant or cosine")
     p.add_argument("--seed", type=int)
     p.add_argument("--shadow-every", type=int, help="float32-shadow underflow measurement every "
@@ -98,14 +105,13 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        acc = summary["test_accuracy"]
+        acc, under = summary["test_accuracy"], summary["grad_underflow_rate"]
+        final = summary["final_loss"]
         print(f"run {summary['run_id']} {summary['status']} in {summary['seconds']:.1f} s: "
               f"{summary['steps']} steps, test accuracy "
-              f"{'n/a' if acc is None else f'{acc:.4f}'}, final loss {summary['final_loss']}, "
-              f"skipped steps {summary['skipped_steps']}, gradient underflow rate "
-              f"{summary['grad_underflow_rate']} (db {summary['db']})")
-    if summary["status"] == "interrupted":
-        print(f"fpsim train: interrupted at step {summary['steps']}; continue with "
-              f"fpsim train --resume {summary['run_id']} --db {summary['db']}", file=sys.stderr)
-        return 130
-    return 0
+              f"{'n/a' if acc is None else f'{100 * acc:.2f}%'}, final train loss "
+              f"{'n/a' if final is None else f'{final:.4g}'}, skipped steps "
+              f"{summary['skipped_steps']}, gradient values flushed to zero (kernel count, "
+              f"all gradient casts) {'n/a' if under is None else f'{100 * under:.3g}%'} "
+              f"(db {summary['db']}; `fpsim report {summary['db']}` draws it)")
+    return 0 if summary["status"] == "finished" else 130

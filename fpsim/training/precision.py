@@ -325,19 +325,86 @@ PRESETS = {
         "fp8_e4m3_e5m2", activations="float8_e4m3fn:rne:saturate",
         activation_grads="float8_e5m2:rne:saturate", weights="float8_e4m3fn:rne:saturate",
         weight_grads="float8_e5m2:rne:saturate"),
+    # The FP8 training recipe (E4M3 forward, E5M2 backward) with IEEE overflow, so that a
+    # loss scaler sees an overflow as Inf/NaN (float8_e4m3fn has no Inf: overflow gives NaN).
+    "fp8_hybrid": lambda: Policy(
+        "fp8_hybrid", activations="float8_e4m3fn", weights="float8_e4m3fn",
+        activation_grads="float8_e5m2", weight_grads="float8_e5m2"),
+    # fp16 forward values and weights, FP8 gradients (IEEE overflow).
+    "e5m2-grads": lambda: Policy(
+        "e5m2-grads", activations="float16", weights="float16",
+        activation_grads="float8_e5m2", weight_grads="float8_e5m2"),
+    "e4m3-grads": lambda: Policy(
+        "e4m3-grads", activations="float16", weights="float16",
+        activation_grads="float8_e4m3fn", weight_grads="float8_e4m3fn"),
 }
+
+#: Role groups of the command-line policy syntax (see :func:`policy_from_text`).
+ROLE_GROUPS = {"fwd": ("activations", "weights"), "grads": ("activation_grads", "weight_grads"),
+               "all": ("activations", "weights", "activation_grads", "weight_grads")}
+
+
+def policy_label(spec) -> str:
+    """A short label of a policy spec: a preset's or word's text, a dict's ``name`` (or its
+    role=cast items), a Policy's name."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return spec.get("name") or spec.get("preset") or "+".join(
+            f"{k}={v}" for k, v in spec.items() if k in FIELDS and v is not None)
+    return getattr(spec, "name", type(spec).__name__)
+
+
+def policy_from_text(text: str) -> "str | dict":
+    """The policy spec of a command-line word: a preset name (returned as it is); a cast
+    ``FORMAT[:ROUNDING[:OVERFLOW]]`` such as ``e3m4:sr`` (for activations, weights and both
+    gradients: ``{"name": text, ...}``); or ``ROLE=CAST`` items joined by ``+`` or ``,``
+    (``fwd=e4m3+grads=e5m2:sr``), where ROLE is a :data:`FIELDS` name (``-`` may stand for
+    ``_``) or a group of :data:`ROLE_GROUPS`; roles not named stay float32. The result is what
+    :func:`policy` takes (plain data, so run records can rebuild it).
+
+    Raises:
+        ValueError: unknown role, preset or format; the message names it.
+    """
+    text = text.strip()
+    if text in PRESETS:
+        return text
+    if "=" not in text:
+        try:
+            cast = Cast.parse(text)
+        except ValueError as e:
+            raise ValueError(f"unknown precision policy {text!r}: neither a preset ({', '.join(PRESETS)}) nor "
+                             f"a cast FORMAT[:ROUNDING[:OVERFLOW]] nor ROLE=CAST items: {e}") from None
+        if cast is None:  # fp32 spelt as a format
+            return "fp32"
+        return {"name": text, **{f: text for f in ROLE_GROUPS["all"]}}
+    spec: dict = {"name": text}
+    for item in text.replace(",", "+").split("+"):
+        role, eq, cast = (part.strip() for part in item.partition("="))
+        if not eq or not role or not cast:
+            raise ValueError(f"policy {text!r}: {item!r} is not ROLE=FORMAT[:ROUNDING[:OVERFLOW]]")
+        role = role.replace("-", "_")
+        roles = ROLE_GROUPS.get(role, (role,))
+        for r in roles:
+            if r not in FIELDS:
+                raise ValueError(f"policy {text!r}: unknown role {role!r}; roles: "
+                                 f"{', '.join(FIELDS)}, groups {', '.join(ROLE_GROUPS)}")
+            Cast.parse(cast)  # fail here, naming the cast
+            spec[r] = cast
+    return spec
 
 
 def policy(spec) -> Policy:
-    """A Policy from a Policy, a preset name, or a dict of :class:`Policy` arguments
-    (``{"preset": name, ...}`` starts from a preset and replaces the given fields)."""
+    """A Policy from a Policy, a preset name or another command-line word of
+    :func:`policy_from_text` (``"e3m4:sr"``, ``"fwd=e4m3+grads=e5m2"``), or a dict of
+    :class:`Policy` arguments (``{"preset": name, ...}`` starts from a preset and replaces the
+    given fields)."""
     if isinstance(spec, Policy):
         return spec
     if isinstance(spec, str):
-        if spec not in PRESETS:
-            raise ValueError(f"unknown precision policy {spec!r}; presets: {', '.join(PRESETS)} "
-                             "(or give a dict of Policy fields)")
-        return PRESETS[spec]()
+        if spec in PRESETS:
+            return PRESETS[spec]()
+        return policy(policy_from_text(spec))
     if isinstance(spec, dict):
         spec = dict(spec)
         base = policy(spec.pop("preset")) if "preset" in spec else Policy()

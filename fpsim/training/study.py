@@ -1,5 +1,5 @@
-"""Loss-scaler studies: one model / dataset / format trained under several loss scalers with the
-same seed and data order, all runs in one SQLite study, and a report directory. The command
+"""Precision studies: one model / dataset trained under several loss scalers and precision
+policies (the cells) with the same seeds and data order, all runs in one SQLite study, and a report directory. The command
 line of ``fpsim compare`` / ``fpsim report`` is :mod:`fpsim.cli.compare`."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import time
 import tomllib
 
 #: Scalers of the default comparison: float32 reference, none, a static sweep, dynamic
-#: (GradScaler), adaptive (ALS).
+#: (GradScaler), adaptive loss scaling as published and fpsim's version.
 DEFAULT_SCALERS = ("fp32", "none", "static:256", "static:4096", "static:65536", "dynamic",
-                   "adaptive")
+                   "adaptive-paper", "adaptive")
 
 
 def _label(spec: str) -> str:
@@ -37,49 +37,85 @@ def load_config(name_or_path: str | None) -> tuple[str, dict]:
     return name_or_path, configs.get(name_or_path)["train"]
 
 
+def cells(config: dict, scalers, policies=None) -> list[tuple[str, dict]]:
+    """The runs of one seed of a study, as ``(label, TrainConfig fields)``: every policy of
+    ``policies`` (default: the config's own) under every scaler; ``fp32`` is one run with the
+    float32 policy, whatever the policies. Labels are the scaler's (``static 256``) with one
+    policy, ``policy / scaler`` with several."""
+    from fpsim.training.precision import policy_label
+    policies = [config.get("policy", "fp32")] if not policies else list(policies)
+    out, seen = [], set()
+    for pol in policies:
+        for spec in scalers:
+            if spec == "fp32":
+                label, run = "fp32", dict(config, policy="fp32", scaler="none")
+            else:
+                label = _label(spec) if len(policies) == 1 else f"{policy_label(pol)} / {_label(spec)}"
+                run = dict(config, policy=pol, scaler=spec)
+            if label not in seen:
+                seen.add(label)
+                out.append((label, run))
+    return out
+
+
 def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "runs.sqlite",
             out: str = "fpsim-report", name: str = "custom", shadow_every: int = 10,
-            log=None, command: str = "") -> dict:
-    """Train ``config`` once per scaler and seed, then write the report.
+            log=None, command: str = "", policies=None, progress: bool = False) -> dict:
+    """Train ``config`` once per cell (policy x scaler) and seed, then write the report.
 
     Args:
         config: TrainConfig fields (the policy is used for every scaler but ``fp32``, which
             trains the same model with the float32 policy).
         scalers: scaler specs (see :func:`fpsim.training.scaling.scaler`) plus ``fp32``.
-        seeds: one run per seed and scaler; the same seed gives the same initialization and
-            data order under every scaler.
+        seeds: one run per seed and cell; the same seed gives the same initialization and
+            data order in every cell.
+        policies: policy specs to compare (preset names, cast words such as ``e3m4:sr``, role
+            lists, dicts; see :func:`fpsim.training.precision.policy_from_text`); default the
+            config's policy.
         db, out: the run-record database and the report directory.
         shadow_every: measure the float32-shadow underflow every K steps (0: never).
         log: a callable for progress lines (e.g. ``print`` to stderr), or None.
+        progress: show a progress bar inside each run.
     Returns:
-        The report summary: ``study``, ``db``, ``out``, ``rows`` (one per scaler, averaged over
+        The report summary: ``study``, ``db``, ``out``, ``rows`` (one per cell, averaged over
         seeds), ``files``.
     """
     from fpsim.analysis.report import write_report
+    from fpsim.analysis.runs import RunData
     from fpsim.training.loop import TrainConfig, train
+    from fpsim.training.records import RunDB
     if "scaler" in config:
         raise ValueError("the config of a comparison must not set 'scaler' (compare varies it)")
-    TrainConfig.from_dict(config).resolved()  # fail before any run
-    for spec in scalers:
-        if spec != "fp32":
-            TrainConfig.from_dict({**config, "scaler": spec}).resolved()
+    if not scalers:
+        raise ValueError("a comparison needs at least one scaler")
+    plan = cells(config, scalers, policies)
+    for label, run in plan:  # fail before any run
+        TrainConfig.from_dict(run).resolved()
     study = f"{name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}"
-    total, k = len(scalers) * len(seeds), 0
+    total, k = len(plan) * len(seeds), 0
     for seed in seeds:
-        for spec in scalers:
+        for label, run in plan:
             k += 1
-            run = dict(config, seed=seed, name=_label(spec), shadow_every=shadow_every)
-            if spec == "fp32":
-                run.update(policy="fp32", scaler="none")
-            else:
-                run["scaler"] = spec
             t0 = time.perf_counter()
-            s = train(run, db=db, study=study)
+            s = train(dict(run, seed=seed, name=label, shadow_every=shadow_every), db=db,
+                      study=study, progress=progress)
             if log:
-                acc = s["test_accuracy"]
-                log(f"[{k}/{total}] {_label(spec)} seed {seed}: "
-                    f"{'test accuracy %.2f%%' % (100 * acc) if acc is not None else 'test loss %.4g' % s['test_loss']}, "
-                    f"skipped {s['skipped_steps']}, gradient underflow "
-                    f"{'n/a' if s['grad_underflow_rate'] is None else '%.4f' % s['grad_underflow_rate']} "
-                    f"({time.perf_counter() - t0:.1f} s)")
+                with RunDB(db) as rdb:
+                    m = RunData(rdb, rdb.run(s["run_id"])).summary()
+                log(f"[{k}/{total}] {label} seed {seed}: " + progress_line(m)
+                    + f" ({time.perf_counter() - t0:.1f} s)")
     return write_report(db, out, study, command)
+
+
+def progress_line(m: dict) -> str:
+    """One run's result in words, with the metrics and names of the report's table."""
+    acc = m["test_accuracy"]
+    parts = [f"test accuracy {100 * acc:.2f}%" if acc is not None
+             else f"test loss {m['test_loss']:.4g}", f"skipped {m['skipped_steps']}"]
+    if m.get("underflow") is not None:
+        parts.append(f"underflow {100 * m['underflow']:.2f}%")
+    if m.get("flushed") is not None:
+        parts.append(f"flushed (kernel) {100 * m['flushed']:.2f}%")
+    if m.get("overflow"):
+        parts.append(f"overflow {100 * m['overflow']:.3g}%")
+    return ", ".join(parts)
