@@ -28,20 +28,28 @@ def study(tmp_path_factory):
 def test_compare_writes_every_plot_and_the_table(study):
     d, summary = study
     files = set(summary["files"])
-    assert {"curves.png", "loss_scale.png", "skipped.png", "underflow.png", "report.md",
-            "hist_none.png", "hist_static_256.png", "hist_adaptive.png"} <= files
+    for name in ("curves", "loss_scale", "underflow", "hist_none", "hist_static_256",
+                 "hist_adaptive"):
+        assert {f"{name}.png", f"{name}.svg"} <= files, name
+    assert "report.md" in files
     for f in files - {"report.md"}:
         data = (d / "report" / f).read_bytes()
-        assert data[:8] == PNG and len(data) > 5000, f
+        if f.endswith(".png"):
+            assert data[:8] == PNG and len(data) > 5000, f
+        else:
+            assert b"<svg" in data[:2000], f
     md = (d / "report" / "report.md").read_text()
-    assert "| static 256 | 2 |" in md and "![curves](curves.png)" in md
+    assert "| static 256 | 2 |" in md and "![" in md and "(curves.png)" in md
     rows = {r["label"]: r for r in summary["rows"]}
     assert list(rows) == ["fp32", "none", "static 256", "adaptive"]
     assert all(r["seeds"] == [0, 1] for r in rows.values())
-    assert rows["fp32"]["grad_underflow_rate"] == 0  # no cast sites at all
-    assert rows["fp32"]["shadow_underflow_rate"] is None
-    assert rows["none"]["grad_underflow_rate"] > rows["static 256"]["grad_underflow_rate"]
-    assert rows["none"]["shadow_underflow_rate"] > 0
+    assert rows["fp32"]["flushed"] is None  # no cast sites at all
+    assert rows["fp32"]["underflow"] is None
+    assert rows["none"]["flushed"] > rows["static 256"]["flushed"]
+    assert rows["none"]["underflow"] > rows["static 256"]["underflow"] > 0
+    # the table's interval is the t interval of the two seeds' values
+    accs = [r["test_accuracy"] for r in summary["rows"] if r["label"] == "none"]
+    assert rows["none"]["test_accuracy_ci"] is not None and accs
 
 
 def test_same_seed_same_initialization_and_data_order_under_every_scaler(study):
@@ -64,6 +72,7 @@ def test_report_command_redraws_and_lists(study, tmp_path, capsys):
     got = json.loads(capsys.readouterr().out)
     assert got["study"] == summary["study"] and len(got["rows"]) == 4
     assert (out / "hist_adaptive.png").read_bytes()[:8] == PNG
+    assert (out / "hist_adaptive.svg").exists()
     assert cli.main(["report", str(d / "s.sqlite"), "--list"]) == 0
     assert capsys.readouterr().out.strip() == summary["study"]
     assert cli.main(["report", str(d / "s.sqlite"), "--study", "nope"]) == 2
@@ -79,7 +88,7 @@ def test_compare_errors(tmp_path, capsys):
         compare({"model": "mlp", "scaler": "none"})
     db = tmp_path / "plain.sqlite"
     RunDB(str(db)).close()
-    with pytest.raises(RecordError, match="no study"):
+    with pytest.raises(RecordError, match="holds no run"):
         from fpsim.analysis.report import write_report
         write_report(str(db), str(tmp_path / "r"))
 

@@ -3,6 +3,8 @@
 Subcommands, one module each (:data:`COMMANDS`)::
 
     fpsim formats [NAMES...] [--json]       properties of named formats, aliases or specs
+                  [--plot [--out PATH]]     ... and a plot of their ranges and spacing
+    fpsim histogram FILE [--formats F,...]  binade histogram of an array, per-format underflow
     fpsim quantize VALUES... --format F     round a few values, show code bits and events
     fpsim validate quantize|arith|hardware  fpsim against independent oracles
     fpsim train [--model M --policy P ...]  train with run records
@@ -22,11 +24,11 @@ import argparse
 import os
 import sys
 
-from fpsim.cli import compare, formats, quantize, train, validate
+from fpsim.cli import compare, formats, histogram, quantize, train, validate
 from fpsim.cli.common import _Parser, _UsageError
 
 #: The command modules, in the order of ``fpsim --help``.
-COMMANDS = (formats, quantize, validate, train, compare)
+COMMANDS = (formats, quantize, histogram, validate, train, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,11 @@
-"""``fpsim formats [NAMES...] [--json]``: the properties of named formats, aliases or specs."""
+"""``fpsim formats [NAMES...] [--json] [--plot [--out PATH]]``: the properties of named formats,
+aliases or specs, and optionally a plot of their ranges and relative spacing."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 
 from fpsim.cli.common import _UsageError, render_table, resolve_format
 from fpsim.numerics.format import Format
@@ -19,6 +21,11 @@ def register(subparsers) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="format names, aliases or specs such as e5m10, ue8m0b127fn-nozero")
     p.add_argument("--json", action="store_true", help="print a JSON list of dicts")
+    p.add_argument("--plot", action="store_true",
+                   help="also draw the formats side by side: range and relative spacing")
+    p.add_argument("--out", "-o", metavar="PATH", default=None,
+                   help="with --plot: write PATH.png and PATH.svg (a .png/.svg ending is kept; "
+                        "default: formats.png and formats.svg)")
 
 
 def power_of_two(x: float) -> str | None:
@@ -82,14 +89,34 @@ def formats_table(fmts: list[Format]) -> str:
 
 def run(args) -> int:
     """``fpsim formats``: print the table (or JSON) of the named or given formats."""
+    if args.out is not None and not args.plot:
+        raise _UsageError("fpsim formats: error: --out is the file of --plot; add --plot")
     fmts = []
     for name in args.names or list(NAMED):
         try:
             fmts.append(resolve_format(name))
         except ValueError as err:
             raise _UsageError(f"fpsim formats: error: {err}") from None
+    files = _plot(fmts, args.out or "formats") if args.plot else []
     if args.json:
         print(json.dumps([format_properties(f) for f in fmts], indent=2))
+        if files:  # stdout stays the JSON list
+            print(f"plot: {', '.join(files)}", file=sys.stderr)
     else:
         print(formats_table(fmts))
+        if files:
+            print(f"\nplot: {', '.join(files)}")
     return 0
+
+
+def _plot(fmts: list[Format], path: str) -> list[str]:
+    """Draw ``fmts`` (:func:`fpsim.analysis.format_plot.plot_formats`) to PNG and SVG files."""
+    # Imported here: matplotlib loads only for --plot.
+    from fpsim.analysis.format_plot import plot_formats
+    from fpsim.analysis.histogram import save_figure
+
+    try:
+        return save_figure(plot_formats(fmts), path)
+    except OSError as err:
+        raise _UsageError(f"fpsim formats: error: cannot write {path!r}: "
+                          f"{err.strerror or err}") from None
