@@ -438,12 +438,16 @@ def _hist_result(k, counts, zeros, infs, nans, rows, exact, title) -> Histogram:
 
 
 # ---- drawing ----------------------------------------------------------------------------------
-def save_figure(fig, path, dpi: int = 150) -> list[str]:
-    """Save ``fig`` as PNG and SVG; returns the two paths, PNG first.
+def save_figure(fig, path, dpi: int = 150, kinds=("png", "svg")) -> list[str]:
+    """Save ``fig`` as PNG and SVG (or the ``kinds`` of those two given); returns the paths
+    written, PNG first.
 
     ``path`` ending in ``.png`` or ``.svg`` is honoured and the other file written next to it;
     any other path gets both extensions appended. Missing parent folders are created.
     """
+    bad = set(kinds) - {"png", "svg"}
+    if bad or not kinds:
+        raise ValueError(f"image kinds are png and/or svg, got {', '.join(kinds) or 'none'}")
     path = os.fspath(path)
     base, ext = os.path.splitext(path)
     if ext.lower() not in (".png", ".svg"):
@@ -454,7 +458,9 @@ def save_figure(fig, path, dpi: int = 150) -> list[str]:
     files = [base + ".png", base + ".svg"]
     if ext.lower() in (".png", ".svg"):
         files[0 if ext.lower() == ".png" else 1] = path  # keep the given spelling (.PNG)
-    for f, kw in zip(files, ({"dpi": dpi}, {})):
+    files = [f for f, kind in zip(files, ("png", "svg")) if kind in kinds]
+    for f in files:
+        kw = {"dpi": dpi} if f[-3:].lower() == "png" else {}
         fig.savefig(f, format=f[-3:].lower(), bbox_inches="tight", **kw)
     return files
 

@@ -472,15 +472,51 @@ def constant_scales(runs: list[RunData]) -> "OrderedDict[str, float] | None":
     return out
 
 
+def flat_site_scales(runs: list[RunData]) -> "OrderedDict[str, tuple]":
+    """``label -> (seed, {site: scale})`` for the cells with a per-site scaler whose every
+    site keeps one scale (carried x local) over the whole run of its first seed with records."""
+    out: "OrderedDict[str, tuple]" = OrderedDict()
+    for label, items in groups(runs).items():
+        r = next((r for r in items if r.scales), None)
+        if r is None:
+            continue
+        by_site: "OrderedDict[str, set]" = OrderedDict()
+        for row in r.scales:
+            by_site.setdefault(row["site"], set()).add((row["carried"] or 0.0)
+                                                       * (row["local"] or 0.0))
+        if all(len(v) == 1 for v in by_site.values()):
+            out[label] = (r.seed, OrderedDict((k, next(iter(v))) for k, v in by_site.items()))
+    return out
+
+
+def _flat_text(flat) -> str:
+    return ("Per-site scales constant over the whole run (first seed; not drawn): "
+            + "; ".join(f"`{label}` (seed {seed}) " + ", ".join(
+                f"{site} {_pow2_text(v)}" for site, v in sites.items())
+                for label, (seed, sites) in flat.items()) + ".")
+
+
+def _pow2_text(v: float) -> str:
+    """A scale as ``2^k`` when it is a power of two, else as a number."""
+    if v > 0 and math.isfinite(v) and math.frexp(v)[0] == 0.5:
+        return f"2^{math.frexp(v)[1] - 1}"
+    return f"{v:g}"
+
+
 def draw_loss_scale(runs: list[RunData]):
     """The global loss scale (log2) per cell, and for each per-site scaler's cell a panel of
     its per-site scales (log2 of carried x local, first seed with records). A global scale
     that never changes in any run is said in the caption instead of drawn as flat lines; None
     when that leaves nothing to draw."""
-    cells, styles = groups(runs), cell_styles(runs)
+    all_cells, styles = groups(runs), cell_styles(runs)
     per_site = OrderedDict((label, next(r for r in items if r.scales))
-                           for label, items in cells.items() if any(r.scales for r in items))
-    constant = constant_scales(runs)
+                           for label, items in all_cells.items() if any(r.scales for r in items))
+    # A per-site scaler multiplies no loss: its cells have no global scale to draw.
+    cells = OrderedDict((k, v) for k, v in all_cells.items() if k not in per_site)
+    flat = flat_site_scales(runs)  # per-site cells whose sites keep one scale: said, not drawn
+    for label in flat:
+        del per_site[label]
+    constant = constant_scales([r for r in runs if r.label in cells]) if cells else {}
     if constant is not None and not per_site:
         return None
     n = int(constant is None) + len(per_site)
@@ -539,7 +575,9 @@ def draw_loss_scale(runs: list[RunData]):
                title=f"{label} (seed {r.seed}): per-site scales")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=SMALL, frameon=False,
                   title="site", title_fontsize=SMALL, ncol=1 if len(by_site) <= 16 else 2)
-    if constant is None:
+    if not cells:
+        caption = ""
+    elif constant is None:
         caption = ("Top: log2 of the global loss scale (the factor the loss is multiplied by "
                    f"before the backward pass) per step, unsmoothed; {_band_text(cells)}."
                    + _twins_text(twins))
@@ -547,12 +585,18 @@ def draw_loss_scale(runs: list[RunData]):
         caption = ("The global loss scale (the factor the loss is multiplied by before the "
                    "backward pass) is constant in every run, so it is not drawn: "
                    + "; ".join(f"`{k}` {_scale_text(v)}" for k, v in constant.items()) + ".")
+    scaled_per_site = [k for k in all_cells if k not in cells]
+    if scaled_per_site:
+        caption += (" Cells with a per-site scaler (" + _names(scaled_per_site)
+                    + ") have no global scale.")
+    if flat:
+        caption += " " + _flat_text(flat)
     if per_site:
         caption += (f" {'Below' if constant is None else 'Drawn'}: one panel per cell with a "
                     f"per-site scaler ({_names(per_site)}; its first seed with records): per "
                     "GEMM site, log2 of the scale of the data gradient below the site (carried "
                     "x local), unsmoothed.")
-    else:
+    elif not flat:
         caption += " No cell uses a per-site scaler."
     if collapsed_any:
         caption += (" A scale that is no longer positive and finite has no log2: it is left "
@@ -977,11 +1021,15 @@ def omitted(runs: list[RunData]) -> "OrderedDict[str, str]":
     out: "OrderedDict[str, str]" = OrderedDict()
     if no_skipped(runs):
         out["skipped"] = "No run skipped a step."
-    constant = constant_scales(runs)
-    if constant is not None and not any(r.scales for r in runs):
-        out["loss_scale"] = ("The loss scale is constant in every run (no figure): "
-                             + "; ".join(f"`{k}` {_scale_text(v)}" for k, v in constant.items())
-                             + ".")
+    flat = flat_site_scales(runs)
+    global_runs = [r for r in runs if not r.scales and r.label not in flat]
+    constant = constant_scales(global_runs) if global_runs else OrderedDict()
+    varying_site = any(r.scales for r in runs if r.label not in flat)
+    if constant is not None and not varying_site:
+        out["loss_scale"] = " ".join(
+            ([("The global loss scale is constant in every run (no figure): "
+               + "; ".join(f"`{k}` {_scale_text(v)}" for k, v in constant.items()) + ".")]
+             if constant else []) + ([_flat_text(flat)] if flat else []))
     cells, panels, _, _ = _underflow_panels(runs)
     if not cells:
         out["underflow"] = "No run casts activation gradients (float32 gradients): no underflow."
@@ -1018,17 +1066,18 @@ def draw_all(runs: list[RunData], target: float | None = None) -> list:
     return drawn
 
 
-def write_all(runs: list[RunData], out_dir: str, target: float | None = None) -> list[Figure]:
+def write_all(runs: list[RunData], out_dir: str, target: float | None = None,
+              images=("png", "svg")) -> list[Figure]:
     """Draw every figure with something to show and write ``out_dir/NAME.png`` (at :data:`DPI`)
-    and ``out_dir/NAME.svg`` for each; returns the :class:`Figure` of each, in report order
-    (curves, loss_scale, skipped, underflow, overflow, hist_<cell>...). :func:`omitted` says
-    what is left out."""
+    and ``out_dir/NAME.svg`` for each (``images``: the kinds to write); returns the
+    :class:`Figure` of each, in report order (curves, loss_scale, skipped, underflow, overflow,
+    hist_<cell>...). :func:`omitted` says what is left out."""
     import matplotlib
 
     os.makedirs(out_dir, exist_ok=True)
     out = []
     with matplotlib.rc_context(_RC):
         for meta, fig in draw_all(runs, target):
-            save_figure(fig, os.path.join(out_dir, meta.name + ".png"), dpi=DPI)
+            save_figure(fig, os.path.join(out_dir, meta.name + ".png"), dpi=DPI, kinds=images)
             out.append(meta)
     return out

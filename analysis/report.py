@@ -43,9 +43,10 @@ def _time_cell(row) -> str:
     return f"{v:.0f}" + ("" if ci is None else f" ± {ci:.0f}") + ("" if k == n else f" ({k}/{n})")
 
 
-def table_markdown(rows: list[dict]) -> str:
-    """The summary table as markdown: one row per cell, mean ± 95% CI over its seeds."""
-    head = ("| cell | seeds | test accuracy | Δ vs fp32 (paired) | steps to target | "
+def table_markdown(rows: list[dict], reference: str = "fp32") -> str:
+    """The summary table as markdown: one row per cell, mean ± 95% CI over its seeds; Δ is
+    the paired difference to the ``reference`` cell."""
+    head = (f"| cell | seeds | test accuracy | Δ vs {reference} (paired) | steps to target | "
             "skipped steps | underflow | flushed (kernel) | overflow | final train loss | "
             "seconds |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
@@ -144,27 +145,36 @@ def _seeds(runs) -> str:
 
 
 def write_report(db_path: str, out_dir: str, study: str | None = None, command: str = "",
-                 target: float | None = None) -> dict:
+                 target: float | None = None, cells: str | None = None,
+                 images=("png", "svg"), reference: str = "fp32") -> dict:
     """Write the plots (PNG and SVG) and report.md of a study (default: the newest study; a
     database without studies: all its runs) under ``out_dir``.
 
     Args:
         target: the test accuracy (regression: test loss) of the "steps to target" column;
-            default :func:`fpsim.analysis.runs.default_target`.
+            default 98% of the fp32 run's with the same seed (without an fp32 cell:
+            :func:`fpsim.analysis.runs.default_target`).
+        cells: comma-separated globs of the cells to report (and fp32); default all.
+        images: the image kinds to write, ``png`` and/or ``svg``.
+        reference: the cell of the paired differences and the per-seed targets.
     Returns:
         ``study``, ``db``, ``out``, ``target``, ``rows`` (one per cell), ``problems``
         (``{run id: sentences}``), ``files``.
     """
     from fpsim.analysis import plots
 
-    study, runs, failed = load(db_path, study)
+    study, runs, failed = load(db_path, study, cells, reference)
     os.makedirs(out_dir, exist_ok=True)
-    has_ref = bool(reference_runs(runs))
+    has_ref = bool(reference_runs(runs, reference))
+    if reference != "fp32" and not has_ref:
+        raise ValueError(f"no cell {reference!r} to compare with; cells: "
+                         + ", ".join(groups(runs)))
     if target is None and not has_ref:
         target = default_target(runs)
-    rows = summary_table(runs, target)
-    figures = plots.write_all(runs, out_dir, target)
-    files = [f"{f.name}.{ext}" for f in figures for ext in ("png", "svg")]
+    rows = summary_table(runs, target, reference)
+    images = tuple(images)
+    figures = plots.write_all(runs, out_dir, target, images)
+    files = [f"{f.name}.{ext}" for f in figures for ext in ("png", "svg") if ext in images]
     classify = runs[0].classify
     best = max((r["test_accuracy"] for r in rows if r.get("test_accuracy") is not None),
                default=None)
@@ -186,15 +196,15 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
           f"{len(runs)} runs in `{_shown(db_path)}`.", "",
           "Each cell: mean ± the half-width of the 95% confidence interval of the mean over its "
           "seeds (Student's t; no interval with one seed). The same seed gives the same "
-          "initialization and data order in every cell, so the paired difference to the fp32 "
-          "run of the same seed (Δ) removes that variation; its interval is what resolves a "
-          "difference between cells. " + (
+          "initialization and data order in every cell, so the paired difference to the "
+          f"{reference} run of the same seed (Δ) removes that variation; its interval is what "
+          "resolves a difference between cells. " + (
               f"Target: test accuracy {100 * target:.2f}%." if classify and target is not None
               else f"Target: test loss {target:.4g}." if target is not None
-              else "Target: 98% of the final test accuracy of the fp32 run with the same seed "
-                   "(regression: 1.02 times its test loss)." if has_ref
+              else f"Target: 98% of the final test accuracy of the {reference} run with the "
+                   "same seed (regression: 1.02 times its test loss)." if has_ref
               else ""), "",
-          table_markdown(rows), ""]
+          table_markdown(rows, reference), ""]
     md += [f"- **{METRICS[k][0]}**: {METRICS[k][1]}" for k in METRICS]
     md.append("")
     if problems or failed:
@@ -208,17 +218,21 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
            "(definitions above).", "", sites_markdown(rows)]
     drawn = {f.name for f in figures}
     for f in figures:
-        md += [f"## {f.title}", "", f"![{f.title}]({f.name}.png)", "", f.caption,
-               f"([SVG]({f.name}.svg))", ""]
+        first = "png" if "png" in images else "svg"
+        md += [f"## {f.title}", "", f"![{f.title}]({f.name}.{first})", "", f.caption
+               + (f" ([SVG]({f.name}.svg))" if first == "png" and "svg" in images else ""), ""]
     absent = [why for name, why in plots.omitted(runs).items() if name not in drawn]
     if absent:
         md += ["## Not drawn", ""] + [f"- {a}" for a in absent] + [""]
     md += ["## Environment", ""] + environment_markdown(runs) + [""]
     regen = f"fpsim report {_shown(db_path)}" + (f" --study {study}" if study else "") \
-        + f" --out {_shown(out_dir)}"
+        + (f" --cells '{cells}'" if cells else "") \
+        + (f" --reference '{reference}'" if reference != "fp32" else "") + f" --out {_shown(out_dir)}" \
+        + ("" if images == ("png", "svg") else f" --images {','.join(images)}")
     md += [f"Regenerate: `{regen}`" + (f"; produced by `{command}`." if command else ".")]
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write("\n".join(md) + "\n")
     files.append("report.md")
-    return {"study": study, "db": db_path, "out": out_dir, "target": target, "rows": rows,
+    return {"study": study, "db": db_path, "out": out_dir, "target": target,
+            "reference": reference, "rows": rows,
             "problems": {str(k): v for k, v in problems.items()}, "files": files}

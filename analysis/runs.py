@@ -193,10 +193,13 @@ class RunData:
                 "seconds": s.get("seconds")}
 
 
-def load(db_path: str, study: str | None = None) -> tuple[str | None, list[RunData], list[dict]]:
+def load(db_path: str, study: str | None = None, cells: str | None = None,
+         reference: str = "fp32") -> tuple[str | None, list[RunData], list[dict]]:
     """``(study, runs, failed)``: the finished or interrupted runs of ``study`` (default: the
     newest study in the database; a database without studies, as ``fpsim train`` writes it,
-    gives all its runs and study None) and the rows of the runs that failed."""
+    gives all its runs and study None) and the rows of the runs that failed. ``cells``: keep
+    only the runs whose label matches one of these comma-separated globs (``mixed_fp16*``),
+    and the ``reference`` cell."""
     with RunDB(db_path) as db:
         studies = db.studies()
         if study is None and studies:
@@ -207,6 +210,14 @@ def load(db_path: str, study: str | None = None) -> tuple[str | None, list[RunDa
         rows = db.runs(study) if study is not None else db.runs()
         if not rows:
             raise RecordError(f"{db_path} holds no run")
+        if cells:
+            import fnmatch
+            patterns = [p.strip() for p in cells.split(",") if p.strip()]
+            rows = [r for r in rows if (r["name"] or config_label(r["config"])) == reference
+                    or any(fnmatch.fnmatchcase(r["name"] or config_label(r["config"]), p)
+                           for p in patterns)]
+            if all((r["name"] or "") == reference for r in rows):
+                raise RecordError(f"no cell matches {cells!r}")
         runs = [RunData(db, r) for r in rows if r["status"] in ("finished", "interrupted")]
         failed = [r for r in rows if r["status"] not in ("finished", "interrupted")]
     if not runs:

@@ -16,30 +16,9 @@ from fpsim.training import nn
 from fpsim.training.precision import policy as make_policy
 from fpsim.training.scaling import AdaptiveScaler, StepStats, scaler
 
+from _als_spec import spec_capped, spec_unbound
+
 SITES = ["net.1", "net.3", "net.5", "net.7"]
-
-
-def spec_unbound(g, w, u_min, u_max, t_uf, variant):
-    """specs 3.2 (``approx_range``) before the caps, float64 statistics, written out anew."""
-    g = g.astype(np.float64)
-    c = math.sqrt(2) * erfinv(t_uf)
-    if variant == "B":
-        sigma, umax, omax = g.std(), u_max, np.abs(g).max()
-    else:
-        w = w.astype(np.float64)
-        k = w.shape[0] * int(np.prod(w.shape[2:]))
-        sigma = math.sqrt((g.var() + g.mean() ** 2) * (w.var() + w.mean() ** 2))
-        if variant == "A":
-            sigma *= math.sqrt(0.5 * k)
-        umax = u_max / k
-        omax = max(abs(g.max() * w.max()), abs(g.min() * w.min()),
-                   abs(g.max() * w.min()), abs(g.min() * w.max()))
-    return 1.0 if sigma == 0 else min(max(u_min / (c * sigma), 1.0), umax / omax)
-
-
-def spec_capped(unbound, a, sb, ab):
-    """specs 3.9 ``site_scale``: the caps, then power-of-two rounding (floor)."""
-    return 2.0 ** math.floor(math.log2(min(unbound, ab / a, sb)))
 
 
 def _mlp(seed=3):
@@ -119,7 +98,7 @@ def test_adaptive_relative_caps_in_fp8_gradient_formats(grads, seed):
     model = _mlp()
     pol = make_policy({"preset": "fp8_e4m3_e5m2", "activation_grads": f"{grads}:rne:saturate"})
     ctx = pol.apply(model).context
-    als = scaler("adaptive", grads)
+    als = scaler("adaptive:caps=relative", grads)
     assert als.attach(model) == SITES + ["loss-cast"]
     fmt = fpsim.format(grads)
     sb, ab = max(1.0, 16 * fmt.max / 65504), max(1.0, 1024 * fmt.max / 65504)
@@ -255,13 +234,16 @@ def test_preset_specs_strings_and_describe():
     assert paper.describe().startswith("adaptive-paper (variant B")
     ours = scaler("adaptive", "float8_e4m3fn")
     assert (ours.variant, ours.sb, ours.ab, ours.caps, ours.period, ours.output_site,
-            ours.unscale_mode, ours.wgrad_guard) == ("A", 16, 1024, "relative", 1, "lognormal",
+            ours.unscale_mode, ours.wgrad_guard) == ("A", 16, 1024, "absolute", 1, "lognormal",
                                                      "float32", True)
-    assert (ours.sb_eff, ours.ab_eff) == (1.0, 1024 * 448 / 65504)
-    assert "wgrad guard on" in ours.describe() and "SB'=1," in ours.describe()
-    s = scaler("adaptive:output_site=none:wgrad_guard=off:caps=absolute:period=4:t_uf=1e-4")
+    assert (ours.sb_eff, ours.ab_eff) == (16.0, 1024.0)
+    assert "wgrad guard on" in ours.describe() and "[absolute]" in ours.describe()
+    rel = scaler("adaptive:caps=relative", "float8_e4m3fn")
+    assert (rel.sb_eff, rel.ab_eff) == (1.0, 1024 * 448 / 65504)
+    assert "SB'=1," in rel.describe()
+    s = scaler("adaptive:output_site=none:wgrad_guard=off:caps=relative:period=4:t_uf=1e-4")
     assert (s.output_site, s.wgrad_guard, s.caps, s.period, s.t_uf) == (None, False,
-                                                                       "absolute", 4, 1e-4)
+                                                                       "relative", 4, 1e-4)
     d = scaler({"name": "adaptive", "output_site": None}, "float8_e5m2")
     assert d.output_site is None and d.u_max == 57344 and d.preset == "adaptive"
     assert scaler("adaptive-paper:period=1").period == 1

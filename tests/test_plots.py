@@ -70,8 +70,9 @@ def test_write_all_writes_png_and_svg_of_every_figure_it_returns(runs, tmp_path)
         warnings.simplefilter("error")
         figs = plots.write_all(runs, str(tmp_path / "out"), target=0.5)
     names = [f.name for f in figs]
-    assert names == ["curves", "loss_scale", "underflow", "hist_none", "hist_adaptive",
-                     "hist_static_65536"]
+    # the tiny study's scales are constant (adaptive's per-site ones too): said, not drawn
+    assert names == ["curves", "underflow", "hist_none", "hist_adaptive", "hist_static_65536"]
+    assert "loss_scale" in plots.omitted(runs)
     for f in figs:
         png = (tmp_path / "out" / f"{f.name}.png").read_bytes()
         svg = (tmp_path / "out" / f"{f.name}.svg").read_text()
@@ -235,14 +236,24 @@ def test_skipped_figure_absent_when_nothing_skipped(runs):
     assert "overflow" in plots.omitted(runs)
 
 
-def test_constant_global_scale_is_said_not_drawn(runs):
+def test_constant_scales_are_said_not_drawn(study, runs, tmp_path):
     assert plots.constant_scales(runs) == {"none": 1.0, "adaptive": 1.0, "static 65536": 65536.0}
-    meta, fig = _drawn(runs, "loss_scale")  # drawn for the per-site panel of adaptive only
-    assert [ax.get_title() for ax in fig.axes] == ["adaptive (seed 0): per-site scales"]
-    assert "`static 65536` 65536 (2^16)" in meta.caption
+    flat = plots.flat_site_scales(runs)
+    assert list(flat) == ["adaptive"] and flat["adaptive"][0] == 0
+    assert plots.draw_loss_scale(runs) is None
+    why = plots.omitted(runs)["loss_scale"]
+    assert "`static 65536` 65536 (2^16)" in why and "`adaptive` (seed 0) " in why
     plain = [r for r in runs if r.label != "adaptive"]
     assert plots.draw_loss_scale(plain) is None
-    assert plots.omitted(plain)["loss_scale"].startswith("The loss scale is constant")
+    assert plots.omitted(plain)["loss_scale"].startswith("The global loss scale is constant")
+    # a per-site scale that changes is drawn, in a panel of its own; the per-site cell has no
+    # line in the global panel (it multiplies no loss)
+    adaptive = _run_id(runs, "adaptive", 0)
+    crafted = _crafted(study, tmp_path, f"UPDATE scales SET local = local * 2 WHERE run_id = "
+                       f"{adaptive} AND site = 'net.1' AND step >= 2")
+    meta, fig = _drawn(crafted, "loss_scale")
+    assert [ax.get_title() for ax in fig.axes] == ["adaptive (seed 0): per-site scales"]
+    assert "`static 65536` 65536 (2^16)" in meta.caption and "no global scale" in meta.caption
 
 
 def test_skipped_figure_when_a_run_skipped(study, runs, tmp_path):

@@ -14,6 +14,8 @@ from fpsim.training import nn
 from fpsim.training.precision import policy as make_policy
 from fpsim.training.scaling import AdaptiveScaler, DynamicScaler, NoScaler, StaticScaler, StepStats, scaler
 
+from _als_spec import spec_scale
+
 
 def _flags(n, p, seed, bursts=()):
     f = np.random.default_rng(seed).random(n) < p
@@ -132,26 +134,6 @@ def test_state_dicts_round_trip():
 
 
 # -- the adaptive scaler -------------------------------------------------------------------------
-
-def spec_scale(g, w, a, u_min, u_max, t_uf=1e-3, sb=16.0, ab=1024.0, variant="A"):
-    """specs/loss-scaling.md 3.2-3.3, written out independently (float64 statistics)."""
-    g = g.astype(np.float64)
-    c = math.sqrt(2) * erfinv(t_uf)
-    if variant == "B":
-        sigma, umax, omax = g.std(), u_max, max(abs(g.max()), abs(g.min()))
-    else:
-        w = w.astype(np.float64)
-        k = w.shape[0] * int(np.prod(w.shape[2:]))
-        sigma = math.sqrt((g.var() + g.mean() ** 2) * (w.var() + w.mean() ** 2))
-        if variant == "A":
-            sigma *= math.sqrt(0.5 * k)
-        umax = u_max / k
-        omax = max(abs(g.max() * w.max()), abs(g.min() * w.min()),
-                   abs(g.max() * w.min()), abs(g.min() * w.max()))
-    s = 1.0 if sigma == 0 else min(max(u_min / (c * sigma), 1.0), umax / omax)
-    s = min(s, ab / a, sb)
-    return 2.0 ** math.floor(math.log2(s))
-
 
 @pytest.mark.parametrize("variant", ["A", "A0", "B"])
 def test_adaptive_site_scales_equal_the_formula_on_recorded_gradients(variant):

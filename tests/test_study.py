@@ -242,3 +242,40 @@ def test_report_paths_are_the_ones_typed(train_db, monkeypatch):
     md = (d / "rel-report" / "report.md").read_text()
     assert "`fpsim report runs.sqlite --out rel-report`" in md
     assert str(d) not in md
+
+
+def test_report_image_kinds(train_db, capsys):
+    d, db = train_db
+    out = d / "png-only"
+    assert cli.main(["report", db, "--out", str(out), "--images", "png", "--json"]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert any(f.endswith(".png") for f in files) and not any(f.endswith(".svg") for f in files)
+    assert not list(out.glob("*.svg"))
+    assert "SVG" not in (out / "report.md").read_text()
+    assert cli.main(["report", db, "--out", str(out), "--images", "gif"]) == 2
+    assert "--images takes png, svg" in capsys.readouterr().err
+
+
+def test_report_reference_and_cells(train_db, tmp_path, capsys):
+    """Paired differences against another cell: the per-seed differences of the final test
+    accuracies, recomputed from the records."""
+    import shutil
+    d, db = tmp_path, str(tmp_path / "runs.sqlite")
+    shutil.copy(train_db[1], db)  # the module's database stays as the other tests expect it
+    for seed in (0, 1):
+        train({**TINY, "policy": "mixed_fp16", "scaler": "none", "seed": seed}, db=db)
+    ref = "mixed_fp16 / dynamic"
+    assert cli.main(["report", db, "--out", str(d / "ref"), "--reference", ref, "--json"]) == 0
+    rows = {r["label"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    with RunDB(db) as rdb:
+        acc = {(r["config"]["scaler"], r["seed"]): rdb.epochs(r["id"])[-1]["test_accuracy"]
+               for r in rdb.runs()}
+    diffs = [acc[("none", s)] - acc[("dynamic", s)] for s in (0, 1)]
+    assert rows["mixed_fp16 / none"]["delta"] == pytest.approx(np.mean(diffs))
+    assert rows[ref]["delta"] == 0
+    assert cli.main(["report", db, "--out", str(d / "ref2"), "--cells", "*none",
+                     "--reference", ref, "--json"]) == 0
+    assert [r["label"] for r in json.loads(capsys.readouterr().out)["rows"]] == [
+        ref, "mixed_fp16 / none"]
+    assert cli.main(["report", db, "--out", str(d / "ref3"), "--reference", "nope"]) == 2
+    assert "no cell 'nope'" in capsys.readouterr().err

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--db", default="runs.sqlite", help="run-record database (default runs.sqlite)")
     p.add_argument("--out", default="fpsim-report", help="report directory (default ./fpsim-report)")
     p.add_argument("--json", action="store_true", help="print the summary table as JSON")
+    p.add_argument("--images", default="png,svg", help="image kinds of the plots: png,svg "
+                   "(default), png or svg")
     p = subparsers.add_parser("report", help="the plots and report.md of a study or of fpsim "
                               "train runs", description="Write the plots (PNG and SVG) and "
                               "report.md of a study (default: the newest in the database; a "
@@ -57,6 +59,12 @@ def register(subparsers) -> None:
     p.add_argument("--study", help="study name (see report.md or --list)")
     p.add_argument("--out", default="fpsim-report", help="report directory")
     p.add_argument("--list", action="store_true", help="list the studies (or the runs) and exit")
+    p.add_argument("--images", default="png,svg", help="image kinds of the plots: png,svg "
+                   "(default), png or svg")
+    p.add_argument("--reference", default="fp32", help="the cell of the paired differences "
+                   "and of the per-seed targets (default fp32)")
+    p.add_argument("--cells", help="report only the cells whose names match these "
+                   "comma-separated globs (e.g. 'mixed_fp16*'; the fp32 cell is kept)")
     p.add_argument("--target", type=float, help="test accuracy (regression: test loss) of the "
                    "steps-to-target column (default: 98%% of the best cell's mean accuracy)")
     p.add_argument("--json", action="store_true", help="print the summary table as JSON")
@@ -73,7 +81,7 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         print(json.dumps(summary))
         return
     from fpsim.analysis.report import table_markdown
-    print(table_markdown(summary["rows"]))
+    print(table_markdown(summary["rows"], summary.get("reference", "fp32")))
     if summary.get("problems"):
         print(f"\n{len(summary['problems'])} run(s) went wrong; report.md says why "
               "(\"What went wrong\").")
@@ -104,12 +112,20 @@ def run_compare(args) -> int:
                           shadow_every=args.shadow_every, policies=policies,
                           log=None if args.json else (lambda m: print(m, file=sys.stderr)),
                           progress=not args.json and sys.stderr.isatty(),
-                          command=command_line())
+                          command=command_line(), images=_images(args.images))
     except (ValueError, TypeError, FileNotFoundError, RecordError) as e:
         print(f"fpsim compare: error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary, args.json)
     return 0
+
+
+def _images(text: str) -> tuple:
+    """The ``--images`` kinds, validated."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or set(kinds) - {"png", "svg"}:
+        raise ValueError(f"--images takes png, svg or png,svg, got {text!r}")
+    return kinds
 
 
 def command_line() -> str:
@@ -163,7 +179,9 @@ def run_report(args) -> int:
             for r in runs if not studies else []:
                 print(f"run {r['id']}: {r['name'] or '(no name)'} seed {r['seed']} {r['status']}")
             return 0
-        summary = write_report(args.db, args.out, args.study, target=args.target)
+        summary = write_report(args.db, args.out, args.study, target=args.target,
+                               cells=args.cells, images=_images(args.images),
+                               reference=args.reference)
     except (ValueError, RecordError) as e:
         print(f"fpsim report: error: {e}", file=sys.stderr)
         return 2

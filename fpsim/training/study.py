@@ -60,7 +60,8 @@ def cells(config: dict, scalers, policies=None) -> list[tuple[str, dict]]:
 
 def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "runs.sqlite",
             out: str = "fpsim-report", name: str = "custom", shadow_every: int = 10,
-            log=None, command: str = "", policies=None, progress: bool = False) -> dict:
+            log=None, command: str = "", policies=None, progress: bool = False,
+            images=("png", "svg")) -> dict:
     """Train ``config`` once per cell (policy x scaler) and seed, then write the report.
 
     Args:
@@ -76,6 +77,7 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
         shadow_every: measure the float32-shadow underflow every K steps (0: never).
         log: a callable for progress lines (e.g. ``print`` to stderr), or None.
         progress: show a progress bar inside each run.
+        images: the image kinds of the plots (``png`` and/or ``svg``).
     Returns:
         The report summary: ``study``, ``db``, ``out``, ``rows`` (one per cell, averaged over
         seeds), ``files``.
@@ -104,7 +106,7 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
                     m = RunData(rdb, rdb.run(s["run_id"])).summary()
                 log(f"[{k}/{total}] {label} seed {seed}: " + progress_line(m)
                     + f" ({time.perf_counter() - t0:.1f} s)")
-    return write_report(db, out, study, command)
+    return write_report(db, out, study, command, images=images)
 
 
 def progress_line(m: dict) -> str:

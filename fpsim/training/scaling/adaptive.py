@@ -44,11 +44,13 @@ CAPS = ("relative", "absolute")
 #: ``F_100_AB_65504_SB_65504``, T_uf 1e-3, no cast site for a classifier's output, weight
 #: gradients stored unscaled in the format). ``adaptive`` is fpsim's version: the HEAD
 #: statistic (variant A) and defaults, plus the extensions, each of which can be switched off
-#: on its own (``output_site=None``, ``unscale="format"``, ``caps="absolute"``,
-#: ``wgrad_guard=False``).
+#: on its own (``output_site=None``, ``unscale="format"``, ``wgrad_guard=False``), and the
+#: optional relative caps (``caps="relative"``), which are not the default: in E4M3 they
+#: leave SB' = 1, AB' = 7 and the scaler trains no better than no scaling at all (measured in
+#: docs/loss_scaling.md).
 PRESETS = {
     "adaptive": dict(variant="A", t_uf=1e-3, scale_bound=16.0, accum_bound=1024.0,
-                     caps="relative", period=1, power_of_two=True, init_scale=1.0,
+                     caps="absolute", period=1, power_of_two=True, init_scale=1.0,
                      output_site="lognormal", unscale="float32", wgrad_guard=True),
     "adaptive-paper": dict(variant="B", t_uf=1e-3, scale_bound=65504.0, accum_bound=65504.0,
                            caps="absolute", period=100, power_of_two=True, init_scale=1.0,
@@ -84,8 +86,9 @@ class AdaptiveScaler(Scaler):
     the same defaults serve fp16, bf16 and FP8. ``SB'`` and ``AB'`` are the caps as ``caps``
     reads them:
 
-    - ``caps="absolute"`` (the reference): ``SB' = SB``, ``AB' = AB``, numbers as given.
-    - ``caps="relative"`` (default): SB and AB are read as fp16 numbers and moved to the
+    - ``caps="absolute"`` (default; the reference): ``SB' = SB``, ``AB' = AB``, numbers as
+      given.
+    - ``caps="relative"``: SB and AB are read as fp16 numbers and moved to the
       gradient format's range, ``SB' = max(1, SB * u_max / 65504)`` and
       ``AB' = max(1, AB * u_max / 65504)``, so they leave the same headroom below ``u_max`` as
       SB and AB leave below 65504 in fp16. For fp16 this is the absolute rule exactly; for
@@ -153,7 +156,7 @@ class AdaptiveScaler(Scaler):
             non-zero values, then ``min(s, u_max / max|g|)``), ``gaussian`` (the gradient-only
             formula), or None (no site: the output gradient is rounded at ``init_scale``).
         unscale: ``float32`` (default) or ``format`` (see above).
-        caps: ``relative`` (default) or ``absolute`` (see above).
+        caps: ``absolute`` (default) or ``relative`` (see above).
         wgrad_guard: place the weight-gradient guard (default True; see above).
     """
 
@@ -163,7 +166,7 @@ class AdaptiveScaler(Scaler):
                  scale_bound: float = 16.0, accum_bound: float = 1024.0, period: int = 1,
                  variant: str = "A", power_of_two: bool = True, init_scale: float = 1.0,
                  output_site: str | None = "lognormal", unscale: str = "float32",
-                 caps: str = "relative", wgrad_guard: bool = True):
+                 caps: str = "absolute", wgrad_guard: bool = True):
         fmt = format if isinstance(format, Format) else parse_format(format)
         if variant not in VARIANTS:
             raise ValueError(f"unknown ALS statistic variant {variant!r}; choose from {VARIANTS}")
