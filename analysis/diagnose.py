@@ -33,7 +33,7 @@ def _fmt_value(v: float) -> str:
 def first_nonfinite(run) -> dict | None:
     """The first step with an overflow or a new NaN at some cast site: ``{step, site, role,
     direction, overflow, nan, format}`` of the first such site in the order the step ran
-    (forward roles first), or None."""
+    (its forward pass in order, then its backward pass; the records' ``seq``), or None."""
     by_step: dict[int, list[dict]] = {}
     for e in run.events:
         if e["overflow"] or e["nan"]:
@@ -41,7 +41,7 @@ def first_nonfinite(run) -> dict | None:
     if not by_step:
         return None
     step = min(by_step)
-    rows = sorted(by_step[step], key=lambda e: (e["role"] not in _FORWARD, 0))
+    rows = sorted(by_step[step], key=lambda e: (e["role"] not in _FORWARD, e.get("seq", 0)))
     e = rows[0]
     return {"step": step, "site": e["site"], "role": e["role"], "direction": e["direction"],
             "overflow": int(e["overflow"]), "nan": int(e["nan"]), "sites": len(rows),
@@ -57,7 +57,7 @@ def _scale_story(run, after_step: int) -> str | None:
     if not mask.any():
         return None
     s = np.asarray(scale[mask], np.float64)
-    start, low = float(scale[0]), float(np.min(s))
+    start, low = float(s[0]), float(np.min(s))
     if not low < start:
         return None
     at = int(steps[mask][int(np.argmin(s))])
@@ -81,18 +81,17 @@ def loss_divergence(run, factor: float = 2.0, window: int = 10):
 
 
 def underflow_story(run, threshold: float = 0.9) -> str | None:
-    """A sentence when gradients were mostly lost to underflow: the first layer (in backward
-    order) whose shadow underflow rate is at least ``threshold``, else None."""
+    """A sentence when gradients were mostly lost to underflow (some layer's shadow underflow
+    rate at least ``threshold``), naming the layer that flushed the most; else None."""
     rates = run.shadow_rates()
-    if not rates:
+    lost = [k for k, v in rates.items() if v >= threshold]
+    if not lost:
         return None
     flushed = run.flushed_rates()
-    # site_events list the sites in name order; the flushing site is the one whose own
-    # kernel count is high (the layers below receive zeros and flush nothing themselves)
-    worst = max(rates, key=lambda k: (flushed.get(k, 0.0), rates[k]))
-    if rates[worst] < threshold:
-        return None
-    n = sum(1 for v in rates.values() if v >= threshold)
+    # Of the layers that lost that much, name the one that flushed the most itself: the
+    # layers below a flushing one receive zeros and flush nothing themselves.
+    worst = max(lost, key=lambda k: (flushed.get(k, 0.0), rates[k]))
+    n = len(lost)
     return (f"gradients underflowed: at {worst} {100 * rates[worst]:.1f}% of the elements "
             f"non-zero in float32 were zero in the emulation ({100 * flushed.get(worst, 0):.1f}% "
             f"of its inputs flushed there), and {n} of {len(rates)} layers lost at least "
@@ -114,7 +113,10 @@ def explain(run, best_accuracy: float | None = None) -> list[str]:
     bad_loss = len(loss) and not math.isfinite(float(loss[-1]))
     acc = run.final("test_accuracy")
     low = best_accuracy is not None and acc is not None and acc < 0.5 * best_accuracy
-    if not (out or n_skipped or bad_loss or low):
+    # A few skipped steps are how a dynamic scaler finds its scale (GradScaler halves 2^16
+    # until the gradients are finite): only more than 5% of the steps is a problem.
+    many_skipped = n_skipped > 0.05 * max(len(skipped), 1)
+    if not (out or many_skipped or bad_loss or low):
         return out
     first = first_nonfinite(run)
     if first is not None:
@@ -127,9 +129,10 @@ def explain(run, best_accuracy: float | None = None) -> list[str]:
             what.append(over)
         if first["nan"]:
             what.append(f"{first['nan']} NaN results")
-        kind = "forward" if first["role"] in _FORWARD else "backward"
+        kind = ("forward" if first["role"] in _FORWARD else "backward") + (
+            " overflow" if first["overflow"] else " NaN")
         more = f" (and {first['sites'] - 1} other sites)" if first["sites"] > 1 else ""
-        sentence = (f"{kind} overflow at {first['site']} ({first['role']}): "
+        sentence = (f"{kind} at {first['site']} ({first['role']}): "
                     f"{' and '.join(what)} at step {first['step']}{more}")
         story = _scale_story(run, first["step"])
         out.append(sentence + (f"; {story}" if story else ""))
@@ -142,7 +145,7 @@ def explain(run, best_accuracy: float | None = None) -> list[str]:
                 ", before any value overflowed" if first is not None else ""))
         else:
             out.append(sentence)
-    if n_skipped:
+    if many_skipped:
         first_skip = int(run.steps["step"][np.argmax(skipped.astype(bool))])
         out.append(f"{n_skipped} of {len(skipped)} steps skipped (non-finite gradients), the "
                    f"first at step {first_skip}")

@@ -354,7 +354,7 @@ def draw_curves(runs: list[RunData], target: float | None = None):
     """Training loss (running mean) and the per-epoch test accuracy (regression: test loss)
     against the step, one line per cell; ``(Figure, matplotlib Figure)``."""
     cells, styles = groups(runs), cell_styles(runs)
-    classify = runs[0].classify
+    classify = any(r.classify for r in runs)
     n_steps = max(len(r.steps.get("step", ())) for r in runs)
     k = smoothing_window(n_steps)
     key, factor = _epoch_key(classify), (100.0 if classify else 1.0)

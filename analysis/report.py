@@ -29,10 +29,13 @@ def _num(v, digits=4) -> str:
 
 
 def _cell(row, key, pct=False) -> str:
-    """``mean ± CI`` of a row's key (CI: half-width of the 95% interval over the seeds)."""
+    """``mean ± CI`` of a row's key (CI: half-width of the 95% interval over the seeds), with
+    ``(n of N seeds)`` when some seeds have no finite value (a diverged or unfinished run)."""
     v, ci = row.get(key), row.get(key + "_ci")
     f = _pct if pct else _num
-    return f(v) + ("" if ci is None else f" ± {f(ci)}")
+    n, total = row.get(key + "_n"), len(row["seeds"])
+    part = f"{n} of {total} seeds" if n is not None and n < total and v is not None else ""
+    return f(v) + ("" if ci is None else f" ± {f(ci)}") + (f" ({part})" if part else "")
 
 
 def _time_cell(row) -> str:
@@ -51,8 +54,10 @@ def table_markdown(rows: list[dict], reference: str = "fp32") -> str:
             "seconds |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
-        classify = r.get("test_accuracy") is not None
+        classify = r.get("classify", r.get("test_accuracy") is not None)
         acc = _cell(r, "test_accuracy", True) if classify else "loss " + _cell(r, "test_loss")
+        if r.get("interrupted"):
+            acc += f" ({r['interrupted']} interrupted)"
         if r.get("delta") is None:
             delta = "n/a"
         else:
@@ -99,6 +104,31 @@ def problems_markdown(runs, problems: dict) -> list[str]:
     return out
 
 
+def notes_markdown(runs) -> list[str]:
+    """Per cell, the notes the runs recorded (scaler events such as the weight-gradient guard,
+    warnings caught in the loop), counted over its seeds: one item per cell and kind."""
+    out = []
+    for label, items in groups(runs).items():
+        kinds: dict[str, dict] = {}
+        for r in items:
+            for n in r.notes:
+                k = kinds.setdefault(n["kind"], {"count": 0, "first": None, "sites": set(),
+                                                 "seeds": set(), "message": n["message"]})
+                k["count"] += n["count"]
+                k["first"] = n["step"] if k["first"] is None else min(k["first"], n["step"])
+                k["seeds"].add(r.seed)
+                if n["site"]:
+                    k["sites"].add(n["site"])
+        for kind, k in kinds.items():
+            sites = sorted(k["sites"])
+            where = (f" at {', '.join(sites[:4])}{' and more' if len(sites) > 4 else ''}"
+                     if sites else "")
+            out.append(f"- **{label}**: {kind} notes, {k['count']} in all{where}, the first "
+                       f"at step {k['first']}, in {len(k['seeds'])} of {len(items)} seeds; "
+                       f"for example: {k['message']}")
+    return out
+
+
 def _shown(path: str) -> str:
     """A path for report.md: relative to the working directory when it lies inside it, else
     as given (never a machine's absolute path when a relative one serves)."""
@@ -107,20 +137,25 @@ def _shown(path: str) -> str:
     return rel if not rel.startswith("..") else path
 
 
+def _env_line(r) -> str:
+    """One run's recorded environment in words (versions, BLAS, threads, machine)."""
+    v = r.run.get("versions") or {}
+    blas = "; ".join(f"{b.get('api')} {b.get('version')} ({b.get('architecture')}, "
+                     f"{b.get('threads')} threads by default, pinned to "
+                     f"{b.get('pinned_threads')} while training)" for b in v.get("blas") or [])
+    return (f"fpsim {v.get('fpsim')}, numpy {v.get('numpy')}, numba {v.get('numba')} "
+            f"({v.get('numba_threads', '?')} threads), Python {v.get('python')}; BLAS: "
+            f"{blas or 'unknown'}; {v.get('cpus', '?')} CPUs, {v.get('platform', '?')}")
+
+
 def environment_markdown(runs) -> list[str]:
     """The package versions, BLAS, thread counts, machine and command recorded with the runs."""
     seen, out = set(), []
     for r in runs:
-        v = r.run.get("versions") or {}
-        blas = "; ".join(f"{b.get('api')} {b.get('version')} ({b.get('architecture')}, "
-                         f"{b.get('threads')} threads by default, pinned to "
-                         f"{b.get('pinned_threads')} while training)" for b in v.get("blas") or [])
-        line = (f"fpsim {v.get('fpsim')}, numpy {v.get('numpy')}, numba {v.get('numba')} "
-                f"({v.get('numba_threads', '?')} threads), Python {v.get('python')}; BLAS: "
-                f"{blas or 'unknown'}; {v.get('cpus', '?')} CPUs, {v.get('platform', '?')}")
+        line = _env_line(r)
         if line not in seen:
             seen.add(line)
-            ids = [x.id for x in runs if (x.run.get("versions") or {}) == v]
+            ids = [x.id for x in runs if _env_line(x) == line]
             out.append(f"- runs {_ranges(ids)}: {line}")
     commands = sorted({(r.run.get("versions") or {}).get("command") for r in runs} - {None, ""})
     out += [f"- recorded command: `{c}`" for c in commands]
@@ -165,6 +200,7 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
 
     study, runs, failed = load(db_path, study, cells, reference)
     os.makedirs(out_dir, exist_ok=True)
+    target_given = target
     has_ref = bool(reference_runs(runs, reference))
     if reference != "fp32" and not has_ref:
         raise ValueError(f"no cell {reference!r} to compare with; cells: "
@@ -175,7 +211,7 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
     images = tuple(images)
     figures = plots.write_all(runs, out_dir, target, images)
     files = [f"{f.name}.{ext}" for f in figures for ext in ("png", "svg") if ext in images]
-    classify = runs[0].classify
+    classify = any(r.classify for r in runs)
     best = max((r["test_accuracy"] for r in rows if r.get("test_accuracy") is not None),
                default=None)
     problems = {}
@@ -214,6 +250,10 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
             err = (f.get("summary") or {}).get("error", "no error recorded")
             md.append(f"- {f['name']} (seed {f['seed']}, run {f['id']}): {f['status']}: {err}.")
         md.append("")
+    notes = notes_markdown(runs)
+    md += ["## Events recorded", ""] + (notes or [
+        "No run recorded a note (no warning inside the training loop, no scaler event such "
+        "as the weight-gradient guard)."]) + [""]
     md += ["## Per layer", "", "Rates per activation-gradient cast site, means over the seeds "
            "(definitions above).", "", sites_markdown(rows)]
     drawn = {f.name for f in figures}
@@ -227,7 +267,9 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
     md += ["## Environment", ""] + environment_markdown(runs) + [""]
     regen = f"fpsim report {_shown(db_path)}" + (f" --study {study}" if study else "") \
         + (f" --cells '{cells}'" if cells else "") \
-        + (f" --reference '{reference}'" if reference != "fp32" else "") + f" --out {_shown(out_dir)}" \
+        + (f" --reference '{reference}'" if reference != "fp32" else "") \
+        + (f" --target {target_given}" if target_given is not None else "") \
+        + f" --out {_shown(out_dir)}" \
         + ("" if images == ("png", "svg") else f" --images {','.join(images)}")
     md += [f"Regenerate: `{regen}`" + (f"; produced by `{command}`." if command else ".")]
     with open(os.path.join(out_dir, "report.md"), "w") as fh:

@@ -39,9 +39,10 @@ METRICS = OrderedDict([
                         "or 98% of the final test accuracy of the fp32 run with the same seed "
                         "(regression: 1.02 times its test loss); mean over the seeds that "
                         "reached it, with how many did.")),
-    ("delta", ("Δ vs fp32 (paired)", "per seed, the final test accuracy (regression: test "
-               "loss) minus that of the fp32 run with the same seed (same initialization and "
-               "data order); mean and 95% interval over the seeds.")),
+    ("delta", ("Δ (paired)", "per seed, the final test accuracy (regression: test loss) "
+               "minus that of the reference cell's run with the same seed (same "
+               "initialization and data order; the reference is fp32 unless `fpsim report "
+               "--reference` names another); mean and 95% interval over the seeds.")),
 ])
 
 
@@ -70,12 +71,41 @@ def grad_format(config: dict):
 
 
 def config_label(config: dict) -> str:
-    """The label of an unnamed run: ``policy / scaler`` (runs that differ only in their seed
-    share it, so a report aggregates them)."""
+    """The label of an unnamed run: ``policy / scaler`` (``fp32`` for the float32 policy
+    without a scaler, the reference cell's name)."""
     from fpsim.training.precision import policy_label
     scaler = config.get("scaler", "none")
     scaler = scaler.get("name", "scaler") if isinstance(scaler, dict) else str(scaler)
-    return f"{policy_label(config.get('policy', 'fp32'))} / {scaler.replace(':', ' ')}"
+    pol = policy_label(config.get("policy", "fp32"))
+    if pol == "fp32" and scaler == "none":
+        return "fp32"
+    return f"{pol} / {scaler.replace(':', ' ')}"
+
+
+#: Config fields that do not make runs different settings (the seed repeats a cell; the rest
+#: only measure or record, and training is the same with any of their values).
+_NOT_SETTINGS = ("seed", "name", "checkpoint_every", "hist_every", "instrument", "shadow_every")
+
+
+def _labels(rows: list[dict]) -> dict:
+    """``{run id: label}``: a run's name; for unnamed runs :func:`config_label` plus the config
+    fields (seed aside) that differ between the unnamed runs, so only runs of one setting share
+    a label."""
+    import json
+    unnamed = [r for r in rows if not r["name"]]
+    keys = sorted({k for r in unnamed for k in r["config"]} - set(_NOT_SETTINGS)
+                  - {"policy", "scaler"})
+    differ = [k for k in keys
+              if len({json.dumps(r["config"].get(k), sort_keys=True) for r in unnamed}) > 1]
+    out = {}
+    for r in rows:
+        if r["name"]:
+            out[r["id"]] = r["name"]
+            continue
+        extra = ", ".join(f"{k}={json.dumps(r['config'].get(k), sort_keys=True)}"
+                          for k in differ)
+        out[r["id"]] = config_label(r["config"]) + (f" ({extra})" if extra else "")
+    return out
 
 
 class RunData:
@@ -83,10 +113,10 @@ class RunData:
     ``events`` (per step and site), ``scales``, ``hists``, ``notes`` (recorded warnings and
     events), ``fmt`` (the activation-gradient Format or None)."""
 
-    def __init__(self, db: RunDB, run: dict):
+    def __init__(self, db: RunDB, run: dict, label: str | None = None):
         self.run = run
         self.id = run["id"]
-        self.label = run["name"] or config_label(run["config"])
+        self.label = label or run["name"] or config_label(run["config"])
         self.seed = run["seed"]
         self.config = run["config"]
         self.steps = db.steps(self.id)
@@ -99,8 +129,11 @@ class RunData:
 
     @property
     def classify(self) -> bool:
-        """True when the run's task is classification (the epochs hold a test accuracy)."""
-        return bool(self.epochs) and self.epochs[0]["test_accuracy"] is not None
+        """True when the run's task is classification: its epochs hold a test accuracy (a run
+        without epochs: its dataset is not a regression set)."""
+        if self.epochs:
+            return any(e["test_accuracy"] is not None for e in self.epochs)
+        return "regression" not in str(self.config.get("dataset", ""))
 
     # -- per-site series ---------------------------------------------------------------------
     def site_steps(self, role: str = GRAD_ROLE) -> "OrderedDict[str, dict]":
@@ -210,15 +243,17 @@ def load(db_path: str, study: str | None = None, cells: str | None = None,
         rows = db.runs(study) if study is not None else db.runs()
         if not rows:
             raise RecordError(f"{db_path} holds no run")
+        labels = _labels(rows)
         if cells:
             import fnmatch
             patterns = [p.strip() for p in cells.split(",") if p.strip()]
-            rows = [r for r in rows if (r["name"] or config_label(r["config"])) == reference
-                    or any(fnmatch.fnmatchcase(r["name"] or config_label(r["config"]), p)
-                           for p in patterns)]
-            if all((r["name"] or "") == reference for r in rows):
-                raise RecordError(f"no cell matches {cells!r}")
-        runs = [RunData(db, r) for r in rows if r["status"] in ("finished", "interrupted")]
+            rows = [r for r in rows if labels[r["id"]] == reference
+                    or any(fnmatch.fnmatchcase(labels[r["id"]], p) for p in patterns)]
+            if all(labels[r["id"]] == reference for r in rows):
+                raise RecordError(f"no cell matches {cells!r}; cells: "
+                                  + ", ".join(dict.fromkeys(labels.values())))
+        runs = [RunData(db, r, labels[r["id"]]) for r in rows
+                if r["status"] in ("finished", "interrupted")]
         failed = [r for r in rows if r["status"] not in ("finished", "interrupted")]
     if not runs:
         raise RecordError(f"{'study ' + repr(study) if study else db_path} has no finished run"
@@ -240,7 +275,7 @@ def default_target(runs: list[RunData]) -> float | None:
     """The study's target: 98% of the best cell's mean final test accuracy (regression: 1.02
     times the best cell's mean final test loss)."""
     best = None
-    classify = runs[0].classify
+    classify = any(r.classify for r in runs)
     for items in groups(runs).values():
         v, _, n = mean_ci([r.final("test_accuracy" if classify else "test_loss") for r in items])
         if n and (best is None or (v > best if classify else v < best)):
@@ -294,16 +329,18 @@ def summary_table(runs: list[RunData], target: float | None = None,
         row = {"label": label, "seeds": [s["seed"] for s in sums],
                "run_ids": [s["run_id"] for s in sums],
                "statuses": [s["status"] for s in sums]}
-        key = "test_accuracy" if items[0].classify else "test_loss"
+        row["classify"] = any(r.classify for r in items)
+        key = "test_accuracy" if row["classify"] else "test_loss"
         diffs = [r.final(key) - refs[r.seed].final(key) for r in items
                  if r.seed in refs and r.final(key) is not None
                  and refs[r.seed].final(key) is not None]
         row["delta"], row["delta_ci"], row["delta_n"] = mean_ci(diffs) if refs else (None, None, 0)
         for key in AVERAGED:
-            vals = [s[key] for s in sums if s[key] is not None]
+            vals = [s[key] for s in sums if s[key] is not None and math.isfinite(s[key])]
             m, ci, n = mean_ci(vals)
-            row[key], row[key + "_ci"] = m, ci
+            row[key], row[key + "_ci"], row[key + "_n"] = m, ci, n
             row[key + "_std"] = float(np.std(vals, ddof=1)) if n > 1 else None
+        row["interrupted"] = sum(s["status"] == "interrupted" for s in sums)
         reached = [s["time_to_target"] for s in sums if s["time_to_target"] is not None]
         row["time_to_target"], row["time_to_target_ci"], _ = mean_ci(reached)
         row["time_to_target_reached"] = len(reached)

@@ -279,3 +279,98 @@ def test_report_reference_and_cells(train_db, tmp_path, capsys):
         ref, "mixed_fp16 / none"]
     assert cli.main(["report", db, "--out", str(d / "ref3"), "--reference", "nope"]) == 2
     assert "no cell 'nope'" in capsys.readouterr().err
+
+
+def test_report_counts_the_recorded_notes(collapsed):
+    from fpsim.analysis.report import write_report
+    d, db, s = collapsed
+    write_report(db, str(d / "notes"))
+    md = (d / "notes" / "report.md").read_text()
+    section = md.split("## Events recorded")[1].split("##")[0]
+    with RunDB(db) as rdb:
+        n = sum(x["count"] for r in rdb.runs() for x in rdb.notes(r["id"]))
+    assert f"warning notes, {n} in all" in section and "RuntimeWarning" in section
+
+
+# -- review findings: each a failing input once ------------------------------------------------
+
+def test_a_role_given_twice_is_an_error():
+    with pytest.raises(ValueError, match="role activation_grads is given twice"):
+        policy("fwd=e4m3+grads=e5m2+grads=e4m3")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_policies(["fwd=e4m3+grads=e5m2,grads=e4m3"])
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err and err.count("\n") == 1
+    assert cli.main(["train", "--db", str(tmp_path), "--epochs", "1"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert cli.main(["compare", "--policy", "mixed_fp16", "--policies", "mixed_bf16",
+                     "--db", str(tmp_path / "x.sqlite")]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def _run_with(tmp_path, name, epochs_acc, events=(), scales=None, seed=0, dataset="digits"):
+    """A crafted run: ``epochs_acc`` test accuracies, site ``events`` (step, site, role,
+    overflow, nan) in the order given, global ``scales`` per step."""
+    path = str(tmp_path / "w.sqlite")
+    with RunDB(path) as db:
+        rid = db.new_run(name, {**TINY, "dataset": dataset, "policy": "mixed_fp16",
+                                "scaler": "dynamic", "optimizer": "sgd", "lr": 0.1}, seed, {},
+                         None)
+        scales = scales or [1.0] * 4
+        for step, sc in enumerate(scales):
+            db.con.execute("INSERT INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           (rid, step, 0, 1.0, 0.5, 0.1, sc, 0, 0.0, 0, 0.01))
+        db.con.executemany(
+            "INSERT INTO site_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(rid, st, site, role, "forward", 100, 0, 0, ovf, nan, 0, 0, 1.0, None, None)
+             for st, site, role, ovf, nan in events])
+        for e, acc in enumerate(epochs_acc):
+            db.con.execute("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?)",
+                           (rid, e, e + 1, 1.0, acc, 1.0, acc, 0.1))
+        db.set_status(rid, "finished" if epochs_acc else "interrupted", {})
+        return RunData(db, db.run(rid))
+
+
+def test_diagnose_blames_the_first_site_the_step_ran(tmp_path):
+    # backward casts report from the loss down: "net.3" first, "net.10" after, "net.1" last
+    r = _run_with(tmp_path, "x", [0.5], events=[
+        (2, "net.3", "activation-grad", 5, 0), (2, "net.10", "activation-grad", 9000, 0),
+        (2, "net.1", "activation-grad", 1, 0)], scales=[1.0, 1024.0, 1024.0, 512.0])
+    first = diagnose.first_nonfinite(r)
+    assert first["site"] == "net.3" and first["sites"] == 3
+    # the scale fell after the overflow step, from the scale at that step
+    assert diagnose._scale_story(r, 2) == ("the loss scale then fell from 1024 to 512 "
+                                           "(step 3)")
+    r = _run_with(tmp_path, "y", [0.5], events=[(1, "net.1", "activation", 0, 4)])
+    assert diagnose.explain(r, 2.0)[0].startswith("forward NaN at net.1")
+
+
+def test_a_few_skipped_steps_are_not_a_problem(tmp_path):
+    with RunDB(str(tmp_path / "s.sqlite")) as db:
+        rid = db.new_run("d", {**TINY, "policy": "mixed_fp16", "scaler": "dynamic"}, 0, {}, None)
+        for step in range(200):
+            db.con.execute("INSERT INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           (rid, step, 0, 1.0, 0.5, 0.1, 1.0, int(step < 6), 0.0, 0, 0.01))
+        db.set_status(rid, "finished", {})
+        assert diagnose.explain(RunData(db, db.run(rid))) == []
+
+
+def test_task_comes_from_the_config_when_a_run_has_no_epochs(tmp_path):
+    r = _run_with(tmp_path, "unfinished", [])
+    assert r.classify and not r.epochs
+    r = _run_with(tmp_path, "reg", [], dataset="synthetic-regression")
+    assert not r.classify
+
+
+def test_unnamed_train_runs_of_different_settings_get_different_labels(tmp_path):
+    from fpsim.analysis.runs import load
+    db = str(tmp_path / "l.sqlite")
+    for lr, seed in ((0.1, 0), (0.1, 1), (0.05, 0)):
+        train({**TINY, "policy": "mixed_fp16", "scaler": "none", "lr": lr, "seed": seed}, db=db)
+    _, runs, _ = load(db)
+    labels = [r.label for r in runs]
+    assert labels[0] == labels[1] != labels[2] and "lr=0.05" in labels[2]

@@ -104,6 +104,9 @@ def run_compare(args) -> int:
         scalers = tuple(x.strip() for x in args.scalers.split(",")) if args.scalers \
             else DEFAULT_SCALERS
         policies = parse_policies(args.policies)
+        if policies and args.policy:
+            raise ValueError("give --policy or --policies, not both (--policies lists every "
+                             "policy of the comparison)")
         try:
             seeds = tuple(int(s) for s in args.seeds.split(","))
         except ValueError:
@@ -113,7 +116,7 @@ def run_compare(args) -> int:
                           log=None if args.json else (lambda m: print(m, file=sys.stderr)),
                           progress=not args.json and sys.stderr.isatty(),
                           command=command_line(), images=_images(args.images))
-    except (ValueError, TypeError, FileNotFoundError, RecordError) as e:
+    except (ValueError, TypeError, OSError, RecordError) as e:
         print(f"fpsim compare: error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary, args.json)
@@ -182,7 +185,7 @@ def run_report(args) -> int:
         summary = write_report(args.db, args.out, args.study, target=args.target,
                                cells=args.cells, images=_images(args.images),
                                reference=args.reference)
-    except (ValueError, RecordError) as e:
+    except (ValueError, OSError, RecordError) as e:
         print(f"fpsim report: error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary, args.json)

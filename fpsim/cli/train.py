@@ -99,7 +99,7 @@ def run(args) -> int:
         cfg = config_from_args(args)
         summary = train(None if args.resume else cfg, db=args.db, resume=args.resume,
                         progress=not (args.no_progress or args.json) and sys.stderr.isatty())
-    except (ValueError, TypeError, FileNotFoundError, RecordError) as e:
+    except (ValueError, TypeError, OSError, RecordError) as e:
         print(f"fpsim train: error: {e}", file=sys.stderr)
         return 2
     if args.json:

@@ -452,13 +452,13 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
                     _end_epoch(s, rdb, run_id, epoch, t_start)
             for message, count in _warning_notes(caught).items():
                 rdb.add_note(run_id, step, "warning", message, count=count)
-            # The checkpoint commits the step's rows, its notes included.
+            if summary is not None and cfg.hist_every and step % cfg.hist_every == 0:
+                rdb.add_histograms(run_id, step, summary)
+            # The checkpoint commits the step's rows, its notes and histograms included.
             if end_of_epoch:
                 rdb.checkpoint(run_id, s.step, epoch + 1, s.state())
             elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
                 rdb.checkpoint(run_id, s.step, epoch, s.state())
-            if summary is not None and cfg.hist_every and step % cfg.hist_every == 0:
-                rdb.add_histograms(run_id, step, summary)
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{m['loss']:.4f}", acc=m["accuracy"],

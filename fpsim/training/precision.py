@@ -389,6 +389,9 @@ def policy_from_text(text: str) -> "str | dict":
             if r not in FIELDS:
                 raise ValueError(f"policy {text!r}: unknown role {role!r}; roles: "
                                  f"{', '.join(FIELDS)}, groups {', '.join(ROLE_GROUPS)}")
+            if r in spec:
+                raise ValueError(f"policy {text!r}: role {r} is given twice (separate two "
+                                 "policies with ';' or a second --policies)")
             Cast.parse(cast)  # fail here, naming the cast
             spec[r] = cast
     return spec

@@ -114,6 +114,9 @@ class RunDB:
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise RecordError(f"{self.path} is a directory, not a run-record database; give a "
+                              "file name (e.g. runs.sqlite)")
         fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
         if not fresh:
             _check_existing(self.path)
@@ -123,8 +126,12 @@ class RunDB:
             self.con = sqlite3.connect(self.path)
         except (OSError, sqlite3.OperationalError) as e:
             raise RecordError(f"cannot open or create the database {self.path}: {e}") from e
-        self.con.execute("PRAGMA journal_mode=WAL")  # readers (reports) while a run writes
-        self.con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.con.execute("PRAGMA journal_mode=WAL")  # readers (reports) while a run writes
+            self.con.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as e:  # e.g. a read-only file in rollback mode
+            if fresh:
+                raise RecordError(f"cannot create the database {self.path}: {e}") from e
         if fresh:
             with self.con:
                 self.con.executescript(_TABLES)
@@ -304,8 +311,21 @@ class RunDB:
         return self._dicts("epochs", run_id, "epoch")
 
     def site_events(self, run_id: int) -> list[dict]:
-        """The run's per-step, per-site event counts."""
-        return self._dicts("site_events", run_id, "step, site, role, direction")
+        """The run's per-step, per-site event counts, by step and site name; ``seq`` orders
+        a step's rows as its casts first reported (the forward pass in the order it ran, then
+        the backward pass in its order)."""
+        cur = self.con.execute("SELECT *, rowid AS seq FROM site_events WHERE run_id = ? "
+                               "ORDER BY step, site, role, direction", (run_id,))
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        # seq as the rank within the step (rowids differ between otherwise identical runs)
+        by_step: dict[int, list[dict]] = {}
+        for d in rows:
+            by_step.setdefault(d["step"], []).append(d)
+        for step_rows in by_step.values():
+            for rank, d in enumerate(sorted(step_rows, key=lambda d: d["seq"])):
+                d["seq"] = rank
+        return rows
 
     def scales(self, run_id: int) -> list[dict]:
         """The run's per-step, per-site scales of a per-site scaler."""

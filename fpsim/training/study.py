@@ -106,14 +106,20 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
                     m = RunData(rdb, rdb.run(s["run_id"])).summary()
                 log(f"[{k}/{total}] {label} seed {seed}: " + progress_line(m)
                     + f" ({time.perf_counter() - t0:.1f} s)")
+            if s["status"] == "interrupted":  # Ctrl-C / SIGTERM: stop the study, report it
+                if log:
+                    log(f"interrupted: run {s['run_id']} can be resumed with `fpsim train "
+                        f"--db {db} --resume {s['run_id']}`; the report covers the runs so far")
+                return write_report(db, out, study, command, images=images)
     return write_report(db, out, study, command, images=images)
 
 
 def progress_line(m: dict) -> str:
     """One run's result in words, with the metrics and names of the report's table."""
-    acc = m["test_accuracy"]
+    acc, loss = m["test_accuracy"], m["test_loss"]
     parts = [f"test accuracy {100 * acc:.2f}%" if acc is not None
-             else f"test loss {m['test_loss']:.4g}", f"skipped {m['skipped_steps']}"]
+             else f"test loss {loss:.4g}" if loss is not None else "no test result",
+             f"skipped {m['skipped_steps']}"]
     if m.get("underflow") is not None:
         parts.append(f"underflow {100 * m['underflow']:.2f}%")
     if m.get("flushed") is not None:
