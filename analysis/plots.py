@@ -792,7 +792,7 @@ def draw_overflow(runs: list[RunData]):
             clean.append(label)
             continue
         panels[label] = lines
-        sites += [s for s, _ in lines if s not in sites]
+        sites += [s for s in dict.fromkeys(s for s, _ in lines) if s not in sites]
     sst = _site_styles(sites)
     # hollow markers of different shapes: sites at the same rate (all at 100%) stay visible
     marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(sites)}

@@ -292,9 +292,15 @@ def test_every_step_overflowed_shows_overflow_not_zero_underflow(study, runs, tm
     crafted = _crafted(
         study, tmp_path,
         "UPDATE site_events SET overflow = total, zeros = 0, underflow = 0, shadow_underflow = 0 "
-        "WHERE role = 'activation-grad' AND run_id IN (SELECT id FROM runs WHERE name = 'none')")
+        "WHERE role = 'activation-grad' AND run_id IN (SELECT id FROM runs WHERE name = 'none')",
+        "UPDATE site_events SET nan = 1 WHERE role = 'activation-grad' AND run_id IN "
+        "(SELECT id FROM runs WHERE name = 'none')")
     assert not plots.no_overflow(crafted)
     meta, fig = _drawn(crafted, "overflow")
+    # a site with overflow and NaN is one legend entry (the line styles tell them apart)
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    labels = [t.get_text() for leg in legends for t in leg.get_texts()]
+    assert labels and len(labels) == len(set(labels)), labels
     ax = next(a for a in fig.axes if a.get_title() == "none")
     lines = [ln for ln in ax.lines if ln.get_gid().startswith("overflow:")
              and "activation-grad" in ln.get_gid()]
