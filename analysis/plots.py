@@ -32,6 +32,7 @@ import numpy as np
 
 from fpsim.analysis.histogram import binade_bars, ftz_threshold, new_figure, pow2_axis, save_figure
 from fpsim.analysis.runs import GRAD_ROLE, RunData, groups
+from fpsim.analysis.runs import integer_ranges as _ranges
 
 #: Resolution of the PNG files (the SVG files are vector).
 DPI = 110
@@ -136,19 +137,6 @@ def seed_stats(y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 # ---- words --------------------------------------------------------------------------------------
-def _ranges(values) -> str:
-    """``0-4, 7`` for the integers ``values``."""
-    v = sorted(set(int(x) for x in values))
-    out, i = [], 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
-            j += 1
-        out.append(str(v[i]) if j == i else f"{v[i]}-{v[j]}" if j > i + 1 else f"{v[i]}, {v[j]}")
-        i = j + 1
-    return ", ".join(out)
-
-
 def _seeds_text(cells) -> str:
     """``seeds 0-4`` when every cell has the same seeds, else the seeds of each cell."""
     sets = {label: tuple(sorted(r.seed for r in items)) for label, items in cells.items()}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 
 from fpsim.analysis import diagnose
-from fpsim.analysis.runs import (METRICS, default_target, groups, load, mean_ci,  # noqa: F401
-                                 reference_runs, summary_table)
+from fpsim.analysis.runs import (METRICS, default_target, groups, integer_ranges,  # noqa: F401
+                                 load, mean_ci, reference_runs, summary_table)
 
 
 def _pct(v, digits=2) -> str:
@@ -156,22 +156,10 @@ def environment_markdown(runs) -> list[str]:
         if line not in seen:
             seen.add(line)
             ids = [x.id for x in runs if _env_line(x) == line]
-            out.append(f"- runs {_ranges(ids)}: {line}")
+            out.append(f"- runs {integer_ranges(ids)}: {line}")
     commands = sorted({(r.run.get("versions") or {}).get("command") for r in runs} - {None, ""})
     out += [f"- recorded command: `{c}`" for c in commands]
     return out
-
-
-def _ranges(ids: list[int]) -> str:
-    ids = sorted(ids)
-    parts, start = [], None
-    for i, v in enumerate(ids):
-        if start is None:
-            start = v
-        if i == len(ids) - 1 or ids[i + 1] != v + 1:
-            parts.append(str(start) if start == v else f"{start}-{v}")
-            start = None
-    return ", ".join(parts)
 
 
 def _seeds(runs) -> str:

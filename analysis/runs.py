@@ -46,6 +46,19 @@ METRICS = OrderedDict([
 ])
 
 
+def integer_ranges(values) -> str:
+    """``0-4, 7`` for the integers ``values`` (two neighbours stay a list: ``3, 4``)."""
+    v = sorted(set(int(x) for x in values))
+    out, i = [], 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
+            j += 1
+        out.append(str(v[i]) if j == i else f"{v[i]}-{v[j]}" if j > i + 1 else f"{v[i]}, {v[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
 def _t975(n: int) -> float:
     """The 97.5% quantile of Student's t with ``n - 1`` degrees of freedom (n >= 2)."""
     from scipy.stats import t

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import platform
 import signal
+import sys
 import time
 import warnings
 
@@ -145,8 +147,6 @@ def versions() -> dict:
 
     from fpsim import __version__
     from fpsim.training import determinism
-    import os
-    import sys
     return {"fpsim": __version__, "numpy": np.__version__, "numba": numba.__version__,
             "python": platform.python_version(), "blas": determinism.blas_info(),
             "numba_threads": numba.get_num_threads(), "cpus": os.cpu_count(),
@@ -476,7 +476,6 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
 def _warning_notes(caught) -> dict:
     """``{one-line description: count}`` of the warnings caught during a step; the location
     is given relative to the fpsim package (or as the file's name)."""
-    import os
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out: dict[str, int] = {}
     for w in caught:
