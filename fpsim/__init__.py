@@ -47,6 +47,9 @@ _LAZY = {
     "decode": ("fpsim.numerics.convert", "decode"),
     "encode": ("fpsim.numerics.convert", "encode"),
     "quantize": ("fpsim.numerics.convert", "quantize"),
+    "scaled": ("fpsim.numerics.scaled", None),
+    "ScaledFormat": ("fpsim.numerics.scaled", "ScaledFormat"),
+    "DelayedScaling": ("fpsim.numerics.scaled", "DelayedScaling"),
 }
 
 
@@ -70,7 +73,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Event", "Flag", "Format", "Overflow", "Policy", "Recorder", "RoundMode", "Stats",
+    "DelayedScaling", "Event", "Flag", "Format", "Overflow", "Policy", "Recorder", "RoundMode",
+    "ScaledFormat", "Stats", "scaled",
     "PRESETS", "add", "code_dtype", "decode", "div", "dot", "encode", "engine", "fma", "format",
     "TensorCore", "formats", "instrument", "matmul", "mul", "nn", "optim", "precision", "quantize", "recording", "tensor_core", "validate_gemm",
     "sqrt", "sub",

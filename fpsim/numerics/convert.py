@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+import dataclasses
+
 from fpsim.numerics import backend
+from fpsim.numerics import scaled as _scaled
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as _format
 from fpsim.kernels.rng import stream_key
@@ -32,26 +35,40 @@ def _sr_bits(sr_bits) -> int:
     return int(sr_bits)
 
 
+def _scaled_prepare(sf, rounding, overflow, seed, stream, sr_bits):
+    """``(ScaledFormat, mode, key, srk)`` for a scaled format (``overflow`` None keeps the
+    format's element policy)."""
+    if overflow is not None:
+        sf = dataclasses.replace(sf, overflow=Overflow.parse(overflow).name.lower())
+    return sf, int(RoundMode.parse(rounding)), stream_key(seed, stream), _sr_bits(sr_bits)
+
+
 def _prepare(fmt, rounding, overflow, seed, stream, sr_bits):
     """The kernel arguments ``(Format, mode, policy, key, srk)`` of the public names."""
     fmt = _format(fmt)
     mode = RoundMode.parse(rounding)
-    policy = Overflow.parse(overflow)
+    policy = Overflow.parse("ieee" if overflow is None else overflow)
     key = stream_key(seed, stream)
     return fmt, int(mode), int(policy), key, _sr_bits(sr_bits)
 
 
-def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int = 0,
+def quantize(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 0,
              stats: bool = False, *, stream: int = 0, sr_bits: int | None = None,
-             out: np.ndarray | None = None):
+             out: np.ndarray | None = None, state=None):
     """Round every element of ``x`` to the nearest value of ``fmt`` under a rounding mode.
 
     Args:
         x: array-like of real numbers (float32/float64; float16, ml_dtypes floats and integers up
             to 2^53 are converted to float64 exactly).
-        fmt: a :class:`Format`, a name (``"bfloat16"``, ``"e4m3"``) or a spec (``"e5m10"``).
-        rounding: ``rne``, ``rna``, ``rtz``, ``rup``, ``rdn``, ``rto`` or ``sr``.
-        overflow: ``ieee`` (Inf, or NaN without Inf) or ``saturate`` (±max; Inf saturates too).
+        fmt: a :class:`Format`, a name (``"bfloat16"``, ``"e4m3"``) or a spec (``"e5m10"``); or
+            a scaled format (a :class:`~fpsim.numerics.scaled.ScaledFormat` or a preset name:
+            ``"mxfp8_e4m3"``, ``"nvfp4"``, ``"fp8_current"``, ``"s2fp8"``, ...; see
+            ``docs/scaled_formats.md``), which takes float32 ``x``, scales it per tensor, block
+            or tile (blocks along the last axis) and returns the dequantized float32 values.
+        rounding: ``rne``, ``rna``, ``rtz``, ``rup``, ``rdn``, ``rto`` or ``sr`` (for a scaled
+            format: the elements' rounding; scales are computed deterministically).
+        overflow: ``ieee`` (Inf, or NaN without Inf) or ``saturate`` (±max; Inf saturates too);
+            None: ``ieee``, or a scaled format's own element policy.
         seed, stream: key of the counter-based random bits of ``sr`` (element ``i`` of the
             flattened array always gets the same bits for the same seed and stream).
         stats: also return a :class:`Stats` with event counts and the input exponent histogram,
@@ -60,15 +77,29 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int 
             below 2^-10 of the smallest subnormal).
         out: optional preallocated, writeable result array (C-contiguous, the result's shape
             and dtype); it may be ``x`` itself to round in place (any other overlap with ``x`` is
-            handled by copying ``x`` first). It is returned, also for 0-d input.
+            handled by copying ``x`` first). It is returned, also for 0-d input. Element
+            formats only.
+        state: delayed scaling's :class:`~fpsim.numerics.scaled.DelayedScaling` (from
+            ``ScaledFormat.state()``): this call uses its scale, then records its amax.
 
     Returns:
         The rounded values, same shape, in a float32 array when ``x`` is float32 and every value
-        of ``fmt`` is a float32, else float64; with ``stats=True`` a tuple ``(values, Stats)``.
+        of ``fmt`` is a float32, else float64; with ``stats=True`` a tuple ``(values, Stats)``
+        (for a scaled format ``(values, ScaledStats)``: Stats of the elements and of the scales).
         A NaN result carries the sign bit of the format's NaN code (negative for fnuz formats,
         positive for unsigned ones, the input's sign otherwise); NaN inputs stay NaN in the
         carrier even for formats that cannot encode NaN.
     """
+    sf = _scaled.scaled_format(fmt)
+    if sf is not None:
+        if out is not None:
+            raise ValueError(f"out= is not available for scaled formats ({sf.name})")
+        sf, mode, key, srk = _scaled_prepare(sf, rounding, overflow, seed, stream, sr_bits)
+        res, st = _scaled.quantize(backend.to_host(x), sf, mode, key, srk, bool(stats), state)
+        return (res, st) if stats else res
+    if state is not None:
+        raise ValueError("state= belongs to delayed scaling (a scaled format), not to an "
+                         "element format")
     fmt, mode, policy, key, srk = _prepare(fmt, rounding, overflow, seed, stream, sr_bits)
     res, st = backend.quantize(x, fmt, mode, policy, key, srk, bool(stats), out)
     res = res if out is not None else backend.unwrap_0d(res)  # out= is returned as it is
@@ -80,8 +111,8 @@ def code_dtype(fmt: "str | Format") -> np.dtype:
     return backend.code_dtype(_format(fmt))
 
 
-def encode(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int = 0, *,
-           stream: int = 0, sr_bits: int | None = None) -> np.ndarray:
+def encode(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 0, *,
+           stream: int = 0, sr_bits: int | None = None, state=None):
     """Round ``x`` into ``fmt`` (as :func:`quantize`) and return the bit codes.
 
     Returns:
@@ -89,19 +120,34 @@ def encode(x, fmt: "str | Format", rounding="rne", overflow="ieee", seed: int = 
         (for a device array: int64 codes as that kind of device array).
         NaN in a format without NaN (``float4_e2m1fn``, ``float6_*``) encodes as ml_dtypes does:
         the sign-only code of the opposite sign.
+        For a scaled format an :class:`~fpsim.numerics.scaled.Encoded` tuple
+        ``(element_codes, scale_codes)`` (NVFP4's tensor scale in ``.tensor_scale``).
     """
+    sf = _scaled.scaled_format(fmt)
+    if sf is not None:
+        sf, mode, key, srk = _scaled_prepare(sf, rounding, overflow, seed, stream, sr_bits)
+        return _scaled.encode(backend.to_host(x), sf, mode, key, srk, state)
     fmt, mode, policy, key, srk = _prepare(fmt, rounding, overflow, seed, stream, sr_bits)
     codes = backend.encode(x, fmt, mode, policy, key, srk)
     return backend.unwrap_0d(codes)
 
 
-def decode(codes, fmt: "str | Format") -> np.ndarray:
+def decode(codes, fmt: "str | Format", *, tensor_scale=None) -> np.ndarray:
     """float64 values of the codes of ``fmt``.
 
     Args:
-        codes: array-like of non-negative integers below ``2**fmt.bits``.
+        codes: array-like of non-negative integers below ``2**fmt.bits``; for a scaled format
+            ``(element_codes, scale_codes)`` (what :func:`encode` returns), giving float32
+            values; NVFP4 also needs ``tensor_scale`` (taken from an ``Encoded`` when given one).
 
     Raises:
         ValueError: a code is out of range (the message gives the first offending index).
     """
+    sf = _scaled.scaled_format(fmt)
+    if sf is not None:
+        if not (isinstance(codes, tuple) and len(codes) == 2):
+            raise TypeError(f"decoding {sf.name} takes (element_codes, scale_codes), as encode "
+                            "returns them")
+        ts = tensor_scale if tensor_scale is not None else getattr(codes, "tensor_scale", None)
+        return _scaled.decode(codes[0], codes[1], sf, ts)
     return backend.unwrap_0d(backend.decode(codes, _format(fmt)))

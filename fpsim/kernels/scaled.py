@@ -1,0 +1,435 @@
+"""CPU drivers of the scaled and block formats (:mod:`fpsim.numerics.scaled`).
+
+Every element goes through THE rounding routine (:func:`~fpsim.kernels.round.round_bits`) on a
+float64 carrier; what these drivers add is the scale: computed per tile from the tile's amax,
+applied before rounding and undone after. Inputs are float32 arrays (the recipes scale float32
+tensors); the scaled value ``y`` handed to the rounding is exact in float64 for power-of-two
+scales (a float32 ``x`` times ``2^-k``, ``|k| <= 127``, stays far inside float64's range) and
+is the float32 product or quotient the recipe defines for float32 scales (``fp32(x * s)``).
+
+Tiles: the input is viewed as ``(B, R, C)`` (batch, rows, columns: the last two axes) and cut
+into tiles of ``tr x tc`` (ragged at the ends); a block of ``k`` along the last axis is a
+``1 x k`` tile. A tile row (``tr`` rows, every tile column) is one unit of parallel work and
+writes only its own outputs, so results do not depend on the thread count (the serial twin
+in the tests checks that).
+
+Per-tensor rules (current and delayed scaling) take the scale from the caller and run the
+flat drivers :func:`tensor_amax` and :func:`tensor_round`; S2FP8 adds :func:`log2_sums` (its
+statistics, summed exactly) and :func:`s2fp8_round`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fpsim.kernels.bitcast import bits_f64, f64_bits
+from fpsim.kernels.bits import bit_length
+from fpsim.kernels.rng import random_bits
+from fpsim.kernels.round import EV_FIELD, RNE, SR, carrier_bits, pack_code, round_bits
+
+#: How a tile's elements are mapped onto the element grid (``y``) and back (the dequantized
+#: value): ``POW2``: ``y = x * 2^-k`` and ``q * 2^k``, exact, in float64; ``MUL32``:
+#: ``y = fp32(x * e)`` and ``fp32(q * d)``; ``DIV32``: ``y = fp32(x / d)`` and ``fp32(q * d)``;
+#: ``NAN``: the tile's scale is NaN, every value NaN.
+POW2, MUL32, DIV32, NANTILE = 0, 1, 2, 3
+#: Tile rules (see :mod:`fpsim.numerics.scaled` for their definitions and sources).
+RULE_MX, RULE_NVFP4, RULE_TILE = 0, 1, 2
+
+_INF32 = np.int64(0x7F800000)
+_ABS32 = np.int64(0x7FFFFFFF)
+_SIGN64 = np.int64(1) << 63
+_ABS64 = ~_SIGN64
+_FLT_MAX = np.float32(3.4028234663852886e38)
+
+
+@njit(cache=True, inline="always")
+def _f32_value(a):
+    """float64 value of non-negative finite float32 bits ``a`` (exact)."""
+    e = a >> 23
+    m = a & 0x7FFFFF
+    if e == 0:
+        return np.float64(m) * 2.0 ** -149
+    return np.float64(m | 0x800000) * bits_f64(np.int64(e - 150 + 1023) << 52)
+
+
+@njit(cache=True, inline="always")
+def _pow2(k):
+    """2^k as a float64, for -1022 <= k <= 1023."""
+    return bits_f64(np.int64(k + 1023) << 52)
+
+
+@njit(cache=True, inline="always")
+def floor_log2(v):
+    """floor(log2(v)) of a positive finite float64 ``v``, from its exponent field."""
+    b = f64_bits(v)
+    e = (b >> 52) & 0x7FF
+    if e == 0:  # float64 subnormal: the bit length of the fraction gives the binade
+        return np.int64(bit_length(b & ((np.int64(1) << 52) - 1))) - 1 - 1074
+    return e - 1023
+
+
+@njit(cache=True, inline="always")
+def round_value(y, P, mode, overflow, rnd, srk):
+    """Round the float64 ``y`` into the element format ``P`` (float64-carrier params):
+    ``(value, code, events)``."""
+    b = f64_bits(y)
+    a = b & _ABS64
+    sign = (b >> 63) & 1
+    r, s, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, 0)
+    return bits_f64(carrier_bits(r, s, P)), pack_code(r, s, P), ev
+
+
+@njit(cache=True, inline="always")
+def _scaled_y(xv, kind, enc):
+    """The value handed to the rounding for the float32 value ``xv`` (a float64 here)."""
+    if kind == POW2:
+        return xv * enc
+    if kind == MUL32:
+        return np.float64(np.float32(xv) * np.float32(enc))
+    return np.float64(np.float32(xv) / np.float32(enc))
+
+
+@njit(cache=True, inline="always")
+def _dequant(q, kind, dec):
+    """The dequantized value (a float64 holding the float32 result) of the element value ``q``."""
+    if kind == POW2:
+        return q * dec
+    return np.float64(np.float32(q) * np.float32(dec))
+
+
+@njit(cache=True, inline="always")
+def _tile_scale(amax_bits, rule, P, SP, kmin, kmax, emax_elem, fmax_elem, fmax_scale, mult,
+                gdec, pow2):
+    """The scale of one tile from its amax (float32 bits, sign cleared; NaN/Inf patterns mean
+    the tile holds one): ``(kind, enc, dec, scale_code, ideal)``. ``ideal`` is the scale the
+    rule asks for before it is stored in the scale format (the Stats of the scales round it).
+    """
+    nan = np.float64(np.nan)
+    if amax_bits >= _INF32:  # a NaN or an Inf in the tile: the tile's scale is NaN
+        if rule == RULE_TILE:
+            return NANTILE, nan, nan, np.int64(0x7FC00000), nan
+        return NANTILE, nan, nan, np.int64(SP.nan_code), nan
+    amax = _f32_value(amax_bits)
+    if rule == RULE_MX:
+        # OCP MX: X = 2^(floor(log2(amax)) - emax_elem), clamped below to the smallest E8M0
+        # value; above the largest the scale is NaN. An all-zero block takes the smallest.
+        if amax_bits == 0:
+            k = kmin
+            ideal = _pow2(k)
+        else:
+            k = floor_log2(amax) - emax_elem
+            ideal = _pow2(k)
+            if k > kmax:
+                return NANTILE, nan, nan, np.int64(SP.nan_code), ideal
+            if k < kmin:
+                k = kmin
+        code = pack_code(np.int64(k + 1023) << 52, 0, SP)
+        return POW2, _pow2(-k), _pow2(k), code, ideal
+    if rule == RULE_NVFP4:
+        # Transformer Engine's reference order, all float32: block decode scale
+        # amax * (tensor encode scale * 1/6) (``mult``), at most 448, stored in E4M3 (RNE); the
+        # elements are multiplied by 1 / (stored scale * tensor decode scale), at most FLT_MAX
+        # (a zero block scale gives FLT_MAX, and its elements round to codes whose value is 0).
+        s = min(np.float32(amax) * np.float32(mult), _FLT_MAX)
+        s = min(s, np.float32(fmax_scale))
+        r, sgn, ev = round_bits(f64_bits(np.float64(s)), 0, SP, RNE, 1, 0, 62, 0)
+        d_b = bits_f64(r)
+        dd = np.float32(np.float32(d_b) * np.float32(gdec))
+        if dd == 0:
+            enc = _FLT_MAX
+        else:
+            enc = min(np.float32(1.0) / dd, _FLT_MAX)
+        return MUL32, np.float64(enc), np.float64(dd), pack_code(r, 0, SP), np.float64(s)
+    # RULE_TILE: decode scale amax / max of the element format, in float32 (DeepSeek-V3) or
+    # as the smallest power of two not below it.
+    if amax_bits == 0:
+        return DIV32, 1.0, 1.0, np.int64(0x3F800000), 1.0
+    if pow2 == 1:
+        k = floor_log2(amax) - floor_log2(fmax_elem)
+        if _pow2(k) * fmax_elem < amax:
+            k += 1
+        d = _pow2(k)
+        return POW2, _pow2(-k), d, np.int64(k + 127) << 23, d
+    d32 = np.float32(np.float32(amax) / np.float32(fmax_elem))
+    return DIV32, np.float64(d32), np.float64(d32), _f32_bits_of(d32), np.float64(d32)
+
+
+@njit(cache=True, inline="always")
+def _f32_bits_of(v):
+    """Bits (as int64) of a positive finite float32 value ``v``."""
+    d = np.float64(v)
+    if d < 2.0 ** -126:  # float32 subnormal: the fraction field counts units of 2^-149
+        return np.int64(d * 2.0 ** 149)
+    b = f64_bits(d)
+    e = ((b >> 52) & 0x7FF) - 1023
+    return (np.int64(e + 127) << 23) | ((b >> 29) & 0x7FFFFF)
+
+
+@njit(cache=True, inline="always")
+def _round_tile(x, out, ecodes, ybuf, b, i0, i1, j0, j1, C, R, kind, enc, dec, P, mode,
+                overflow, key, srk, want_codes, want_y):
+    """Round the elements of one tile; returns the packed event counts."""
+    packed = np.int64(0)
+    for i in range(i0, i1):
+        base = (b * R + i) * C
+        xr = x[b, i]
+        orow = out[b, i]
+        for j in range(j0, j1):
+            xv = np.float64(xr[j])
+            if kind == NANTILE:
+                orow[j] = np.float32(np.nan)
+                if want_codes:
+                    ecodes[b, i, j] = 0
+                if want_y:
+                    ybuf[base + j] = np.nan
+                continue
+            y = _scaled_y(xv, kind, enc)
+            rnd = random_bits(key, base + j) if mode == SR else np.int64(0)
+            q, code, ev = round_value(y, P, mode, overflow, rnd, srk)
+            orow[j] = np.float32(_dequant(q, kind, dec))
+            packed += ev
+            if want_codes:
+                ecodes[b, i, j] = code
+            if want_y:
+                ybuf[base + j] = y
+    return packed
+
+
+@njit(cache=True, inline="always")
+def _tile_row(x, xb, out, ecodes, scodes, ideal, ybuf, t, nbr, nbc, tr, tc, rule, P, SP, kmin,
+              kmax, emax_elem, fmax_elem, fmax_scale, mult, gdec, pow2, mode, overflow, key,
+              srk, want_codes, want_y):
+    """One tile row ``t`` (over the batch): every tile's amax, scale and elements."""
+    B, R, C = x.shape
+    b = t // nbr
+    i0 = (t % nbr) * tr
+    i1 = min(i0 + tr, R)
+    for u in range(nbc):
+        j0 = u * tc
+        j1 = min(j0 + tc, C)
+        amax = np.int64(0)
+        for i in range(i0, i1):
+            xr = xb[b, i]
+            for j in range(j0, j1):
+                amax = max(amax, np.int64(xr[j]) & _ABS32)
+        kind, enc, dec, code, idl = _tile_scale(amax, rule, P, SP, kmin, kmax, emax_elem,
+                                                fmax_elem, fmax_scale, mult, gdec, pow2)
+        scodes[b, t % nbr, u] = code
+        ideal[b, t % nbr, u] = idl
+        _round_tile(x, out, ecodes, ybuf, b, i0, i1, j0, j1, C, R, kind, enc, dec, P, mode,
+                    overflow, key, srk, want_codes, want_y)
+
+
+@njit(parallel=True, cache=True)
+def tiles(x, xb, out, ecodes, scodes, ideal, ybuf, tr, tc, rule, P, SP, kmin, kmax, emax_elem,
+          fmax_elem, fmax_scale, mult, gdec, pow2, mode, overflow, key, srk, want_codes,
+          want_y, nchunk):
+    """Quantize the ``(B, R, C)`` float32 array ``x`` (``xb``: its uint32 bits) in tiles of
+    ``tr x tc`` with a tile rule; dequantized float32 values to ``out``.
+
+    Outputs: ``scodes`` / ``ideal`` (B, tile rows, tile columns): each tile's scale code and the
+    ideal scale; ``ecodes`` (B, R, C) the element codes when ``want_codes``; ``ybuf`` (flat) the
+    scaled values handed to the rounding when ``want_y`` (the Stats pass reads them).
+    ``mode`` is a runtime int; the RNE branch is compiled with it as a constant (the common
+    case, vectorizable), the others share one generic loop.
+    """
+    B, R, C = x.shape
+    nbr = (R + tr - 1) // tr
+    nbc = (C + tc - 1) // tc
+    ntr = B * nbr
+    for c in prange(nchunk):
+        lo = (c * ntr) // nchunk
+        hi = ((c + 1) * ntr) // nchunk
+        for t in range(lo, hi):
+            if mode == RNE:
+                _tile_row(x, xb, out, ecodes, scodes, ideal, ybuf, t, nbr, nbc, tr, tc, rule, P,
+                          SP, kmin, kmax, emax_elem, fmax_elem, fmax_scale, mult, gdec, pow2,
+                          RNE, overflow, key, srk, want_codes, want_y)
+            else:
+                _tile_row(x, xb, out, ecodes, scodes, ideal, ybuf, t, nbr, nbc, tr, tc, rule, P,
+                          SP, kmin, kmax, emax_elem, fmax_elem, fmax_scale, mult, gdec, pow2,
+                          mode, overflow, key, srk, want_codes, want_y)
+
+
+@njit(parallel=True, cache=True)
+def tensor_amax(xb, nchunk):
+    """Largest |x| of the float32 bits ``xb`` as float32 bits: NaN or Inf patterns (>= 0x7F800000)
+    when the array holds one (a NaN pattern wins over Inf only by its larger bits: callers test
+    ``>= 0x7F800000``)."""
+    n = xb.size
+    part = np.zeros(nchunk, np.int64)
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        m = np.int64(0)
+        for i in range(lo, hi):
+            m = max(m, np.int64(xb[i]) & _ABS32)
+        part[c] = m
+    return part.max() if nchunk > 0 else np.int64(0)
+
+
+@njit(cache=True, inline="always")
+def _tensor_range(x, out, ecodes, ybuf, lo, hi, kind, enc, dec, P, mode, overflow, key, srk,
+                  want_codes, want_y):
+    packed = np.int64(0)
+    for i in range(lo, hi):
+        xv = np.float64(x[i])
+        y = _scaled_y(xv, kind, enc)
+        rnd = random_bits(key, i) if mode == SR else np.int64(0)
+        q, code, ev = round_value(y, P, mode, overflow, rnd, srk)
+        out[i] = np.float32(_dequant(q, kind, dec))
+        if want_codes:
+            ecodes[i] = code
+        if want_y:
+            ybuf[i] = y
+    return packed
+
+
+@njit(parallel=True, cache=True)
+def tensor_round(x, out, ecodes, ybuf, kind, enc, dec, P, mode, overflow, key, srk, want_codes,
+                 want_y, nchunk):
+    """Quantize the flat float32 array ``x`` with one scale (``kind``, ``enc``, ``dec`` as in
+    :func:`tiles`); dequantized values to ``out``."""
+    n = x.size
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        if mode == RNE:
+            _tensor_range(x, out, ecodes, ybuf, lo, hi, kind, enc, dec, P, RNE, overflow, key,
+                          srk, want_codes, want_y)
+        else:
+            _tensor_range(x, out, ecodes, ybuf, lo, hi, kind, enc, dec, P, mode, overflow, key,
+                          srk, want_codes, want_y)
+
+
+# ---- S2FP8 --------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def split_log2(a):
+    """``(e, l)`` with ``|x| = m * 2^e``, ``1 <= m < 2`` and ``l = log2(m)`` (libm, float64) for
+    the non-zero finite float32 bits ``a``. S2FP8 defines ``log2|x|`` as ``e + l``."""
+    e = a >> 23
+    f = a & 0x7FFFFF
+    if e == 0:  # float32 subnormal f * 2^-149: normalise f to 1.xxx
+        n = bit_length(f)
+        m = np.float64(f) / _pow2(n - 1)
+        return np.int64(n - 1 - 149), np.log2(m)
+    return e - 127, np.log2(1.0 + np.float64(f) * 2.0 ** -23)
+
+
+@njit(parallel=True, cache=True)
+def log2_sums(xb, nchunk, sums):
+    """S2FP8's statistics, exactly: per chunk ``c``, ``sums[c] = (sum e, sum hi, sum lo, count,
+    NaN/Inf count)`` over the non-zero finite elements, where ``l = log2(m)`` (a float64 in
+    [0, 1) and a multiple of 2^-75: ``m - 1 >= 2^-23`` puts ``l`` at or above 2^-23, whose ulp
+    is 2^-75) is split exactly into ``hi = floor(l * 2^35)`` and ``lo = (l - hi 2^-35) 2^75``
+    (both integers below 2^40). The caller keeps every chunk under 2^22 elements (the sums
+    then fit in int64) and adds them as Python ints: ``sum l = (2^40 sum hi + sum lo) 2^-75``.
+    """
+    n = xb.size
+    for c in prange(nchunk):
+        lo_i = (c * n) // nchunk
+        hi_i = ((c + 1) * n) // nchunk
+        se = np.int64(0)
+        sh = np.int64(0)
+        sl = np.int64(0)
+        cnt = np.int64(0)
+        bad = np.int64(0)
+        for i in range(lo_i, hi_i):
+            a = np.int64(xb[i]) & _ABS32
+            if a >= _INF32:
+                bad += 1
+                continue
+            if a == 0:
+                continue
+            e, l = split_log2(a)
+            h = np.int64(np.floor(l * 2.0 ** 35))
+            se += e
+            sh += h
+            sl += np.int64((l - np.float64(h) * 2.0 ** -35) * 2.0 ** 75)
+            cnt += 1
+        sums[c, 0] = se
+        sums[c, 1] = sh
+        sums[c, 2] = sl
+        sums[c, 3] = cnt
+        sums[c, 4] = bad
+
+
+@njit(cache=True, inline="always")
+def _s2fp8_range(x, xb, out, ecodes, ybuf, lo, hi, alpha, beta, P, mode, overflow, key, srk,
+                 want_codes, want_y):
+    for i in range(lo, hi):
+        a = np.int64(xb[i]) & _ABS32
+        neg = (np.int64(xb[i]) >> 31) & 1
+        if a == 0 or a >= _INF32:
+            y = np.float64(x[i])  # zeros, Inf and NaN go through the rounding as they are
+        else:
+            e, l = split_log2(a)
+            u = alpha * (np.float64(e) + l) + beta
+            y = np.exp2(u)
+            if neg == 1:
+                y = -y
+        rnd = random_bits(key, i) if mode == SR else np.int64(0)
+        q, code, ev = round_value(y, P, mode, overflow, rnd, srk)
+        out[i] = np.float32(s2fp8_unmap(q, alpha, beta))
+        if want_codes:
+            ecodes[i] = code
+        if want_y:
+            ybuf[i] = y
+
+
+@njit(parallel=True, cache=True)
+def s2fp8_round(x, xb, out, ecodes, ybuf, alpha, beta, P, mode, overflow, key, srk, want_codes,
+                want_y, nchunk):
+    """S2FP8 of the flat float32 array ``x`` with its statistics ``alpha``, ``beta``:
+    ``y = sign(x) 2^(alpha log2|x| + beta)`` rounded into the element format, then
+    ``sign(q) 2^((log2|q| - beta) / alpha)`` as float32 (``log2`` as :func:`split_log2`
+    defines it; zeros, Inf and NaN pass through the element rounding unmapped)."""
+    n = x.size
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        _s2fp8_range(x, xb, out, ecodes, ybuf, lo, hi, alpha, beta, P, mode, overflow, key, srk,
+                     want_codes, want_y)
+
+
+def ev_counts(packed: int) -> list[int]:
+    """The five event counts of a packed event word sum (see ``EV_FIELD``)."""
+    return [(packed >> (EV_FIELD * k)) & ((1 << EV_FIELD) - 1) for k in range(5)]
+
+
+@njit(parallel=True, cache=True)
+def finite_amax(xb, nchunk):
+    """Largest |x| over the finite elements of the float32 bits ``xb``, as bits (0: none)."""
+    n = xb.size
+    part = np.zeros(nchunk, np.int64)
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        m = np.int64(0)
+        for i in range(lo, hi):
+            a = np.int64(xb[i]) & _ABS32
+            if a < _INF32:
+                m = max(m, a)
+        part[c] = m
+    return part.max() if nchunk > 0 else np.int64(0)
+
+
+@njit(cache=True, inline="always")
+def s2fp8_unmap(q, alpha, beta):
+    """S2FP8's value of the element value ``q`` (float64): ``sign(q) 2^((log2|q| - beta) /
+    alpha)`` with ``log2`` split as :func:`split_log2`; zeros, Inf and NaN as they are."""
+    qa = f64_bits(q) & _ABS64
+    if qa == 0 or qa >= np.int64(0x7FF0000000000000):
+        return q
+    eq = (qa >> 52) - 1023
+    mq = bits_f64((qa & ((np.int64(1) << 52) - 1)) | (np.int64(1023) << 52))
+    v = np.exp2(((np.float64(eq) + np.log2(mq)) - beta) / alpha)
+    return -v if q < 0 else v
+
+
+@njit(cache=True)
+def s2fp8_decode(q, alpha, beta, out):
+    """:func:`s2fp8_unmap` of every element value ``q`` (flat float64) into float32 ``out``."""
+    for i in range(q.size):
+        out[i] = np.float32(s2fp8_unmap(q[i], alpha, beta))
