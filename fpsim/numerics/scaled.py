@@ -593,3 +593,20 @@ def decode(elements, scales, sf: ScaledFormat, tensor_scale=None) -> np.ndarray:
     out = np.empty(q.size, np.float32)
     ks.s2fp8_decode(np.ascontiguousarray(q.reshape(-1)), alpha, beta, out)
     return out.reshape(shape)
+
+
+def block_parts(x, sf: ScaledFormat, mode: int = 0, key: int = 0, srk: int = 62):
+    """``(elements, scales)`` of a block format along the last axis: the element values (float64,
+    x's shape) and each block's decode scale (float64, ``x.shape[:-1] + (blocks,)``), so that
+    the dequantized value is ``fp32(element * scale)``. NaN blocks have NaN scales."""
+    if sf.tile is None or sf.tile[0] != 1:
+        raise ValueError(f"{sf.name}: a block-scaled GEMM needs 1 x k blocks along the reduction "
+                         "axis")
+    from fpsim.numerics import backend
+    enc = encode(x, sf, mode, key, srk)
+    codes = _twos_to_sign_magnitude(enc[0]) if sf.int_elements else enc[0]
+    q = np.asarray(backend.decode(codes, sf.element), np.float64)
+    s = np.asarray(backend.decode(enc[1], sf.scale), np.float64)
+    if sf.rule == "nvfp4":
+        s = (s.astype(np.float32) * _f32(enc.tensor_scale)[()]).astype(np.float64)
+    return q, s

@@ -39,6 +39,8 @@ class CastContext:
         direction: ``forward`` or ``backward``.
         step: the training step (keys stochastic rounding); seed: the run's seed.
         stats: True when a recorder listens (compute the Stats of the rounding).
+        training: False during evaluation passes (stateful casts, such as delayed scaling,
+            then leave their state alone).
     """
 
     site: str
@@ -47,6 +49,7 @@ class CastContext:
     step: int
     seed: int
     stats: bool
+    training: bool = True
 
     @property
     def stream(self) -> int:
@@ -97,7 +100,9 @@ class Cast:
     def parse(cls, spec):
         """A cast from a cast object (anything with ``round(x, ctx)``: returned as it is), a
         format name, ``"fp16:sr"`` / ``"e4m3:rne:saturate"``, a dict ``{"format", "rounding",
-        "overflow"}``, or None / ``"fp32"`` / ``"float32"`` (no cast: None)."""
+        "overflow"}``, or None / ``"fp32"`` / ``"float32"`` (no cast: None). A scaled format's
+        preset name (``"mxfp8_e4m3"``, ``"fp8_delayed:sr"``; rounding of the elements after
+        the colon) gives a :class:`~fpsim.training.scaled_cast.ScaledCast`."""
         if spec is None or is_cast(spec):
             return spec
         if isinstance(spec, dict):
@@ -114,6 +119,13 @@ class Cast:
         parts = spec.split(":")
         if parts[0] in ("fp32", "float32", "none"):
             return None
+        from fpsim.numerics.scaled import PRESETS as SCALED
+        if parts[0].strip().lower() in SCALED:
+            from fpsim.training.scaled_cast import ScaledCast
+            if len(parts) > 2:
+                raise ValueError(f"cast {spec!r}: a scaled format takes FORMAT[:ROUNDING] (its "
+                                 "elements' overflow policy is the format's)")
+            return ScaledCast(parts[0].strip().lower(), parts[1] if len(parts) > 1 else None)
         if len(parts) > 3:
             raise ValueError(f"cast {spec!r}: expected FORMAT[:ROUNDING[:OVERFLOW]]")
         return cls(*parts)

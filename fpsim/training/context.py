@@ -24,6 +24,7 @@ class RunContext:
         seed: key of stochastic rounding (with site, role and step).
         bypass: True while every site passes values through unrounded (float32 shadow pass).
         capture: None, or a dict receiving each activation-gradient site's rounded cotangent.
+        training: whether the root's latest forward pass ran in training mode.
     """
 
     def __init__(self, seed: int = 0):
@@ -32,6 +33,7 @@ class RunContext:
         self.capture: dict | None = None
         self._explicit: int | None = None
         self._auto = -1  # the last step drawn by a root forward pass outside at_step
+        self.training = True  # the mode of the root's latest forward pass
 
     @property
     def step(self) -> int:
@@ -51,7 +53,9 @@ class RunContext:
 
     def forward_started(self, module) -> None:
         """Called by the root's first input hook: a training-mode forward pass outside
-        :meth:`at_step` starts the next step."""
+        :meth:`at_step` starts the next step. Every forward pass records whether it trains
+        (:attr:`training`: stateful casts update only in training passes)."""
+        self.training = bool(module.training)
         if self._explicit is None and module.training:
             self._auto += 1
 

@@ -261,7 +261,7 @@ class Session:
                     grad_underflow_rate=rate,
                     nonfinite=0 if summary is None else summary.nonfinite(),
                     seconds=time.perf_counter() - t0, summary=summary, shadow=shadow,
-                    scales=scales, notes=notes)
+                    scales=scales, notes=notes, tensor_scales=self.policy.scale_records())
 
     def _forward_backward(self, x, y):
         """One forward and backward pass; returns (loss, output, the loss scale used)."""
@@ -322,6 +322,9 @@ class Session:
         st["loop/step"] = np.array(self.step)
         st["loop/totals"] = self.totals.to_array()
         st["scaler"] = np.frombuffer(json.dumps(self.scaler.state_dict()).encode(), np.uint8)
+        casts = self.policy.state_dict()
+        if casts:  # (delayed scaling's amax histories; absent otherwise, as in older checkpoints)
+            st["casts"] = np.frombuffer(json.dumps(casts).encode(), np.uint8)
         return st
 
     def load(self, st: dict) -> None:
@@ -336,6 +339,8 @@ class Session:
         self.step = int(st["loop/step"])
         self.totals = RunTotals.from_array(st["loop/totals"])
         self.scaler.load_state_dict(json.loads(st["scaler"].tobytes().decode()))
+        if "casts" in st:
+            self.policy.load_state_dict(json.loads(st["casts"].tobytes().decode()))
 
 
 class _Interrupt:
@@ -445,6 +450,7 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
                 m = s.train_step(order[within], recorder)
                 summary, shadow, scales = m.pop("summary"), m.pop("shadow"), m.pop("scales")
                 rdb.add_step(run_id, step, epoch, m, summary, shadow, scales)
+                rdb.add_tensor_scales(run_id, step, m.pop("tensor_scales"))
                 for site, message in (m.pop("notes") or {}).items():
                     rdb.add_note(run_id, step, "scaler", message, site=site)
                 end_of_epoch = within == s.steps_per_epoch - 1

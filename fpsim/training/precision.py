@@ -71,7 +71,9 @@ class Policy:
             gives a module its own: None (float32 BLAS products), keyword arguments of
             :func:`fpsim.matmul` (e.g. ``{"preset": "fp16 accumulate"}``), or a tensor-core
             model (a preset name such as ``"H100-fp16"`` or a ``TensorCore``; its operands are
-            rounded into the model's input format first, as autocast does).
+            rounded into the model's input format first, as autocast does), or a block format
+            (``"mxfp8_e4m3"``, ``"nvfp4"``): the block-scaled GEMM of
+            :func:`fpsim.numerics.block_gemm.block_matmul`.
         cast_input: round the model input to the activation format.
         seed: the default key of stochastic rounding (with the site, role and step); the
             training loop's :class:`~fpsim.training.context.RunContext` uses the run's seed.
@@ -105,6 +107,41 @@ class Policy:
         return f"Policy({self.name!r}{', ' if casts else ''}{casts})"
 
     # -- declaration -----------------------------------------------------------------------------
+    def cast_objects(self) -> list[tuple[str, object]]:
+        """Every cast this policy holds, named by its field (``"weights"``) or
+        ``"<pattern>/<field>"`` for overrides, in declaration order: the names a checkpoint
+        keeps stateful casts' state under (:meth:`state_dict`)."""
+        out = [(f, c) for f, c in self.casts.items() if c is not None]
+        for pattern, fields in self.overrides:
+            out += [(f"{pattern}/{f}", c) for f, c in fields.items()
+                    if f != "matmul" and c is not None]
+        return out
+
+    def state_dict(self) -> dict:
+        """The state of the casts that have one (delayed scaling's amax histories), by
+        :meth:`cast_objects` name."""
+        return {name: c.state_dict() for name, c in self.cast_objects()
+                if callable(getattr(c, "state_dict", None))}
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore :meth:`state_dict` output."""
+        casts = dict(self.cast_objects())
+        for name, v in d.items():
+            if name not in casts or not callable(getattr(casts[name], "load_state_dict", None)):
+                raise ValueError(f"checkpoint holds cast state for {name!r}, which this policy "
+                                 "has no stateful cast for")
+            casts[name].load_state_dict(v)
+
+    def scale_records(self) -> list[dict]:
+        """The scale rows the scaled casts left since the last call (see
+        :meth:`fpsim.training.scaled_cast.ScaledCast.scale_records`)."""
+        rows, seen = [], set()
+        for _, c in self.cast_objects():
+            if id(c) not in seen and callable(getattr(c, "scale_records", None)):
+                seen.add(id(c))
+                rows += c.scale_records()
+        return rows
+
     def cast_for(self, field: str, site: str):
         """The cast of role field ``field`` at ``site`` after overrides."""
         for pattern, fields in self.overrides:
@@ -214,7 +251,7 @@ class _Placer:
                 y = a
             else:
                 y, st = cast.round(a, CastContext(site, role, direction, ctx.step, ctx.seed,
-                                                  instrument.wants_stats()))
+                                                  instrument.wants_stats(), ctx.training))
                 if st is not None:
                     instrument.emit(site, role, direction, st,
                                     tag if isinstance(tag, (int, float)) else None)
@@ -250,11 +287,19 @@ def _check_matmul(matmul):
     """A matmul setting as fpsim.matmul keyword arguments: a dict as it is, a tensor-core preset
     name (``"H100-fp16"``) or a TensorCore as the dict that selects it."""
     from fpsim.numerics import tensor_core as tcm
+    from fpsim.numerics import scaled
+    if isinstance(matmul, str) and matmul in scaled.PRESETS:
+        sf = scaled.PRESETS[matmul]
+        if sf.tile is None or sf.tile[0] != 1:
+            raise ValueError(f"matmul={matmul!r}: a block-scaled GEMM needs a format with 1 x k "
+                             "blocks (mxfp8_e4m3, mxfp4_e2m1, nvfp4, ...)")
+        return {"block_scaled": matmul}
     if isinstance(matmul, str):
         if matmul not in tcm.PRESETS:
             raise ValueError(f"matmul={matmul!r} is not a tensor-core preset; valid presets: "
-                             + ", ".join(tcm.PRESET_NAMES) + " (or give a dict of fpsim.matmul "
-                             "keyword arguments)")
+                             + ", ".join(tcm.PRESET_NAMES) + "; or a block format for a "
+                             "block-scaled GEMM (mxfp8_e4m3, nvfp4, ...); or a dict of "
+                             "fpsim.matmul keyword arguments")
         return {"preset": matmul}
     if isinstance(matmul, tcm.TensorCore):
         return {"accum": matmul}
@@ -281,6 +326,11 @@ def _model_product(kwargs: dict):
     """A numpy-level product ``f(x, y)`` running :func:`fpsim.matmul` with ``kwargs`` (batched
     leading axes are looped over)."""
     from fpsim.numerics.accumulation import matmul as model_matmul
+    if "block_scaled" in kwargs:
+        from fpsim.numerics.block_gemm import block_matmul
+        name = kwargs["block_scaled"]
+        model_matmul = lambda x, y: block_matmul(x, y, name)  # noqa: E731 - same loop below
+        kwargs = {}
     tc = _tensor_core_in(kwargs)
     if tc is not None:
         from fpsim.numerics.convert import quantize

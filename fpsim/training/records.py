@@ -20,6 +20,10 @@ Tables (schema version :data:`SCHEMA`):
   training loop (numpy floating-point warnings and the like, with where they came from), and
   the loop's own observations (``kind``, ``site``, ``message``). Added to older databases of
   the same schema when they are opened.
+- ``tensor_scales``: per step and cast site of a scaled format (role, direction): the tensor's
+  amax, the per-tensor encode scale (current / delayed scaling), S2FP8's ``alpha`` and
+  ``beta``, the number of tiles and how many of their scales fell below / above the scale
+  format's range, and the tiles holding Inf/NaN. Added to older databases like ``notes``.
 - ``epochs``: per epoch: train loss/accuracy, test loss/accuracy.
 - ``checkpoints``: the latest checkpoint of each run (an ``.npz`` blob of model, optimizer and
   loop state), the point ``--resume`` continues from.
@@ -63,10 +67,13 @@ CREATE TABLE epochs (run_id INTEGER, epoch INTEGER, step INTEGER, train_loss REA
     PRIMARY KEY (run_id, epoch));
 CREATE TABLE IF NOT EXISTS notes (run_id INTEGER, step INTEGER, kind TEXT, site TEXT,
     message TEXT, count INTEGER);
+CREATE TABLE IF NOT EXISTS tensor_scales (run_id INTEGER, step INTEGER, site TEXT, role TEXT,
+    direction TEXT, amax REAL, scale REAL, alpha REAL, beta REAL, tiles INTEGER,
+    scale_underflow INTEGER, scale_overflow INTEGER, nonfinite INTEGER);
 CREATE TABLE checkpoints (run_id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER,
     created TEXT, state BLOB);
 """
-_STEP_TABLES = ("steps", "site_events", "histograms", "scales", "notes")
+_STEP_TABLES = ("steps", "site_events", "histograms", "scales", "notes", "tensor_scales")
 _NOTES_TABLE = _TABLES[_TABLES.index("CREATE TABLE IF NOT EXISTS notes"):
                        _TABLES.index("CREATE TABLE checkpoints")]
 
@@ -243,6 +250,21 @@ class RunDB:
         it concerns (or None), a one-line ``message`` and how many times it happened."""
         self.con.execute("INSERT INTO notes VALUES (?, ?, ?, ?, ?, ?)",
                          (run_id, step, kind, site, message, int(count)))
+
+    def add_tensor_scales(self, run_id: int, step: int, rows: list[dict]) -> None:
+        """Queue one step's scale rows of the scaled casts (see the ``tensor_scales`` table)."""
+        self.con.executemany(
+            "INSERT INTO tensor_scales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, step, r["site"], r["role"], r["direction"], r["amax"], r["scale"],
+              r["alpha"], r["beta"], r["tiles"], r["scale_underflow"], r["scale_overflow"],
+              r["nonfinite"]) for r in rows])
+
+    def tensor_scales(self, run_id: int) -> list[dict]:
+        """The run's scale rows of scaled casts, in step order."""
+        if not self.con.execute(
+                "SELECT name FROM sqlite_master WHERE name = 'tensor_scales'").fetchone():
+            return []
+        return self._dicts("tensor_scales", run_id, "step, rowid")
 
     def add_histograms(self, run_id: int, step: int, summary) -> None:
         """Queue the exponent histograms of every site of one step."""
