@@ -1025,6 +1025,10 @@ def omitted(runs: list[RunData]) -> "OrderedDict[str, str]":
         out["underflow"] = "No activation-gradient value underflowed in any run."
     if no_overflow(runs):
         out["overflow"] = "No value overflowed or became NaN at any cast site in any run."
+    # -- scaled formats (fpsim.analysis.scaled_plots): nothing for studies without them --
+    from fpsim.analysis import scaled_plots
+    out.update(scaled_plots.omitted(runs))
+    # -- end scaled formats --
     for label, items in groups(runs).items():
         if not any(site_histograms(r) for r in items):
             out["hist_" + slug(label)] = (
@@ -1044,8 +1048,11 @@ def draw_all(runs: list[RunData], target: float | None = None) -> list:
     from matplotlib.ticker import MaxNLocator
 
     with matplotlib.rc_context(_RC):
+        from fpsim.analysis import scaled_plots  # s2fp8_stats, tensor_scales, scale_range
+
         drawn = [draw_curves(runs, target), draw_loss_scale(runs), draw_skipped(runs),
-                 draw_underflow(runs), draw_overflow(runs), *draw_histograms(runs)]
+                 draw_underflow(runs), draw_overflow(runs), *scaled_plots.draw_all(runs),
+                 *draw_histograms(runs)]
     drawn = [d for d in drawn if d is not None]
     for _, fig in drawn:
         for ax in fig.axes:
@@ -1059,7 +1066,8 @@ def write_all(runs: list[RunData], out_dir: str, target: float | None = None,
     """Draw every figure with something to show and write ``out_dir/NAME.png`` (at :data:`DPI`)
     and ``out_dir/NAME.svg`` for each (``images``: the kinds to write); returns the
     :class:`Figure` of each, in report order (curves, loss_scale, skipped, underflow, overflow,
-    hist_<cell>...). :func:`omitted` says what is left out."""
+    s2fp8_stats, tensor_scales, scale_range, hist_<cell>...). :func:`omitted` says what is
+    left out."""
     import matplotlib
 
     os.makedirs(out_dir, exist_ok=True)

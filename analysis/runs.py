@@ -124,7 +124,9 @@ def _labels(rows: list[dict]) -> dict:
 class RunData:
     """One run's records, loaded once: ``run`` (the runs row), ``steps`` (columns), ``epochs``,
     ``events`` (per step and site), ``scales``, ``hists``, ``notes`` (recorded warnings and
-    events), ``fmt`` (the activation-gradient Format or None)."""
+    events), ``tensor_scales`` (per step and cast site of a scaled format: amax, scale, S2FP8's
+    alpha and beta, tiles and their out-of-range scales; empty for older databases),
+    ``fmt`` (the activation-gradient Format or None)."""
 
     def __init__(self, db: RunDB, run: dict, label: str | None = None):
         self.run = run
@@ -138,6 +140,7 @@ class RunData:
         self.scales = db.scales(self.id)
         self.hists = db.histograms(self.id)
         self.notes = db.notes(self.id)
+        self.tensor_scales = db.tensor_scales(self.id)  # [] without the table
         self.fmt = grad_format(self.config)
 
     @property

@@ -48,6 +48,16 @@ CONFIGS = {
                   "lr": 0.1 * 2.0 ** 16, "loss_weight": 2.0 ** -16, "epochs": 20,
                   "batch_size": 128},
     },
+    "mnist1d-mlp": {
+        "description": "The MLP of mnist1d-mlp-small-loss on the unweighted loss (lr 0.1), "
+                       "float32 unless a policy or recipe says otherwise: the setting of the "
+                       "FP8 recipe comparison (fpsim compare --recipes default), where "
+                       "gradients are as small as a plain cross-entropy makes them.",
+        "train": {"model": "mlp", "dataset": "mnist1d", "policy": "fp32",
+                  "model_config": {"hidden": [128, 128, 128, 128]},
+                  "dataset_options": {"n_test": 10000}, "optimizer": "sgd", "lr": 0.1,
+                  "epochs": 20, "batch_size": 128},
+    },
 }
 
 DEFAULT = "digits-mlp-fp16"

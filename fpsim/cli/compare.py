@@ -42,6 +42,12 @@ def register(subparsers) -> None:
                         "ROLE=CAST list joined by + (fwd=e4m3+grads=e5m2; roles: activations, "
                         "weights, activation_grads, weight_grads, optimizer_state, groups fwd, "
                         "grads, all); ';' or a repeated --policies separates several lists")
+    p.add_argument("--recipes", metavar="LIST",
+                   help="compare recipes (a policy and a scaler each) instead of policies x "
+                        "scalers: comma-separated names (fp32, fp8, fp8+static, fp8+dynamic, "
+                        "fp8-hybrid, fp8-current, fp8-delayed, mxfp8, s2fp8, nvfp4-fwd, ...), "
+                        "POLICY@SCALER words (fwd=mxfp8_e4m3+grads=mxfp8_e5m2@none), or "
+                        "'default' for the FP8 comparison")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--shadow-every", type=int, default=10,
                    help="float32-shadow underflow measurement every K steps (default 10; 0: off)")
@@ -104,6 +110,10 @@ def run_compare(args) -> int:
         scalers = tuple(x.strip() for x in args.scalers.split(",")) if args.scalers \
             else DEFAULT_SCALERS
         policies = parse_policies(args.policies)
+        recipes = parse_recipes(args.recipes)
+        if recipes and (policies or args.scalers or args.policy):
+            raise ValueError("--recipes gives every cell's policy and scaler: drop --policy, "
+                             "--policies and --scalers")
         if policies and args.policy:
             raise ValueError("give --policy or --policies, not both (--policies lists every "
                              "policy of the comparison)")
@@ -115,7 +125,8 @@ def run_compare(args) -> int:
                           shadow_every=args.shadow_every, policies=policies,
                           log=None if args.json else (lambda m: print(m, file=sys.stderr)),
                           progress=not args.json and sys.stderr.isatty(),
-                          command=command_line(), images=_images(args.images))
+                          command=command_line(), images=_images(args.images),
+                          recipes=recipes)
     except (ValueError, TypeError, OSError, RecordError) as e:
         print(f"fpsim compare: error: {e}", file=sys.stderr)
         return 2
@@ -135,6 +146,21 @@ def command_line() -> str:
     """This process's command line as the user typed it (``fpsim compare ...``)."""
     import shlex
     return "fpsim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def parse_recipes(text) -> list | None:
+    """The recipe words of ``--recipes`` (``default``: the FP8 comparison's), validated."""
+    from fpsim.training.precision import policy
+    from fpsim.training.study import DEFAULT_RECIPES, recipe
+    if not text:
+        return None
+    words = []
+    for w in (x.strip() for x in text.split(",")):
+        if w:
+            words += list(DEFAULT_RECIPES) if w == "default" else [w]
+    for w in words:
+        policy(recipe(w)[1])  # fail before any run, naming the word
+    return words
 
 
 def parse_policies(values) -> list | None:

@@ -333,9 +333,11 @@ def _scale_params(sf: ScaledFormat):
 def nvfp4_tensor_scales(amax) -> tuple[np.float32, np.float32, np.float32]:
     """NVFP4's tensor scales from the tensor's amax, float32, in Transformer Engine's order:
     ``(encode, decode, block multiplier)`` with encode ``min(448 * 6 / amax, FLT_MAX)`` (1 when
-    that is 0, i.e. an infinite amax; 1 also for a NaN amax), decode ``1 / encode`` and the block
+    that is 0, i.e. an infinite amax, and 1 for a NaN or zero amax, as TE's kernel does), decode ``1 / encode`` and the block
     multiplier ``encode * (1/6)`` (a block's E4M3 scale is ``amax_block * multiplier``)."""
     a = np.float32(amax)
+    if a == 0:  # an all-zero tensor: TE's ComputeGlobalEncodeScaleFP4 returns 1
+        return np.float32(1.0), np.float32(1.0), np.float32(np.float32(1.0) / np.float32(6.0))
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         enc = np.float32(np.float32(448.0 * 6.0) / a)
     if np.isnan(enc):

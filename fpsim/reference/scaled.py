@@ -128,7 +128,7 @@ def quantize(x, sf, rounding="rne", seed=0, stream=0, enc_scale=None):
         if sf.rule == "nvfp4":
             ga = _amax(flat)
             genc = math.nan if math.isnan(ga) else (
-                float(FLT_MAX) if ga == 0 else _f32_min(f32(Fraction(2688) / _fl(ga)))
+                1.0 if ga == 0 else _f32_min(f32(Fraction(2688) / _fl(ga)))
                 if not math.isinf(ga) else 0.0)
             if math.isnan(genc) or genc == 0:
                 genc = 1.0

@@ -15,6 +15,61 @@ DEFAULT_SCALERS = ("fp32", "none", "static:256", "static:4096", "static:65536", 
                    "adaptive-paper", "adaptive")
 
 
+def _every(cast: str) -> dict:
+    return {"activations": cast, "weights": cast, "activation_grads": cast, "weight_grads": cast}
+
+
+def _fwd_bwd(fwd: str, bwd: str | None) -> dict:
+    return {"activations": fwd, "weights": fwd, "activation_grads": bwd, "weight_grads": bwd}
+
+
+#: Named recipes (a precision policy and a loss scaler), for ``fpsim compare --recipes``.
+#: ``fp8`` is the FP8 of the S2FP8 paper (E5M2 everywhere, RNE, no scaling); ``fp8-hybrid``
+#: Transformer Engine's formats (E4M3 forward, E5M2 backward) without per-tensor scales;
+#: ``fp8-current`` / ``fp8-delayed`` the same formats with Transformer Engine's per-tensor
+#: scaling; ``mxfp8`` OCP MX blocks; ``s2fp8`` the shifted and squeezed E5M2 of Cambier et
+#: al.; ``nvfp4-fwd`` NVFP4 forward values and weights with float32 gradients.
+RECIPES = {
+    "fp32": ("fp32", "none"),
+    "fp8": ({"name": "fp8", **_every("float8_e5m2")}, "none"),
+    "fp8+static": ({"name": "fp8", **_every("float8_e5m2")}, "static:65536"),
+    "fp8+dynamic": ({"name": "fp8", **_every("float8_e5m2")}, "dynamic"),
+    "fp8-hybrid": ({"name": "fp8-hybrid", **_fwd_bwd("float8_e4m3fn", "float8_e5m2")}, "none"),
+    "fp8-hybrid+dynamic": ({"name": "fp8-hybrid", **_fwd_bwd("float8_e4m3fn", "float8_e5m2")},
+                           "dynamic"),
+    "fp8-current": ({"name": "fp8-current", **_fwd_bwd("fp8_current", "fp8_current_e5m2")},
+                    "none"),
+    "fp8-delayed": ({"name": "fp8-delayed", **_fwd_bwd("fp8_delayed", "fp8_delayed_e5m2")},
+                    "none"),
+    "mxfp8": ({"name": "mxfp8", **_fwd_bwd("mxfp8_e4m3", "mxfp8_e5m2")}, "none"),
+    "s2fp8": ({"name": "s2fp8", **_every("s2fp8")}, "none"),
+    "nvfp4-fwd": ({"name": "nvfp4-fwd", **_fwd_bwd("nvfp4", None)}, "none"),
+}
+#: The recipes of ``--recipes default``.
+DEFAULT_RECIPES = ("fp32", "fp8", "fp8+static", "fp8+dynamic", "fp8-current", "fp8-delayed",
+                   "mxfp8", "s2fp8", "nvfp4-fwd")
+
+
+def recipe(text: str) -> tuple[str, object, str]:
+    """``(label, policy spec, scaler spec)`` of a recipe word: a :data:`RECIPES` name, or
+    ``POLICY@SCALER`` (a policy word of :func:`~fpsim.training.precision.policy_from_text`
+    and a scaler spec).
+
+    Raises:
+        ValueError: an unknown name or a malformed word.
+    """
+    from fpsim.training.precision import policy_from_text
+    text = text.strip()
+    if text in RECIPES:
+        pol, sc = RECIPES[text]
+        return text, pol, sc
+    pol, at, sc = text.rpartition("@")
+    if not at or not pol or not sc:
+        raise ValueError(f"unknown recipe {text!r}: use a name ({', '.join(RECIPES)}) or "
+                         "POLICY@SCALER (e.g. fwd=mxfp8_e4m3+grads=mxfp8_e5m2@none)")
+    return text, policy_from_text(pol), sc
+
+
 def _label(spec: str) -> str:
     """The run name of a scaler spec (``static:256`` -> ``static 256``)."""
     return spec.replace(":", " ")
@@ -37,12 +92,21 @@ def load_config(name_or_path: str | None) -> tuple[str, dict]:
     return name_or_path, configs.get(name_or_path)["train"]
 
 
-def cells(config: dict, scalers, policies=None) -> list[tuple[str, dict]]:
+def cells(config: dict, scalers, policies=None, recipes=None) -> list[tuple[str, dict]]:
     """The runs of one seed of a study, as ``(label, TrainConfig fields)``: every policy of
     ``policies`` (default: the config's own) under every scaler; ``fp32`` is one run with the
     float32 policy, whatever the policies. Labels are the scaler's (``static 256``) with one
-    policy, ``policy / scaler`` with several."""
+    policy, ``policy / scaler`` with several. With ``recipes`` (words of :func:`recipe`) the
+    cells are exactly those recipes, labelled by their words."""
     from fpsim.training.precision import policy_label
+    if recipes:
+        out = []
+        for word in recipes:
+            label, pol, sc = recipe(word)
+            if label in {lab for lab, _ in out}:
+                raise ValueError(f"recipe {label!r} is given twice")
+            out.append((label, dict(config, policy=pol, scaler=sc)))
+        return out
     policies = [config.get("policy", "fp32")] if not policies else list(policies)
     out, seen = [], set()
     for pol in policies:
@@ -61,7 +125,7 @@ def cells(config: dict, scalers, policies=None) -> list[tuple[str, dict]]:
 def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "runs.sqlite",
             out: str = "fpsim-report", name: str = "custom", shadow_every: int = 10,
             log=None, command: str = "", policies=None, progress: bool = False,
-            images=("png", "svg")) -> dict:
+            images=("png", "svg"), recipes=None) -> dict:
     """Train ``config`` once per cell (policy x scaler) and seed, then write the report.
 
     Args:
@@ -78,6 +142,8 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
         log: a callable for progress lines (e.g. ``print`` to stderr), or None.
         progress: show a progress bar inside each run.
         images: the image kinds of the plots (``png`` and/or ``svg``).
+        recipes: recipe words (:func:`recipe`): the cells are these (policy, scaler) pairs
+            instead of policies x scalers.
     Returns:
         The report summary: ``study``, ``db``, ``out``, ``rows`` (one per cell, averaged over
         seeds), ``files``.
@@ -88,9 +154,9 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
     from fpsim.training.records import RunDB
     if "scaler" in config:
         raise ValueError("the config of a comparison must not set 'scaler' (compare varies it)")
-    if not scalers:
+    if not scalers and not recipes:
         raise ValueError("a comparison needs at least one scaler")
-    plan = cells(config, scalers, policies)
+    plan = cells(config, scalers, policies, recipes)
     for label, run in plan:  # fail before any run
         TrainConfig.from_dict(run).resolved()
     study = f"{name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}"
