@@ -26,7 +26,8 @@ from numba import njit, prange
 from fpsim.kernels.bitcast import bits_f64, f64_bits
 from fpsim.kernels.bits import bit_length
 from fpsim.kernels.rng import random_bits
-from fpsim.kernels.round import EV_FIELD, RNE, SR, carrier_bits, pack_code, round_bits
+from fpsim.kernels.round import (EV_FIELD, RNE, SR, carrier_bits, pack_code, round_bits,
+                                 unpack_code)
 
 #: How a tile's elements are mapped onto the element grid (``y``) and back (the dequantized
 #: value): ``POW2``: ``y = x * 2^-k`` and ``q * 2^k``, exact, in float64; ``MUL32``:
@@ -70,14 +71,23 @@ def floor_log2(v):
 
 
 @njit(cache=True, inline="always")
-def round_value(y, P, mode, overflow, rnd, srk):
+def round_value(y, P, mode, overflow, rnd, srk, simple=0):
     """Round the float64 ``y`` into the element format ``P`` (float64-carrier params):
-    ``(value, code, events)``."""
+    ``(value, code, events)``. ``simple`` as :func:`~fpsim.kernels.round.round_bits` takes it."""
     b = f64_bits(y)
     a = b & _ABS64
     sign = (b >> 63) & 1
-    r, s, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, 0)
+    r, s, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, simple)
     return bits_f64(carrier_bits(r, s, P)), pack_code(r, s, P), ev
+
+
+@njit(cache=True, inline="always")
+def _round_q(y, P, mode, overflow, rnd, srk, simple):
+    """The element value (float64) of :func:`round_value`, without the code or the events, so
+    that the loops that only want values keep none of pack_code's branches."""
+    b = f64_bits(y)
+    r, s, ev = round_bits(b & _ABS64, (b >> 63) & 1, P, mode, overflow, rnd, srk, simple)
+    return bits_f64(carrier_bits(r, s, P))
 
 
 @njit(cache=True, inline="always")
@@ -167,40 +177,101 @@ def _f32_bits_of(v):
 
 
 @njit(cache=True, inline="always")
-def _round_tile(x, out, ecodes, ybuf, b, i0, i1, j0, j1, C, R, kind, enc, dec, P, mode,
-                overflow, key, srk, want_codes, want_y):
-    """Round the elements of one tile; returns the packed event counts."""
-    packed = np.int64(0)
+def _round_elems(xs, os, off, kind, enc, dec, P, mode, overflow, key, srk, simple):
+    """Round the float32 slice ``xs`` (elements ``off ..`` of the flat array) scaled by
+    ``kind``/``enc`` into ``os``, dequantized by ``dec``: values only.
+
+    Callers pass ``kind``, ``mode`` and ``simple`` as constants, leaving a branch-free body
+    that LLVM vectorizes. The loop indexes slices from 0: with a non-zero start Numba's
+    negative-index wraparound check stays in the loop and blocks vectorization.
+    """
+    for j in range(xs.size):
+        y = _scaled_y(np.float64(xs[j]), kind, enc)
+        rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
+        q = _round_q(y, P, mode, overflow, rnd, srk, simple)
+        os[j] = np.float32(_dequant(q, kind, dec))
+
+
+@njit(cache=True)
+def _values_rne(xs, os, kind, enc, dec, P, overflow):
+    """:func:`_round_elems` in RNE, with the run-time ``kind`` (not NANTILE) and the format
+    class (``simple``, see :func:`~fpsim.kernels.round.round_bits`) turned into constants: one
+    vectorized loop per case. A function of its own, not inlined into the ``prange`` bodies:
+    inlined, its six loops made Numba's parallel passes over those bodies take minutes to
+    compile."""
+    if P.simple_signs == 1:
+        if kind == POW2:
+            _round_elems(xs, os, 0, POW2, enc, dec, P, RNE, overflow, 0, 62, 1)
+        elif kind == MUL32:
+            _round_elems(xs, os, 0, MUL32, enc, dec, P, RNE, overflow, 0, 62, 1)
+        else:
+            _round_elems(xs, os, 0, DIV32, enc, dec, P, RNE, overflow, 0, 62, 1)
+    else:
+        if kind == POW2:
+            _round_elems(xs, os, 0, POW2, enc, dec, P, RNE, overflow, 0, 62, 0)
+        elif kind == MUL32:
+            _round_elems(xs, os, 0, MUL32, enc, dec, P, RNE, overflow, 0, 62, 0)
+        else:
+            _round_elems(xs, os, 0, DIV32, enc, dec, P, RNE, overflow, 0, 62, 0)
+
+
+@njit(cache=True)
+def _values_any(xs, os, off, kind, enc, dec, P, mode, overflow, key, srk):
+    """:func:`_round_elems` with a run-time mode (the modes other than RNE share this loop)."""
+    if kind == POW2:
+        _round_elems(xs, os, off, POW2, enc, dec, P, mode, overflow, key, srk, 0)
+    elif kind == MUL32:
+        _round_elems(xs, os, off, MUL32, enc, dec, P, mode, overflow, key, srk, 0)
+    else:
+        _round_elems(xs, os, off, DIV32, enc, dec, P, mode, overflow, key, srk, 0)
+
+
+@njit(cache=True, inline="always")
+def _round_elems_fast(xs, os, off, kind, enc, dec, P, mode, overflow, key, srk):
+    """Values only: RNE through :func:`_values_rne` (the common case), other modes through
+    :func:`_values_any`."""
+    if mode == RNE:
+        _values_rne(xs, os, kind, enc, dec, P, overflow)
+    else:
+        _values_any(xs, os, off, kind, enc, dec, P, mode, overflow, key, srk)
+
+
+@njit(cache=True)
+def _round_elems_full(xs, os, es, ys, off, kind, enc, dec, P, mode, overflow, key, srk,
+                      want_codes, want_y):
+    """As :func:`_round_elems` with a run-time ``kind``, also writing the element codes to
+    ``es`` and the scaled values to ``ys`` when asked (``encode`` and the Stats pass: the
+    value-only loop stays free of these stores)."""
+    for j in range(xs.size):
+        y = _scaled_y(np.float64(xs[j]), kind, enc)
+        rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
+        q, code, ev = round_value(y, P, mode, overflow, rnd, srk)
+        os[j] = np.float32(_dequant(q, kind, dec))
+        if want_codes:
+            es[j] = code
+        if want_y:
+            ys[j] = y
+
+
+@njit(cache=True, inline="always")
+def _tile_amax_scale(xb, b, i0, i1, j0, j1, rule, P, SP, kmin, kmax, emax_elem, fmax_elem,
+                     fmax_scale, mult, gdec, pow2):
+    """The amax of the tile ``xb[b, i0:i1, j0:j1]`` and its scale (see :func:`_tile_scale`)."""
+    amax = np.int64(0)
     for i in range(i0, i1):
-        base = (b * R + i) * C
-        xr = x[b, i]
-        orow = out[b, i]
-        for j in range(j0, j1):
-            xv = np.float64(xr[j])
-            if kind == NANTILE:
-                orow[j] = np.float32(np.nan)
-                if want_codes:
-                    ecodes[b, i, j] = 0
-                if want_y:
-                    ybuf[base + j] = np.nan
-                continue
-            y = _scaled_y(xv, kind, enc)
-            rnd = random_bits(key, base + j) if mode == SR else np.int64(0)
-            q, code, ev = round_value(y, P, mode, overflow, rnd, srk)
-            orow[j] = np.float32(_dequant(q, kind, dec))
-            packed += ev
-            if want_codes:
-                ecodes[b, i, j] = code
-            if want_y:
-                ybuf[base + j] = y
-    return packed
+        xr = xb[b, i][j0:j1]  # a slice indexed from 0 (see _round_elems)
+        for j in range(xr.size):
+            amax = max(amax, np.int64(xr[j]) & _ABS32)
+    return _tile_scale(amax, rule, P, SP, kmin, kmax, emax_elem, fmax_elem, fmax_scale, mult,
+                       gdec, pow2)
 
 
 @njit(cache=True, inline="always")
 def _tile_row(x, xb, out, ecodes, scodes, ideal, ybuf, t, nbr, nbc, tr, tc, rule, P, SP, kmin,
               kmax, emax_elem, fmax_elem, fmax_scale, mult, gdec, pow2, mode, overflow, key,
               srk, want_codes, want_y):
-    """One tile row ``t`` (over the batch): every tile's amax, scale and elements."""
+    """One tile row ``t`` (over the batch): every tile's amax, scale and elements (the general
+    path: any mode, codes and scaled values when asked)."""
     B, R, C = x.shape
     b = t // nbr
     i0 = (t % nbr) * tr
@@ -208,17 +279,70 @@ def _tile_row(x, xb, out, ecodes, scodes, ideal, ybuf, t, nbr, nbc, tr, tc, rule
     for u in range(nbc):
         j0 = u * tc
         j1 = min(j0 + tc, C)
-        amax = np.int64(0)
-        for i in range(i0, i1):
-            xr = xb[b, i]
-            for j in range(j0, j1):
-                amax = max(amax, np.int64(xr[j]) & _ABS32)
-        kind, enc, dec, code, idl = _tile_scale(amax, rule, P, SP, kmin, kmax, emax_elem,
-                                                fmax_elem, fmax_scale, mult, gdec, pow2)
+        kind, enc, dec, code, idl = _tile_amax_scale(xb, b, i0, i1, j0, j1, rule, P, SP, kmin,
+                                                     kmax, emax_elem, fmax_elem, fmax_scale,
+                                                     mult, gdec, pow2)
         scodes[b, t % nbr, u] = code
         ideal[b, t % nbr, u] = idl
-        _round_tile(x, out, ecodes, ybuf, b, i0, i1, j0, j1, C, R, kind, enc, dec, P, mode,
-                    overflow, key, srk, want_codes, want_y)
+        for i in range(i0, i1):
+            base = (b * R + i) * C
+            os = out[b, i][j0:j1]
+            if kind == NANTILE:  # decided per tile, so the element loops never test it
+                os[:] = np.float32(np.nan)
+                if want_codes:
+                    ecodes[b, i][j0:j1] = 0
+                if want_y:
+                    ybuf[base + j0:base + j1] = np.nan
+            elif want_codes | want_y:  # the size-0 buffers are only sliced when wanted
+                es = ecodes[b, i][j0:j1] if want_codes else ecodes.reshape(0)[0:0]
+                ys = ybuf[base + j0:base + j1] if want_y else ybuf[0:0]
+                _round_elems_full(x[b, i][j0:j1], os, es, ys, base + j0, kind, enc, dec, P,
+                                  mode, overflow, key, srk, want_codes, want_y)
+            else:
+                _round_elems_fast(x[b, i][j0:j1], os, base + j0, kind, enc, dec, P, mode,
+                                  overflow, key, srk)
+
+
+@njit(cache=True, inline="always")
+def _rows_rne(x2, o2, tr, tc, kinds, encs, decs, P, overflow, simple):
+    """RNE values of the rows ``x2`` (2-D, tile-aligned: row ``i`` is in tile row ``i // tr``)
+    into ``o2``, tile ``(i // tr, u)`` scaled by ``kinds``/``encs``/``decs``; ``simple`` a
+    constant. The kind branch is per tile; each kind's element loop is vectorized."""
+    C = x2.shape[1]
+    for i in range(x2.shape[0]):
+        ti = i // tr
+        for u in range(kinds.shape[1]):
+            j0 = u * tc
+            j1 = min(j0 + tc, C)
+            xs = x2[i][j0:j1]
+            os = o2[i][j0:j1]
+            kind = kinds[ti, u]
+            enc = encs[ti, u]
+            dec = decs[ti, u]
+            if kind == POW2:
+                _round_elems(xs, os, 0, POW2, enc, dec, P, RNE, overflow, 0, 62, simple)
+            elif kind == MUL32:
+                _round_elems(xs, os, 0, MUL32, enc, dec, P, RNE, overflow, 0, 62, simple)
+            elif kind == DIV32:
+                _round_elems(xs, os, 0, DIV32, enc, dec, P, RNE, overflow, 0, 62, simple)
+            else:
+                os[:] = np.float32(np.nan)
+
+
+@njit(cache=True)
+def _tile_rows_rne(x2, o2, tr, tc, kinds, encs, decs, P, overflow):
+    """:func:`_rows_rne` with the format class (``simple``) as a constant. A function of its
+    own, called once per group of tile rows: inlined into the ``prange`` body, its loops made
+    Numba's parallel passes take minutes to compile; called per tile, the call cost more than
+    a 32-element tile's work."""
+    if P.simple_signs == 1:
+        _rows_rne(x2, o2, tr, tc, kinds, encs, decs, P, overflow, 1)
+    else:
+        _rows_rne(x2, o2, tr, tc, kinds, encs, decs, P, overflow, 0)
+
+
+#: Tile rows whose scales the RNE value path computes before one call rounds their elements.
+TILE_GROUP = 64
 
 
 @njit(parallel=True, cache=True)
@@ -231,25 +355,58 @@ def tiles(x, xb, out, ecodes, scodes, ideal, ybuf, tr, tc, rule, P, SP, kmin, km
     Outputs: ``scodes`` / ``ideal`` (B, tile rows, tile columns): each tile's scale code and the
     ideal scale; ``ecodes`` (B, R, C) the element codes when ``want_codes``; ``ybuf`` (flat) the
     scaled values handed to the rounding when ``want_y`` (the Stats pass reads them).
-    ``mode`` is a runtime int; the RNE branch is compiled with it as a constant (the common
-    case, vectorizable), the others share one generic loop.
+    ``mode`` is a runtime int. RNE without codes or scaled values (the common case) takes the
+    scales of up to ``TILE_GROUP`` tile rows of one batch entry, then rounds their elements in
+    one call of :func:`_tile_rows_rne` (RNE a constant, vectorized loops); everything else goes
+    tile by tile through :func:`_tile_row`.
     """
     B, R, C = x.shape
     nbr = (R + tr - 1) // tr
     nbc = (C + tc - 1) // tc
     ntr = B * nbr
+    values_rne = (mode == RNE) & (not want_codes) & (not want_y)
     for c in prange(nchunk):
         lo = (c * ntr) // nchunk
         hi = ((c + 1) * ntr) // nchunk
-        for t in range(lo, hi):
-            if mode == RNE:
-                _tile_row(x, xb, out, ecodes, scodes, ideal, ybuf, t, nbr, nbc, tr, tc, rule, P,
-                          SP, kmin, kmax, emax_elem, fmax_elem, fmax_scale, mult, gdec, pow2,
-                          RNE, overflow, key, srk, want_codes, want_y)
-            else:
+        if not values_rne:
+            for t in range(lo, hi):
                 _tile_row(x, xb, out, ecodes, scodes, ideal, ybuf, t, nbr, nbc, tr, tc, rule, P,
                           SP, kmin, kmax, emax_elem, fmax_elem, fmax_scale, mult, gdec, pow2,
                           mode, overflow, key, srk, want_codes, want_y)
+            continue
+        kinds = np.empty((TILE_GROUP, nbc), np.int64)
+        encs = np.empty((TILE_GROUP, nbc), np.float64)
+        decs = np.empty((TILE_GROUP, nbc), np.float64)
+        g0 = lo
+        while g0 < hi:
+            b = g0 // nbr
+            g1 = min(g0 + TILE_GROUP, hi, (b + 1) * nbr)  # one batch entry: contiguous rows
+            for t in range(g0, g1):
+                i0 = (t % nbr) * tr
+                i1 = min(i0 + tr, R)
+                for u in range(nbc):
+                    j0 = u * tc
+                    kind, enc, dec, code, idl = _tile_amax_scale(
+                        xb, b, i0, i1, j0, min(j0 + tc, C), rule, P, SP, kmin, kmax, emax_elem,
+                        fmax_elem, fmax_scale, mult, gdec, pow2)
+                    scodes[b, t % nbr, u] = code
+                    ideal[b, t % nbr, u] = idl
+                    kinds[t - g0, u] = kind
+                    encs[t - g0, u] = enc
+                    decs[t - g0, u] = dec
+            r0 = (g0 % nbr) * tr
+            r1 = min(((g1 - 1) % nbr + 1) * tr, R)
+            _tile_rows_rne(x[b, r0:r1], out[b, r0:r1], tr, tc, kinds, encs, decs, P, overflow)
+            g0 = g1
+
+
+@njit(cache=True, inline="always")
+def _amax_bits(xs):
+    """Largest of the float32 bits ``xs`` with the sign cleared (a slice indexed from 0)."""
+    m = np.int64(0)
+    for i in range(xs.size):
+        m = max(m, np.int64(xs[i]) & _ABS32)
+    return m
 
 
 @njit(parallel=True, cache=True)
@@ -262,28 +419,8 @@ def tensor_amax(xb, nchunk):
     for c in prange(nchunk):
         lo = (c * n) // nchunk
         hi = ((c + 1) * n) // nchunk
-        m = np.int64(0)
-        for i in range(lo, hi):
-            m = max(m, np.int64(xb[i]) & _ABS32)
-        part[c] = m
+        part[c] = _amax_bits(xb[lo:hi])
     return part.max() if nchunk > 0 else np.int64(0)
-
-
-@njit(cache=True, inline="always")
-def _tensor_range(x, out, ecodes, ybuf, lo, hi, kind, enc, dec, P, mode, overflow, key, srk,
-                  want_codes, want_y):
-    packed = np.int64(0)
-    for i in range(lo, hi):
-        xv = np.float64(x[i])
-        y = _scaled_y(xv, kind, enc)
-        rnd = random_bits(key, i) if mode == SR else np.int64(0)
-        q, code, ev = round_value(y, P, mode, overflow, rnd, srk)
-        out[i] = np.float32(_dequant(q, kind, dec))
-        if want_codes:
-            ecodes[i] = code
-        if want_y:
-            ybuf[i] = y
-    return packed
 
 
 @njit(parallel=True, cache=True)
@@ -295,12 +432,14 @@ def tensor_round(x, out, ecodes, ybuf, kind, enc, dec, P, mode, overflow, key, s
     for c in prange(nchunk):
         lo = (c * n) // nchunk
         hi = ((c + 1) * n) // nchunk
-        if mode == RNE:
-            _tensor_range(x, out, ecodes, ybuf, lo, hi, kind, enc, dec, P, RNE, overflow, key,
-                          srk, want_codes, want_y)
+        if want_codes | want_y:  # the size-0 buffers are only sliced when wanted
+            es = ecodes[lo:hi] if want_codes else ecodes[0:0]
+            ys = ybuf[lo:hi] if want_y else ybuf[0:0]
+            _round_elems_full(x[lo:hi], out[lo:hi], es, ys, lo, kind, enc, dec, P, mode,
+                              overflow, key, srk, want_codes, want_y)
         else:
-            _tensor_range(x, out, ecodes, ybuf, lo, hi, kind, enc, dec, P, mode, overflow, key,
-                          srk, want_codes, want_y)
+            _round_elems_fast(x[lo:hi], out[lo:hi], lo, kind, enc, dec, P, mode, overflow, key,
+                              srk)
 
 
 # ---- S2FP8 --------------------------------------------------------------------------------------
@@ -356,26 +495,55 @@ def log2_sums(xb, nchunk, sums):
 
 
 @njit(cache=True, inline="always")
-def _s2fp8_range(x, xb, out, ecodes, ybuf, lo, hi, alpha, beta, P, mode, overflow, key, srk,
+def _s2fp8_range(xs, xb, os, es, ys, off, alpha, beta, P, mode, overflow, key, srk, tab,
                  want_codes, want_y):
-    for i in range(lo, hi):
+    """S2FP8 of the slice ``xs`` (bits ``xb``; elements ``off ..`` of the flat array) into
+    ``os``; codes to ``es`` and scaled values to ``ys`` when asked. ``tab`` (when not empty)
+    holds :func:`s2fp8_unmap` of every positive magnitude code (see :func:`_unmap_table`)."""
+    for i in range(xs.size):
         a = np.int64(xb[i]) & _ABS32
         neg = (np.int64(xb[i]) >> 31) & 1
         if a == 0 or a >= _INF32:
-            y = np.float64(x[i])  # zeros, Inf and NaN go through the rounding as they are
+            y = np.float64(xs[i])  # zeros, Inf and NaN go through the rounding as they are
         else:
             e, l = split_log2(a)
             u = alpha * (np.float64(e) + l) + beta
             y = np.exp2(u)
             if neg == 1:
                 y = -y
-        rnd = random_bits(key, i) if mode == SR else np.int64(0)
-        q, code, ev = round_value(y, P, mode, overflow, rnd, srk)
-        out[i] = np.float32(s2fp8_unmap(q, alpha, beta))
+        rnd = random_bits(key, off + i) if mode == SR else np.int64(0)
+        b = f64_bits(y)
+        r, s, ev = round_bits(b & _ABS64, (b >> 63) & 1, P, mode, overflow, rnd, srk, 0)
+        if tab.size == 0 or r == 0 or r >= P.carrier_inf_bits:
+            os[i] = np.float32(s2fp8_unmap(bits_f64(carrier_bits(r, s, P)), alpha, beta))
+        else:  # the unmap is odd: the magnitude's entry, negated for a negative result
+            v = tab[pack_code(r, 0, P)]
+            os[i] = -v if s == 1 else v
         if want_codes:
-            ecodes[i] = code
+            es[i] = pack_code(r, s, P)
         if want_y:
-            ybuf[i] = y
+            ys[i] = y
+
+
+#: Element formats with at most this many exponent and fraction bits unmap S2FP8 results
+#: through a table of their magnitude codes.
+UNMAP_TABLE_BITS = 16
+
+
+@njit(cache=True)
+def _unmap_table(P, alpha, beta):
+    """float32 :func:`s2fp8_unmap` of the value of every magnitude code ``0 .. 2^(e + m) - 1`` of
+    the element format (entries of NaN and Inf codes are never read), or an empty table for
+    wider formats. A table entry is the same float64 expression rounded to float32 once, so it
+    is bit for bit what the direct call gives; it replaces two libm calls per element (log2
+    and exp2 do not vectorize) by one load."""
+    nbits = P.exp_bits + P.man_bits
+    if nbits > UNMAP_TABLE_BITS:
+        return np.zeros(0, np.float32)
+    tab = np.zeros(np.int64(1) << nbits, np.float32)
+    for m in range(tab.size):
+        tab[m] = np.float32(s2fp8_unmap(bits_f64(unpack_code(np.int64(m), P)), alpha, beta))
+    return tab
 
 
 @njit(parallel=True, cache=True)
@@ -386,11 +554,14 @@ def s2fp8_round(x, xb, out, ecodes, ybuf, alpha, beta, P, mode, overflow, key, s
     ``sign(q) 2^((log2|q| - beta) / alpha)`` as float32 (``log2`` as :func:`split_log2`
     defines it; zeros, Inf and NaN pass through the element rounding unmapped)."""
     n = x.size
+    tab = _unmap_table(P, alpha, beta)
     for c in prange(nchunk):
         lo = (c * n) // nchunk
         hi = ((c + 1) * n) // nchunk
-        _s2fp8_range(x, xb, out, ecodes, ybuf, lo, hi, alpha, beta, P, mode, overflow, key, srk,
-                     want_codes, want_y)
+        es = ecodes[lo:hi] if want_codes else ecodes[0:0]
+        ys = ybuf[lo:hi] if want_y else ybuf[0:0]
+        _s2fp8_range(x[lo:hi], xb[lo:hi], out[lo:hi], es, ys, lo, alpha, beta, P, mode,
+                     overflow, key, srk, tab, want_codes, want_y)
 
 
 def ev_counts(packed: int) -> list[int]:
