@@ -26,7 +26,7 @@ from numba import njit, prange
 from fpsim.kernels.bitcast import bits_f64, f64_bits
 from fpsim.kernels.bits import bit_length
 from fpsim.kernels.rng import random_bits
-from fpsim.kernels.round import (EV_FIELD, RNE, SR, carrier_bits, pack_code, round_bits,
+from fpsim.kernels.round import (RNE, SR, carrier_bits, pack_code, round_bits,
                                  unpack_code)
 
 #: How a tile's elements are mapped onto the element grid (``y``) and back (the dequantized
@@ -562,11 +562,6 @@ def s2fp8_round(x, xb, out, ecodes, ybuf, alpha, beta, P, mode, overflow, key, s
         ys = ybuf[lo:hi] if want_y else ybuf[0:0]
         _s2fp8_range(x[lo:hi], xb[lo:hi], out[lo:hi], es, ys, lo, alpha, beta, P, mode,
                      overflow, key, srk, tab, want_codes, want_y)
-
-
-def ev_counts(packed: int) -> list[int]:
-    """The five event counts of a packed event word sum (see ``EV_FIELD``)."""
-    return [(packed >> (EV_FIELD * k)) & ((1 << EV_FIELD) - 1) for k in range(5)]
 
 
 @njit(parallel=True, cache=True)

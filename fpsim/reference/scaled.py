@@ -20,7 +20,7 @@ import numpy as np
 from fpsim.kernels.rng import random_bits_py, stream_key
 from fpsim.numerics.formats import format as _format
 from fpsim.numerics.modes import Overflow, RoundMode
-from fpsim.reference.rounding import encode_value, round_rational, round_value
+from fpsim.reference.rounding import _floor_log2, encode_value, round_rational, round_value
 
 _F32 = _format("float32")
 FLT_MAX = Fraction(struct.unpack("<f", struct.pack("<I", 0x7F7FFFFF))[0])
@@ -60,15 +60,6 @@ def times(a: float, b: Fraction, to_f32: bool = True) -> float:
 
 def _f32_min(v: float) -> float:
     return min(v, float(FLT_MAX))
-
-
-def _floor_log2(v: Fraction) -> int:
-    e = v.numerator.bit_length() - v.denominator.bit_length()
-    while Fraction(2) ** e > v:
-        e -= 1
-    while Fraction(2) ** (e + 1) <= v:
-        e += 1
-    return e
 
 
 def _amax(values) -> float:

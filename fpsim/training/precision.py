@@ -328,9 +328,9 @@ def _model_product(kwargs: dict):
     from fpsim.numerics.accumulation import matmul as model_matmul
     if "block_scaled" in kwargs:
         from fpsim.numerics.block_gemm import block_matmul
-        name = kwargs["block_scaled"]
-        model_matmul = lambda x, y: block_matmul(x, y, name)  # noqa: E731 - same loop below
-        kwargs = {}
+        gemm = lambda x, y: block_matmul(x, y, kwargs["block_scaled"])  # noqa: E731
+    else:
+        gemm = lambda x, y: model_matmul(x, y, **kwargs)  # noqa: E731
     tc = _tensor_core_in(kwargs)
     if tc is not None:
         from fpsim.numerics.convert import quantize
@@ -347,7 +347,7 @@ def _model_product(kwargs: dict):
 
     def product(x, y):
         if x.ndim == 2 and y.ndim == 2:
-            return model_matmul(x, y, **kwargs).astype(np.result_type(x, y), copy=False)
+            return gemm(x, y).astype(np.result_type(x, y), copy=False)
         shape = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
         xs = np.broadcast_to(x, shape + x.shape[-2:]).reshape(-1, *x.shape[-2:])
         ys = np.broadcast_to(y, shape + y.shape[-2:]).reshape(-1, *y.shape[-2:])

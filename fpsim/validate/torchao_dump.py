@@ -127,20 +127,12 @@ def main(argv):
             nfail += 1
             continue
         x = torch.from_numpy(a.copy())
-        for fmt, dt in MX_FORMATS.items():
+        casts = [(fmt, lambda x, dt=dt: (*dump_mx(x, dt), None)) for fmt, dt in MX_FORMATS.items()]
+        casts += [(fmt, lambda x, p=pts: dump_nvfp4(x, p))
+                  for fmt, pts in (("nvfp4", True), ("nvfp4_nopts", False))]
+        for fmt, cast in casts:
             try:
-                deq, elem, scale = dump_mx(x, dt)
-            except Exception as e:  # noqa: BLE001
-                nfail += 1
-                print(f"{fmt} on {name} failed: {e!r}", file=sys.stderr)
-                traceback.print_exc()
-                continue
-            out[f"deq_{fmt}_{k}"] = deq
-            out[f"elem_{fmt}_{k}"] = elem
-            out[f"scale_{fmt}_{k}"] = scale
-        for fmt, with_pts in (("nvfp4", True), ("nvfp4_nopts", False)):
-            try:
-                deq, elem, scale, ts = dump_nvfp4(x, with_pts)
+                deq, elem, scale, ts = cast(x)
             except Exception as e:  # noqa: BLE001
                 nfail += 1
                 print(f"{fmt} on {name} failed: {e!r}", file=sys.stderr)
