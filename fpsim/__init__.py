@@ -48,6 +48,8 @@ _LAZY = {
     "encode": ("fpsim.numerics.convert", "encode"),
     "quantize": ("fpsim.numerics.convert", "quantize"),
     "scaled": ("fpsim.numerics.scaled", None),
+    "Fixed": ("fpsim.numerics.fixed", "Fixed"),
+    "IntGrid": ("fpsim.numerics.fixed", "IntGrid"),
     "ScaledFormat": ("fpsim.numerics.scaled", "ScaledFormat"),
     "DelayedScaling": ("fpsim.numerics.scaled", "DelayedScaling"),
 }
@@ -73,7 +75,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DelayedScaling", "Event", "Flag", "Format", "Overflow", "Policy", "Recorder", "RoundMode",
+    "DelayedScaling", "Event", "Fixed", "Flag", "Format", "IntGrid", "Overflow", "Policy", "Recorder", "RoundMode",
     "ScaledFormat", "Stats", "scaled",
     "PRESETS", "add", "code_dtype", "decode", "div", "dot", "encode", "engine", "fma", "format",
     "TensorCore", "formats", "instrument", "matmul", "mul", "nn", "optim", "precision", "quantize", "recording", "tensor_core", "validate_gemm",

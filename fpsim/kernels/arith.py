@@ -44,7 +44,7 @@ _INF = np.int64(0x7FF0000000000000)
 
 
 @njit(cache=True, inline="always")
-def _sign_of_rem(x, y, target):
+def sign_of_rem(x, y, target):
     """Sign of ``target - x*y``, exactly, for x*y within a few ulps of target."""
     # Every product goes through mul_rn: on CUDA a plain product feeding an addition would be
     # contracted into an FMA, and these identities need each product rounded on its own.
@@ -127,7 +127,7 @@ def exact_result(op, a, b, c, mode):
         q = a / b
         if np.isinf(a) or np.isinf(b) or a == 0.0:
             return q, np.int64(0), True, 0
-        r = _sign_of_rem(q, b, a)  # a = q*b + rem; the exact quotient is q + rem/b
+        r = sign_of_rem(q, b, a)  # a = q*b + rem; the exact quotient is q + rem/b
         return q, (r if b > 0.0 else -r), False, 0
     # OP_SQRT
     if np.isnan(a):
@@ -137,7 +137,7 @@ def exact_result(op, a, b, c, mode):
     if a == 0.0 or np.isinf(a):
         return a, np.int64(0), True, 0
     s = np.sqrt(a)
-    return s, _sign_of_rem(s, s, a), False, 0  # the exact root is above s iff a > s^2
+    return s, sign_of_rem(s, s, a), False, 0  # the exact root is above s iff a > s^2
 
 
 @njit(cache=True, inline="always")

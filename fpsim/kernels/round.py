@@ -74,6 +74,39 @@ def overflow_result(P, mode, overflow, sign):
 
 
 @njit(cache=True, inline="always")
+def round_away(mode, sign, inexact, above, tie, odd, frac, rnd, srk):
+    """Whether a magnitude takes its upper neighbour (one step away from zero): the decision of
+    every rounding mode, shared by :func:`round_bits` and the integer-grid rounding of
+    :mod:`fpsim.kernels.fixed`.
+
+    Args:
+        mode: a :class:`~fpsim.numerics.modes.RoundMode` int (a compile-time constant in the
+            drivers, so only its branch remains).
+        sign: 1 for a negative value (rup and rdn depend on it).
+        inexact: the magnitude is not its lower neighbour.
+        above, tie: the distance to the lower neighbour is above / exactly half a step.
+        odd: the lower neighbour's last code bit is 1 (ties to even, round to odd).
+        frac: the distance to the lower neighbour in steps, scaled to ``srk`` bits and
+            truncated, ``floor(dist / step * 2^srk)`` (read only by ``sr``).
+        rnd: 62 random bits; ``sr`` compares their top ``srk`` bits R: up iff
+            ``frac + R >= 2^srk``, with probability ``frac / 2^srk``.
+    """
+    if mode == RNE:
+        return above | (tie & odd)
+    if mode == RNA:
+        return above | tie
+    if mode == RUP:
+        return inexact & (sign == 0)
+    if mode == RDN:
+        return inexact & (sign == 1)
+    if mode == RTO:
+        return inexact & (not odd)
+    if mode == SR:
+        return frac + (rnd >> (SR_BITS_MAX - srk)) >= (np.int64(1) << srk)
+    return False  # RTZ
+
+
+@njit(cache=True, inline="always")
 def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
     """Round one carrier value into the format described by ``P``.
 
@@ -126,19 +159,12 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
     # holds the complement for the format; see KernelParams.
     odd = (not below) & ((((a >> d) & 1) ^ (P.exp_lsb_flip & np.int64(d == P.carrier_man_bits))) == 1)
 
-    # 2. Round: take `lower + step` or `lower`. (The nearest modes are finished below with the
-    #    add-and-truncate form, which the compiler turns into fewer vector instructions.)
-    if mode == RNE or mode == RNA:
-        up = False
-    elif mode == RUP:
-        up = inexact & (sign == 0)
-    elif mode == RDN:
-        up = inexact & (sign == 1)
-    elif mode == RTO:
-        up = inexact & (not odd)
-    elif mode == SR:
-        # Up iff floor(frac * 2^srk) + R >= 2^srk, R uniform on [0, 2^srk): probability
-        # floor(frac * 2^srk) / 2^srk with frac = rem / step, the distance in ulps.
+    # 2. Round: take `lower + step` or `lower` (the nearest modes are finished below with the
+    #    add-and-truncate form, which the compiler turns into fewer vector instructions; the
+    #    decision of round_away for them is dead code then). SR compares the distance in ulps,
+    #    frac = rem / step, scaled to srk bits.
+    frac = np.int64(0)
+    if mode == SR:
         if below:
             # frac = |x| / T = sig * 2^(E - cm - min_positive_log2); one shift scales it by 2^srk.
             sig = (a & ((np.int64(1) << P.carrier_man_bits) - 1)) | (np.int64(be != 0) << P.carrier_man_bits)
@@ -153,9 +179,7 @@ def round_bits(a, sign, P, mode, overflow, rnd, srk, simple=0):
             frac = rem >> (d - srk)
         else:
             frac = rem << (srk - d)
-        up = frac + (rnd >> (SR_BITS_MAX - srk)) >= (np.int64(1) << srk)
-    else:  # RTZ
-        up = False
+    up = round_away(mode, sign, inexact, above, tie, odd, frac, rnd, srk)
     r = lower + step if up else lower
     if mode == RNE or mode == RNA:
         # Above T: add half an ulp (minus one, plus the last code bit, for ties to even; exactly

@@ -331,7 +331,7 @@ def _code_range_error(value: int, where, fmt: Format) -> ValueError:
                       f"of the {fmt.bits}-bit format {fmt}")
 
 
-def _host_codes(codes, fmt: Format) -> np.ndarray:
+def host_codes(codes, fmt: Format) -> np.ndarray:
     """Host integer codes as a C-contiguous int64 array (uint64 codes reinterpreted), range
     checked."""
     arr = np.asarray(codes)
@@ -359,7 +359,7 @@ def _host_codes(codes, fmt: Format) -> np.ndarray:
 
 def _decode_cpu(codes, fmt):
     """:func:`decode` of host codes: ``cpu.decode``."""
-    c64 = _host_codes(codes, fmt)
+    c64 = host_codes(codes, fmt)
     out = np.empty(c64.shape, np.float64)
     cpu_module().decode(c64.reshape(-1), _bits(out), fmt.params("float64"), nchunks(c64.size))
     return out
@@ -374,7 +374,7 @@ def _decode_cuda(codes, fmt):
         raise TypeError(f"codes must be integers, got dtype {d.dtype}")
     # The range check needs the values; codes are small next to what they decode to. The host
     # check is the CPU's, so both backends refuse the same codes with the same message.
-    c64 = _host_codes(d.copy_to_host(), fmt)
+    c64 = host_codes(d.copy_to_host(), fmt)
     out = cuda.device_array(d.shape, np.float64)
     kc.decode(cuda.to_device(c64.reshape(-1)), out.reshape(out.size).view(np.int64),
               fmt.params("float64"))

@@ -12,6 +12,7 @@ import numpy as np
 import dataclasses
 
 from fpsim.numerics import backend
+from fpsim.numerics import fixed as _fixed
 from fpsim.numerics import scaled as _scaled
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as _format
@@ -90,6 +91,16 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 
         positive for unsigned ones, the input's sign otherwise); NaN inputs stay NaN in the
         carrier even for formats that cannot encode NaN.
     """
+    gf = _fixed.grid_format(fmt)
+    if gf is not None:
+        if state is not None:
+            raise ValueError("state= belongs to delayed scaling (a scaled format), not to a "
+                             "fixed-point format")
+        res, st = _fixed.quantize(backend.to_host(x), gf, int(RoundMode.parse(rounding)),
+                                  overflow, stream_key(seed, stream), _sr_bits(sr_bits),
+                                  bool(stats), out)
+        res = res if out is not None else backend.unwrap_0d(res)
+        return (res, st) if stats else res
     sf = _scaled.scaled_format(fmt)
     if sf is not None:
         if out is not None:
@@ -108,6 +119,9 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 
 
 def code_dtype(fmt: "str | Format") -> np.dtype:
     """Smallest unsigned dtype that holds a code of ``fmt`` (uint8/16/32/64)."""
+    gf = _fixed.grid_format(fmt)
+    if gf is not None:
+        return _fixed.code_dtype(gf)
     return backend.code_dtype(_format(fmt))
 
 
@@ -123,6 +137,10 @@ def encode(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 0,
         For a scaled format an :class:`~fpsim.numerics.scaled.Encoded` tuple
         ``(element_codes, scale_codes)`` (NVFP4's tensor scale in ``.tensor_scale``).
     """
+    gf = _fixed.grid_format(fmt)
+    if gf is not None:
+        return backend.unwrap_0d(_fixed.encode(backend.to_host(x), gf, int(RoundMode.parse(rounding)),
+                                               overflow, stream_key(seed, stream), _sr_bits(sr_bits)))
     sf = _scaled.scaled_format(fmt)
     if sf is not None:
         sf, mode, key, srk = _scaled_prepare(sf, rounding, overflow, seed, stream, sr_bits)
@@ -143,6 +161,9 @@ def decode(codes, fmt: "str | Format", *, tensor_scale=None) -> np.ndarray:
     Raises:
         ValueError: a code is out of range (the message gives the first offending index).
     """
+    gf = _fixed.grid_format(fmt)
+    if gf is not None:
+        return backend.unwrap_0d(_fixed.decode(backend.to_host(codes), gf))
     sf = _scaled.scaled_format(fmt)
     if sf is not None:
         if not (isinstance(codes, tuple) and len(codes) == 2):

@@ -69,11 +69,28 @@ class Overflow(enum.IntEnum):
     IEEE = 0
     #: ±max finite; Inf inputs saturate too (CUDA ``satfinite``); NaN stays NaN.
     SATURATE = 1
+    #: Fixed-point and integer formats only: two's-complement wraparound (the integer is taken
+    #: modulo ``2^bits``, as an integer register overflows).
+    WRAP = 2
+    #: Fixed-point and integer formats only: an out-of-range value raises ValueError.
+    ERROR = 3
 
     @classmethod
-    def parse(cls, policy: "str | int | Overflow") -> "Overflow":
-        """Accept ``"ieee"``, ``"saturate"`` (or ``"satfinite"``, ``"sat"``), an Overflow or its int."""
-        return _parse(cls, policy, {"satfinite": "SATURATE", "sat": "SATURATE"}, "overflow")
+    def parse(cls, policy: "str | int | Overflow", fixed: bool = False) -> "Overflow":
+        """Accept ``"ieee"``, ``"saturate"`` (or ``"satfinite"``, ``"sat"``), an Overflow or its int.
+
+        With ``fixed=True`` (fixed-point and integer formats) the policies are ``saturate``,
+        ``wrap`` and ``error``; floating-point formats take ``ieee`` and ``saturate``. A policy
+        of the other kind is a ValueError that says which kind takes it.
+        """
+        value = _parse(cls, policy, {"satfinite": "SATURATE", "sat": "SATURATE"}, "overflow")
+        if fixed and value == cls.IEEE:
+            raise ValueError("overflow='ieee' is invalid for a fixed-point format (it has no "
+                             "Inf or NaN): allowed values are saturate, wrap, error")
+        if not fixed and value in (cls.WRAP, cls.ERROR):
+            raise ValueError(f"overflow={value.name.lower()!r} applies to fixed-point and "
+                             "integer formats: floating-point formats take ieee or saturate")
+        return value
 
 
 class Event(enum.IntFlag):

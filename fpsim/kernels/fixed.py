@@ -1,0 +1,475 @@
+"""Rounding onto integer grids ``δ·k`` (fixed point, scaled integers): the exact ratio ``x/δ``,
+the shared mode decision :func:`.round.round_away`, then the overflow policy.
+
+A finite ``x = mu · 2^eu`` (``mu`` the float64 significand as an integer) and
+``δ = d_man · 2^d_exp`` (``d_man`` odd) give the ratio ``Q = |x|/δ = mu · 2^(eu - d_exp) / d_man``.
+Rounding needs, of Q, only:
+
+* ``k = floor(Q)`` (modulo ``2^62`` with a flag ``big`` for ``Q >= 2^62``: wrapping needs only
+  ``k mod 2^bits``, saturation only that Q is out of range);
+* ``frac = floor((Q - k) · 2^62)`` and ``sticky`` (whether Q is above ``k + frac/2^62``): the
+  nearest modes read the top bit and the rest, stochastic rounding the top ``srk <= 62`` bits.
+
+Three ways to get them, all exact:
+
+1. **Power-of-two δ** (``d_man == 1``, :class:`fpsim.Fixed`): Q is ``mu`` shifted, so k, frac and
+   sticky are shifts and masks of ``mu`` (:func:`ratio_pow2`).
+2. **Any δ, exactly** (:func:`ratio_exact`): long division of ``mu · 2^e`` by ``d_man``, ten
+   quotient bits per integer division (the remainder stays below ``d_man < 2^53``, so shifting
+   it by 10 stays below 2^63).
+3. **Any δ, certified estimate** (the fast path of the drivers): ``y = RN(|x| · RN(1/δ))`` is
+   within ``2^-51.9 · y`` of Q (two roundings of relative error ``<= 2^-53`` each). When ``y``
+   is farther than ``err = 2^-50 · y + 2^-1060`` (the absolute term covers float64 underflow)
+   from every point where the decision changes -- the integers, the half-integers for the
+   nearest modes, stochastic rounding's threshold -- Q makes the same decision as ``y``, and
+   ``floor(y) = floor(Q)``. Otherwise (probability about ``2^-44`` per element for random data,
+   always for values exactly on the grid) the element is redone by way 2.
+
+Values: ``k · δ`` is rounded once into the output dtype. In float64 that is the product of two
+float64 numbers (``k`` is exact, |k| < 2^53). For float32 output the float64 product rounded to
+float32 would round twice when it lands exactly on a float32 midpoint; those products (and all
+below float32's normal range) are rounded to odd in float64 first, from the exact sign of the
+product's error (Dekker's TwoProduct, :func:`.arith.sign_of_rem`), which makes the second rounding
+correct (Boldo & Melquiond). δ within ``2^-900 .. 2^900`` keeps every partial product of
+TwoProduct a normal number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fpsim.kernels.arith import odd_bits, sign_of_rem
+from fpsim.kernels.bitcast import bits_f64, f64_bits
+from fpsim.kernels.rng import random_bits
+from fpsim.kernels.round import (EV_FIELD, EV_INEXACT, EV_MAX_SUM, EV_NAN, EV_OVERFLOW,
+                                 EV_UNDERFLOW, RNA, RNE, SR, SR_BITS_MAX, round_away)
+from fpsim.numerics.modes import Overflow
+
+SATURATE = int(Overflow.SATURATE)
+WRAP = int(Overflow.WRAP)
+
+#: Fraction bits of Q kept exactly (the most any mode reads: ``sr`` with 62 random bits).
+FRAC_BITS = 62
+_MASK62 = (np.int64(1) << 62) - 1
+_HALF = np.int64(1) << 61
+_M52 = (np.int64(1) << 52) - 1
+_SIGN = np.int64(1) << 63
+_INF = np.int64(0x7FF0000000000000)
+_QNAN = np.int64(0x7FF8000000000000)
+#: float64 bits of 2^-126, float32's smallest normal number.
+_F32_MIN_NORMAL = np.int64(0x3810000000000000)
+_M29 = (np.int64(1) << 29) - 1
+
+#: Per-element status of a rounding: a value; a NaN result (NaN input; Inf under ``wrap``),
+#: which has no code; an out-of-range value under the ``error`` policy.
+OK, NAN_RESULT, RANGE_ERROR = 0, 1, 2
+
+
+@njit(cache=True, inline="always")
+def split(a):
+    """``(mu, eu)`` with ``|x| = mu · 2^eu`` of the float64 bits ``a`` of a finite |x| > 0."""
+    be = a >> 52
+    if be == 0:
+        return a, np.int64(-1074)
+    return (a & _M52) | (np.int64(1) << 52), be - 1075
+
+
+@njit(cache=True, inline="always")
+def ratio_pow2(mu, e):
+    """``(k, big, frac, sticky)`` of ``Q = mu · 2^e`` (``mu < 2^53``), by shifts.
+
+    ``e >= 0``: Q is an integer; ``k`` is ``Q mod 2^62`` (shifts wrap), ``big`` says Q >= 2^62.
+    ``e < 0``: ``g = -e`` bits of ``mu`` are fraction; they are placed at the top of the 62-bit
+    fraction (``g <= 62``) or shifted down into it, the bits that fall off making ``sticky``.
+    """
+    k = np.int64(0)
+    big = False
+    frac = np.int64(0)
+    sticky = False
+    if e >= 0:
+        if e >= 62:
+            big = True  # mu >= 1: Q >= 2^62; Q mod 2^62 = 0
+        else:
+            big = (mu >> (62 - e)) != 0
+            k = (mu << e) & _MASK62
+    else:
+        g = -e
+        if g <= 62:
+            k = mu >> g
+            frac = (mu & ((np.int64(1) << g) - 1)) << (62 - g)
+        else:
+            s = g - 62
+            if s <= 62:
+                frac = mu >> s
+                sticky = (mu & ((np.int64(1) << s) - 1)) != 0
+            else:
+                sticky = mu != 0
+    return k, big, frac, sticky
+
+
+@njit(cache=True, inline="always")
+def _divide_bits(r, md, n):
+    """``n`` more quotient bits of ``r / md`` (``r < md < 2^53``): ``(bits, new r)``, ten bits
+    per integer division."""
+    q = np.int64(0)
+    while n > 0:
+        c = min(n, 10)
+        r <<= c
+        t = r // md
+        r -= t * md
+        q = (q << c) | t
+        n -= c
+    return q, r
+
+
+@njit(cache=True)
+def ratio_exact(mu, e, md, need_k):
+    """``(k, big, frac, sticky)`` of ``Q = mu · 2^e / md`` (``mu, md < 2^53``) by long division.
+
+    ``need_k`` False stops once Q is known to be ``>= 2^62`` (saturation and errors need no
+    more); True (wrapping) carries ``k mod 2^62`` to the end, ten bits per step.
+    """
+    q0 = mu // md
+    r = mu - q0 * md
+    big = False
+    frac = np.int64(0)
+    sticky = False
+    if e >= 0:
+        k = q0
+        n = e
+        while n > 0:
+            c = min(n, 10)
+            big |= (k >> (62 - c)) != 0
+            if big and not need_k:
+                return k, big, frac, sticky
+            t, r = _divide_bits(r, md, c)
+            k = ((k << c) & _MASK62) | t
+            n -= c
+        frac, r = _divide_bits(r, md, FRAC_BITS)
+        sticky = r != 0
+        return k, big, frac, sticky
+    g = -e
+    if g <= 62:
+        k = q0 >> g
+        low, r = _divide_bits(r, md, 62 - g)
+        frac = ((q0 & ((np.int64(1) << g) - 1)) << (62 - g)) | low
+        sticky = r != 0
+        return k, big, frac, sticky
+    s = g - 62  # Q < 2^53 / 2^63 < 1: k = 0, frac = q0 shifted down
+    if s <= 62:
+        frac = q0 >> s
+        sticky = ((q0 & ((np.int64(1) << s) - 1)) != 0) | (r != 0)
+    else:
+        sticky = (q0 != 0) | (r != 0)
+    return np.int64(0), big, frac, sticky
+
+
+@njit(cache=True, inline="always")
+def settle(k, big, frac, sticky, sign, G, mode, overflow, rnd, srk):
+    """Round the exact ratio into the grid's integer and apply the overflow policy.
+
+    Args:
+        k, big, frac, sticky: the ratio ``|x|/δ`` (see the module docstring).
+        sign: 1 for a negative x.
+        G: the format's :class:`~fpsim.numerics.fixed.GridParams`.
+
+    Returns:
+        ``(kk, ev, status)``: the signed integer (0 unless ``status`` is OK), the event word
+        (``EV_*`` of :mod:`.round`) and the status (:data:`OK` or :data:`RANGE_ERROR`).
+        Events: underflow (x != 0 rounded to 0), overflow (the rounded integer, with unbounded
+        range, is outside ``k_min .. k_max``; negative values of unsigned formats included),
+        inexact (the value is not x: rounded, or moved by the policy).
+    """
+    inexact = (frac != 0) | sticky
+    above = (frac > _HALF) | ((frac == _HALF) & sticky)
+    tie = (frac == _HALF) & (not sticky)
+    odd = (k & 1) == 1
+    up = round_away(mode, sign, inexact, above, tie, odd, frac >> (FRAC_BITS - srk), rnd, srk)
+    kmag = (k + np.int64(up)) & _MASK62
+    kk = -kmag if sign == 1 else kmag
+    out = big | (kk > G.k_max) | (kk < G.k_min)
+    # Underflow: a non-zero ratio (then inexact) rounded to 0.
+    ev = ((np.int64((kmag == 0) & (not big) & inexact) * EV_UNDERFLOW) | (np.int64(out) * EV_OVERFLOW)
+          | (np.int64(inexact | out) * EV_INEXACT))
+    status = OK
+    if out:
+        if overflow == SATURATE:
+            kk = np.int64(G.k_min) if sign == 1 else np.int64(G.k_max)
+        elif overflow == WRAP:
+            # Two's complement: the integer modulo 2^bits (kmag is exact modulo 2^62), then the
+            # upper half of the codes are the negative integers of a signed format.
+            m = (np.int64(1) << G.bits) - 1
+            w = kmag & m
+            if sign == 1:
+                w = (-w) & m
+            if (G.signed == 1) & (w > G.k_max):
+                w -= np.int64(1) << G.bits
+            kk = w
+        else:
+            kk = np.int64(0)
+            status = RANGE_ERROR
+    return kk, ev, status
+
+
+@njit(cache=True, inline="always")
+def special(a, sign, G, overflow):
+    """``(kk, ev, status)`` of the non-finite bit pattern ``a`` (|x| bits): NaN stays NaN (no
+    event); ±Inf overflows: ±max under saturation, NaN under wrapping, an error under ``error``."""
+    if a > _INF:
+        return np.int64(0), np.int64(0), NAN_RESULT
+    if overflow == SATURATE:
+        return (np.int64(G.k_min) if sign == 1 else np.int64(G.k_max)), EV_OVERFLOW | EV_INEXACT, OK
+    if overflow == WRAP:
+        return np.int64(0), EV_OVERFLOW | EV_NAN, NAN_RESULT
+    return np.int64(0), EV_OVERFLOW, RANGE_ERROR
+
+
+@njit(cache=True)
+def element_exact(hb, G, mode, overflow, rnd, srk):
+    """``(kk, ev, status)`` of the float64 bits ``hb`` of x, by way 1 or 2 of the module
+    docstring (every input, non-finite ones included)."""
+    sign = (hb >> 63) & 1
+    a = hb & ~_SIGN
+    if a >= _INF:
+        return special(a, sign, G, overflow)
+    if a == 0:
+        return np.int64(0), np.int64(0), OK
+    mu, eu = split(a)
+    e = eu - G.d_exp
+    if G.pow2 == 1:
+        k, big, frac, sticky = ratio_pow2(mu, e)
+    else:
+        k, big, frac, sticky = ratio_exact(mu, e, G.d_man, overflow == WRAP)
+    return settle(k, big, frac, sticky, sign, G, mode, overflow, rnd, srk)
+
+
+@njit(cache=True)
+def value_exact(kk, G, f32out):
+    """float64 ``k·δ`` rounded once to the output: RN in float64, or (``f32out``) rounded to odd
+    in float64, whose float32 rounding is then the correct one."""
+    p = np.float64(kk) * G.delta
+    if f32out == 0 or G.pow2 == 1:
+        return p
+    es = -sign_of_rem(np.float64(kk), G.delta, p)  # sign of k·δ - p
+    mag, sgn = odd_bits(p, es)
+    return bits_f64(mag | (sgn << 63))
+
+
+@njit(cache=True, inline="always")
+def binade(a, G):
+    """``floor(log2(|x| / δ))`` of the float64 bits ``a`` of a finite |x| > 0, exactly: the
+    exponents' difference, one less when x's significand is below δ's."""
+    be = a >> 52
+    if be == 0:  # float64 subnormal: normalise (bit length n of the fraction)
+        n = np.int64(0)
+        t = a
+        while t != 0:
+            t >>= 1
+            n += 1
+        ex = n - 1075
+        fx = (a << (53 - n)) & _M52
+    else:
+        ex = be - 1023
+        fx = a & _M52
+    return ex - G.d_log2 - np.int64(fx < G.d_frac)
+
+
+@njit(cache=True, inline="always")
+def _fast(hb, G, mode, overflow, rnd, srk):
+    """``(kk, ev, status, slow)``: way 1 for power-of-two δ, else way 3; ``slow`` marks an
+    element whose decision the estimate cannot certify (redone by :func:`element_exact`)."""
+    sign = (hb >> 63) & 1
+    a = hb & ~_SIGN
+    if G.pow2 == 1:
+        mu, eu = split(a)
+        k, big, frac, sticky = ratio_pow2(mu, eu - G.d_exp)
+        slow = a >= _INF
+    else:
+        v = bits_f64(a)
+        y = v * G.inv_delta
+        ky = np.floor(y)
+        fy = y - ky  # exact: y < 2^52 (checked below), so floor(y) <= y < 2 floor(y) or floor(y) = 0
+        err = y * 2.0 ** -50 + 2.0 ** -1060
+        zero = a == 0
+        ok = (y < 2.0 ** 52) & (fy > err) & (fy < 1.0 - err)  # Q strictly between k and k + 1
+        big = False
+        sticky = True
+        k = np.int64(ky) if ok else np.int64(0)
+        # A fraction with the certified decisions (the exact one is not known): just above or
+        # below a half for the nearest modes; for sr, just at or below the threshold: up iff
+        # floor(f 2^srk) + R >= 2^srk iff f >= 1 - R 2^-srk =: thr (2^srk - R is an integer).
+        if mode == RNE or mode == RNA:
+            ok &= abs(fy - 0.5) > err
+            frac = _HALF + 1 if fy > 0.5 else _HALF - 1
+        elif mode == SR:
+            r = rnd >> (SR_BITS_MAX - srk)
+            thr = 1.0 - np.float64(r) * 2.0 ** -srk  # within 2^-53 of the exact threshold
+            ok &= abs(fy - thr) > err + 2.0 ** -51
+            units = (np.int64(1) << srk) - r - np.int64(fy < thr)
+            frac = units << (FRAC_BITS - srk)
+        else:
+            frac = np.int64(1)
+        if zero:  # exact: k = 0, no fraction
+            frac = np.int64(0)
+            sticky = False
+        slow = (not ok) & (not zero)
+    kk, ev, status = settle(k, big, frac, sticky, sign, G, mode, overflow, rnd, srk)
+    return kk, ev, status, slow
+
+
+#: Elements per block of :func:`_grid_chunk`: the flags of a block stay in L1 cache, and its
+#: packed event counts (at most EV_MAX_SUM per field) cannot overflow.
+BLOCK = 2048
+#: Binade of the first bin of the histogram rows: float64's smallest, 2^-1074 (the public
+#: histogram's range, :data:`fpsim.numerics.stats.K_MIN`).
+_K_MIN = -1074
+
+
+@njit(cache=True, inline="always")
+def _fast_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow):
+    """Pass 1 of :func:`_grid_chunk` over one block: the estimate (or shifts) for every element,
+    values and codes written, the uncertain elements flagged in ``slow``; returns the packed
+    events of the others. Branch-free per element, so that it vectorizes."""
+    want_vals = os.size != 0
+    want_codes = cs.size != 0
+    mask = (np.int64(1) << G.bits) - 1
+    packed = np.int64(0)
+    for j in range(xs.size):
+        hb = f64_bits(np.float64(xs[j]))
+        rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
+        kk, ev, status, sl = _fast(hb, G, mode, overflow, rnd, srk)
+        p = np.float64(kk) * G.delta
+        # float32 output of a non-power-of-two grid: a product on a float32 midpoint (or below
+        # float32's normal range) is rounded again by the exact way.
+        pb = f64_bits(p) & ~_SIGN
+        mid = (f32out == 1) & (G.pow2 == 0) & (pb != 0) & (
+            (pb < _F32_MIN_NORMAL) | ((pb & _M29) == (np.int64(1) << 28)))
+        sl = sl | (status != OK) | mid
+        slow[j] = sl
+        if want_vals:
+            os[j] = p
+        if want_codes:
+            cs[j] = kk & mask
+        packed += ev * np.int64(not sl)
+    return packed
+
+
+@njit(cache=True)
+def _exact_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow, bad, c):
+    """Pass 2 of :func:`_grid_chunk`: the flagged elements of a block by the exact way; returns
+    their packed events and records the first element without a value in ``bad[c]``."""
+    want_vals = os.size != 0
+    want_codes = cs.size != 0
+    mask = (np.int64(1) << G.bits) - 1
+    packed = np.int64(0)
+    for j in range(xs.size):
+        if not slow[j]:
+            continue
+        hb = f64_bits(np.float64(xs[j]))
+        rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
+        kk, ev, status = element_exact(hb, G, mode, overflow, rnd, srk)
+        packed += ev
+        if status == NAN_RESULT:
+            if want_vals:
+                os[j] = bits_f64(_QNAN | (hb & _SIGN))
+            if want_codes and bad[c] < 0:
+                bad[c] = off + j
+        elif status == RANGE_ERROR:
+            if bad[c] < 0:
+                bad[c] = off + j
+        else:
+            if want_vals:
+                os[j] = value_exact(kk, G, f32out)
+            if want_codes:
+                cs[j] = kk & mask
+    return packed
+
+
+@njit(cache=True)
+def _hist_block(xs, G, row):
+    """Count the binades ``floor(log2(|x|/δ))`` of a block into ``row`` (bins 2^-1074 ..
+    2^1023, the ends taking what lies beyond, then zeros, infinities, NaNs)."""
+    nb = row.size - 3
+    for j in range(xs.size):
+        a = f64_bits(np.float64(xs[j])) & ~_SIGN
+        if a == 0:
+            row[nb] += 1
+        elif a == _INF:
+            row[nb + 1] += 1
+        elif a > _INF:
+            row[nb + 2] += 1
+        else:
+            row[min(max(binade(a, G) - _K_MIN, 0), nb - 1)] += 1
+
+
+@njit(cache=True)
+def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hist, c, bad):
+    """Round the chunk ``xs`` (elements ``off ..`` of the whole array): values to ``os`` (size
+    0: none), codes to ``cs`` (size 0: none), events to ``counts[c]``, the binades of ``|x|/δ``
+    to ``hist[c]`` (width 0: none), the first element without a value (``status != OK``; for
+    codes NaN results too) to ``bad[c]``.
+
+    Block by block, two passes: the estimate for every element (:func:`_fast_block`), then the
+    exact way for the flagged ones (:func:`_exact_block`); each element's events are counted
+    by one of them.
+    """
+    slow = np.zeros(BLOCK, np.bool_)
+    for b in range(0, xs.size, BLOCK):
+        xb = xs[b:b + BLOCK]
+        ob = os[b:b + BLOCK] if os.size != 0 else os
+        cb = cs[b:b + BLOCK] if cs.size != 0 else cs
+        sb = slow[:xb.size]
+        packed = _fast_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out, sb)
+        packed += _exact_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out, sb,
+                               bad, c)
+        for q in range(5):
+            counts[c, q] += (packed >> (EV_FIELD * q)) & EV_MAX_SUM
+        if hist.shape[1] != 0:
+            _hist_block(xb, G, hist[c])
+
+
+@njit(parallel=True, cache=True)
+def grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
+    """Round every element of ``xs`` (float32 or float64) onto the grid ``G`` in
+    ``counts.shape[0]`` parallel chunks (see :func:`_grid_chunk` for the outputs)."""
+    n = xs.size
+    nchunk = counts.shape[0]
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        _grid_chunk(xs[lo:hi], os[lo:hi] if os.size != 0 else os,
+                    cs[lo:hi] if cs.size != 0 else cs, lo, G, mode, overflow, key, srk, f32out,
+                    counts, hist, c, bad)
+
+
+@njit(cache=True)
+def grid_round_serial(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
+    """The serial twin of :func:`grid_round` (small arrays; the tests compare the two)."""
+    n = xs.size
+    nchunk = counts.shape[0]
+    for c in range(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        _grid_chunk(xs[lo:hi], os[lo:hi] if os.size != 0 else os,
+                    cs[lo:hi] if cs.size != 0 else cs, lo, G, mode, overflow, key, srk, f32out,
+                    counts, hist, c, bad)
+
+
+@njit(parallel=True, cache=True)
+def grid_decode(codes, out, G, nchunk):
+    """float64 ``k·δ`` (rounded to nearest) of two's-complement ``codes`` (int64, range-checked
+    by the caller) into ``out``."""
+    n = codes.size
+    half = np.int64(1) << (G.bits - 1)
+    full = np.int64(1) << G.bits
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        cs = codes[lo:hi]
+        os = out[lo:hi]
+        for j in range(cs.size):
+            k = cs[j]
+            if (G.signed == 1) & (k >= half):
+                k -= full
+            os[j] = np.float64(k) * G.delta
