@@ -333,3 +333,27 @@ def test_out_and_zero_d():
         fpsim.quantize(x, Fixed(8, 4), out=np.empty(101, np.float64))
     s = fpsim.quantize(np.float64(0.26), IntGrid(8, 0.1))
     assert np.ndim(s) == 0 and float(s) == float(3 * Fraction(0.1))
+
+
+def test_training_cast_and_cli_take_grid_formats(capsys):
+    """A cast site rounds onto a grid (overflow defaults to saturate); ``fpsim quantize``
+    shows two's-complement codes and refuses a policy the format does not take."""
+    from fpsim.cli import main
+    from fpsim.training.casts import Cast, CastContext
+
+    c = Cast.parse("int8*0.05:sr")
+    assert c.overflow == "saturate" and isinstance(c.format, IntGrid)
+    x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32) * 10
+    ctx = CastContext("fc1", "activation", "forward", step=7, seed=2, stats=True)
+    y, st = c.round(x, ctx)
+    assert y.dtype == np.float32 and st.total == 20
+    assert np.array_equal(y, fpsim.quantize(x, "int8*0.05", "sr", seed=2, stream=ctx.stream))
+    assert Cast.parse("q3.4:rne:wrap").overflow == "wrap"
+    with pytest.raises(ValueError, match="ieee"):
+        Cast("int8", "rne", "ieee")
+    assert main(["quantize", "-1", "200", "-f", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "11111111" in out and "01111111" in out and "overflow" in out
+    assert main(["quantize", "200", "-f", "int8", "--overflow", "error"]) == 2
+    assert "outside the range" in capsys.readouterr().err
+    assert main(["quantize", "1", "-f", "e4m3", "--overflow", "wrap"]) == 2

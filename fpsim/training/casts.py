@@ -22,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from fpsim.numerics import backend
+from fpsim.numerics import backend, fixed
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as parse_format
 from fpsim.numerics.modes import Overflow, RoundMode
@@ -76,14 +76,24 @@ class Cast:
 
     format: Format
     rounding: str = "rne"
-    overflow: str = "ieee"
+    #: None: ``ieee`` for a float format, ``saturate`` for a fixed-point one.
+    overflow: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "format", parse_format(self.format)
-                           if not isinstance(self.format, Format) else self.format)
+        grid = fixed.grid_format(self.format)
+        if grid is not None:  # fixed-point / integer grid (fpsim.Fixed, fpsim.IntGrid, "int8")
+            object.__setattr__(self, "format", grid)
+            policy = Overflow.parse("saturate" if self.overflow is None else self.overflow,
+                                    fixed=True)
+        else:
+            object.__setattr__(self, "format", parse_format(self.format)
+                               if not isinstance(self.format, Format) else self.format)
+            policy = Overflow.parse("ieee" if self.overflow is None else self.overflow)
+        object.__setattr__(self, "overflow", policy.name.lower())
         # The kernel arguments, parsed once: a training step makes dozens of casts.
         object.__setattr__(self, "_mode", int(RoundMode.parse(self.rounding)))
-        object.__setattr__(self, "_overflow", int(Overflow.parse(self.overflow)))
+        object.__setattr__(self, "_overflow", int(policy))
+        object.__setattr__(self, "_grid", grid is not None)
 
     def round(self, x: np.ndarray, ctx: CastContext):
         """``x`` (a float32/float64 array) rounded into the format, in ``x``'s dtype, and the
@@ -92,8 +102,12 @@ class Cast:
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"cast sites round float32/float64 arrays, got {x.dtype}")
         arr = x if x.flags.c_contiguous else np.ascontiguousarray(x)
-        y, st = backend.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
-                                 SR_BITS_MAX, ctx.stats)
+        if self._grid:
+            y, st = fixed.quantize(arr, self.format, self._mode, self.overflow, ctx.key,
+                                   SR_BITS_MAX, ctx.stats)
+        else:
+            y, st = backend.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
+                                     SR_BITS_MAX, ctx.stats)
         return (y if y.dtype == x.dtype else y.astype(x.dtype)), st
 
     @classmethod
