@@ -194,10 +194,15 @@ def test_bad_rounding():
 
 
 def test_bad_overflow():
-    with pytest.raises(ValueError, match=r"overflow='wrap'.*ieee, saturate"):
+    # wrap and error are the fixed-point policies: a float format says which formats take them
+    with pytest.raises(ValueError, match=r"overflow='wrap' applies to fixed-point.*ieee or saturate"):
         fpsim.quantize(X, "bf16", overflow="wrap")
-    with pytest.raises(ValueError, match="overflow=2"):
-        fpsim.quantize(X, "bf16", overflow=2)
+    with pytest.raises(ValueError, match=r"overflow='error' applies to fixed-point"):
+        fpsim.quantize(X, "bf16", overflow=3)
+    with pytest.raises(ValueError, match=r"overflow='clip' is invalid.*ieee, saturate, wrap, error"):
+        fpsim.quantize(X, "bf16", overflow="clip")
+    with pytest.raises(ValueError, match="overflow=7"):
+        fpsim.quantize(X, "bf16", overflow=7)
     with pytest.raises(ValueError, match="overflow"):
         fpsim.encode(X, "bf16", overflow="wrap")
 

@@ -36,6 +36,7 @@ TwoProduct a normal number.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -277,45 +278,62 @@ def binade(a, G):
 
 @njit(cache=True, inline="always")
 def _fast(hb, G, mode, overflow, rnd, srk):
-    """``(kk, ev, status, slow)``: way 1 for power-of-two δ, else way 3; ``slow`` marks an
-    element whose decision the estimate cannot certify (redone by :func:`element_exact`)."""
+    """``(kk, ev, slow)`` of the float64 bits ``hb`` from the float ratio ``y = |x| · RN(1/δ)``:
+    ``slow`` marks an element this cannot settle (redone by :func:`element_exact`).
+
+    For a power-of-two δ, ``y`` is exact while ``y >= 2^-1000``: then ``k = floor(y)`` and the
+    fraction ``fy = y - k`` are exact, and so are its 62 bits and sticky bit. For another δ the
+    estimate is certified (way 3 of the module docstring) and a fraction with the same
+    decisions stands in for the unknown exact one. Non-finite inputs, ``y >= 2^52`` (k would not
+    be exact), and out-of-range results under ``wrap`` or ``error`` are slow. Branch-free
+    selects, so that the loop vectorizes.
+    """
     sign = (hb >> 63) & 1
     a = hb & ~_SIGN
+    zero = a == 0
+    y = bits_f64(a) * G.inv_delta
+    ky = np.floor(y)
+    fy = y - ky  # exact: y < 2^52 (checked), so floor(y) <= y < 2 floor(y) or floor(y) = 0
+    ok = (y < 2.0 ** 52) & ((y >= 2.0 ** -1000) | zero)  # also False for Inf and NaN
+    k = np.int64(ky) if ok else np.int64(0)
     if G.pow2 == 1:
-        mu, eu = split(a)
-        k, big, frac, sticky = ratio_pow2(mu, eu - G.d_exp)
-        slow = a >= _INF
+        t = fy * 2.0 ** 62
+        tf = np.floor(t)
+        frac = np.int64(tf)
+        sticky = t != tf
     else:
-        v = bits_f64(a)
-        y = v * G.inv_delta
-        ky = np.floor(y)
-        fy = y - ky  # exact: y < 2^52 (checked below), so floor(y) <= y < 2 floor(y) or floor(y) = 0
         err = y * 2.0 ** -50 + 2.0 ** -1060
-        zero = a == 0
-        ok = (y < 2.0 ** 52) & (fy > err) & (fy < 1.0 - err)  # Q strictly between k and k + 1
-        big = False
-        sticky = True
-        k = np.int64(ky) if ok else np.int64(0)
-        # A fraction with the certified decisions (the exact one is not known): just above or
-        # below a half for the nearest modes; for sr, just at or below the threshold: up iff
-        # floor(f 2^srk) + R >= 2^srk iff f >= 1 - R 2^-srk =: thr (2^srk - R is an integer).
+        ok &= zero | ((fy > err) & (fy < 1.0 - err))  # Q strictly between k and k + 1
+        sticky = not zero
+        # Just above or below a half for the nearest modes; for sr, just at or below the
+        # threshold: up iff floor(f 2^srk) + R >= 2^srk iff f >= 1 - R 2^-srk =: thr
+        # (2^srk - R is an integer).
         if mode == RNE or mode == RNA:
-            ok &= abs(fy - 0.5) > err
+            ok &= zero | (abs(fy - 0.5) > err)
             frac = _HALF + 1 if fy > 0.5 else _HALF - 1
         elif mode == SR:
             r = rnd >> (SR_BITS_MAX - srk)
             thr = 1.0 - np.float64(r) * 2.0 ** -srk  # within 2^-53 of the exact threshold
-            ok &= abs(fy - thr) > err + 2.0 ** -51
-            units = (np.int64(1) << srk) - r - np.int64(fy < thr)
-            frac = units << (FRAC_BITS - srk)
+            ok &= zero | (abs(fy - thr) > err + 2.0 ** -51)
+            frac = ((np.int64(1) << srk) - r - np.int64(fy < thr)) << (FRAC_BITS - srk)
         else:
             frac = np.int64(1)
-        if zero:  # exact: k = 0, no fraction
-            frac = np.int64(0)
-            sticky = False
-        slow = (not ok) & (not zero)
-    kk, ev, status = settle(k, big, frac, sticky, sign, G, mode, overflow, rnd, srk)
-    return kk, ev, status, slow
+        frac = np.int64(0) if zero else frac
+    inexact = (frac != 0) | sticky
+    above = (frac > _HALF) | ((frac == _HALF) & sticky)
+    tie = (frac == _HALF) & (not sticky)
+    up = round_away(mode, sign, inexact, above, tie, (k & 1) == 1, frac >> (FRAC_BITS - srk),
+                    rnd, srk)
+    kmag = k + np.int64(up)
+    kk = -kmag if sign == 1 else kmag
+    inr = (kk >= G.k_min) & (kk <= G.k_max)
+    if overflow == SATURATE:
+        kk = min(max(kk, np.int64(G.k_min)), np.int64(G.k_max))
+    else:
+        ok &= inr
+    ev = ((np.int64((kmag == 0) & inexact) * EV_UNDERFLOW) | (np.int64(not inr) * EV_OVERFLOW)
+          | (np.int64(inexact | (not inr)) * EV_INEXACT))
+    return kk, ev, not ok
 
 
 #: Elements per block of :func:`_grid_chunk`: the flags of a block stay in L1 cache, and its
@@ -338,14 +356,14 @@ def _fast_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow):
     for j in range(xs.size):
         hb = f64_bits(np.float64(xs[j]))
         rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
-        kk, ev, status, sl = _fast(hb, G, mode, overflow, rnd, srk)
+        kk, ev, sl = _fast(hb, G, mode, overflow, rnd, srk)
         p = np.float64(kk) * G.delta
         # float32 output of a non-power-of-two grid: a product on a float32 midpoint (or below
         # float32's normal range) is rounded again by the exact way.
         pb = f64_bits(p) & ~_SIGN
         mid = (f32out == 1) & (G.pow2 == 0) & (pb != 0) & (
             (pb < _F32_MIN_NORMAL) | ((pb & _M29) == (np.int64(1) << 28)))
-        sl = sl | (status != OK) | mid
+        sl = sl | mid
         slow[j] = sl
         if want_vals:
             os[j] = p
@@ -412,8 +430,10 @@ def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hi
 
     Block by block, two passes: the estimate for every element (:func:`_fast_block`), then the
     exact way for the flagged ones (:func:`_exact_block`); each element's events are counted
-    by one of them.
+    by one of them. ``mode`` must be a literal at the call site (``numba.literally``: one
+    version per mode, the other modes' logic gone, as in :mod:`.cpu`).
     """
+    numba.literally(mode)
     slow = np.zeros(BLOCK, np.bool_)
     for b in range(0, xs.size, BLOCK):
         xb = xs[b:b + BLOCK]
@@ -429,10 +449,11 @@ def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hi
             _hist_block(xb, G, hist[c])
 
 
-@njit(parallel=True, cache=True)
-def grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
+@njit(cache=True, inline="always")
+def _grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
     """Round every element of ``xs`` (float32 or float64) onto the grid ``G`` in
-    ``counts.shape[0]`` parallel chunks (see :func:`_grid_chunk` for the outputs)."""
+    ``counts.shape[0]`` chunks (a ``prange`` in the parallel drivers, a plain loop in the serial
+    twins); see :func:`_grid_chunk` for the outputs."""
     n = xs.size
     nchunk = counts.shape[0]
     for c in prange(nchunk):
@@ -443,17 +464,94 @@ def grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, ba
                     counts, hist, c, bad)
 
 
+# One compiled driver per rounding mode and its serial twin (small arrays), compiled on first
+# use and cached, as the float drivers of :mod:`.cpu`.
+@njit(parallel=True, cache=True)
+def grid_round_rne(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 0, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(parallel=True, cache=True)
+def grid_round_rna(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 1, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(parallel=True, cache=True)
+def grid_round_rtz(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 2, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(parallel=True, cache=True)
+def grid_round_rup(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 3, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(parallel=True, cache=True)
+def grid_round_rdn(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 4, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(parallel=True, cache=True)
+def grid_round_rto(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 5, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(parallel=True, cache=True)
+def grid_round_sr(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 6, overflow, key, srk, f32out, counts, hist, bad)
+
+
 @njit(cache=True)
+def grid_round_serial_rne(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 0, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(cache=True)
+def grid_round_serial_rna(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 1, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(cache=True)
+def grid_round_serial_rtz(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 2, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(cache=True)
+def grid_round_serial_rup(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 3, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(cache=True)
+def grid_round_serial_rdn(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 4, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(cache=True)
+def grid_round_serial_rto(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 5, overflow, key, srk, f32out, counts, hist, bad)
+
+
+@njit(cache=True)
+def grid_round_serial_sr(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
+    _grid_round(xs, os, cs, G, 6, overflow, key, srk, f32out, counts, hist, bad)
+
+
+#: The drivers by :class:`~fpsim.numerics.modes.RoundMode` int, parallel and serial.
+GRID_ROUND = (grid_round_rne, grid_round_rna, grid_round_rtz, grid_round_rup, grid_round_rdn,
+              grid_round_rto, grid_round_sr)
+GRID_ROUND_SERIAL = (grid_round_serial_rne, grid_round_serial_rna, grid_round_serial_rtz,
+                     grid_round_serial_rup, grid_round_serial_rdn, grid_round_serial_rto,
+                     grid_round_serial_sr)
+
+
+def grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
+    """Round ``xs`` onto the grid ``G`` in parallel chunks (:func:`_grid_round`)."""
+    GRID_ROUND[mode](xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad)
+
+
 def grid_round_serial(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
     """The serial twin of :func:`grid_round` (small arrays; the tests compare the two)."""
-    n = xs.size
-    nchunk = counts.shape[0]
-    for c in range(nchunk):
-        lo = (c * n) // nchunk
-        hi = ((c + 1) * n) // nchunk
-        _grid_chunk(xs[lo:hi], os[lo:hi] if os.size != 0 else os,
-                    cs[lo:hi] if cs.size != 0 else cs, lo, G, mode, overflow, key, srk, f32out,
-                    counts, hist, c, bad)
+    GRID_ROUND_SERIAL[mode](xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad)
 
 
 @njit(parallel=True, cache=True)
