@@ -24,11 +24,11 @@ import argparse
 import os
 import sys
 
-from fpsim.cli import compare, formats, histogram, quantize, train, validate
+from fpsim.cli import compare, formats, halp, histogram, quantize, train, validate
 from fpsim.cli.common import _Parser, _UsageError
 
 #: The command modules, in the order of ``fpsim --help``.
-COMMANDS = (formats, quantize, histogram, validate, train, compare)
+COMMANDS = (formats, quantize, histogram, validate, train, compare, halp)
 
 
 def build_parser() -> argparse.ArgumentParser:

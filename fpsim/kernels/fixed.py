@@ -313,7 +313,9 @@ def _fast(hb, G, mode, overflow, rnd, srk):
             frac = _HALF + 1 if fy > 0.5 else _HALF - 1
         elif mode == SR:
             r = rnd >> (SR_BITS_MAX - srk)
-            thr = 1.0 - np.float64(r) * 2.0 ** -srk  # within 2^-53 of the exact threshold
+            # R 2^-srk = (R << (62 - srk)) 2^-62, a constant scale (2.0 ** -srk with a runtime
+            # srk is a pow call, which kept the loop from vectorizing); within 2^-53 of exact.
+            thr = 1.0 - np.float64(r << (FRAC_BITS - srk)) * 2.0 ** -62
             ok &= zero | (abs(fy - thr) > err + 2.0 ** -51)
             frac = ((np.int64(1) << srk) - r - np.int64(fy < thr)) << (FRAC_BITS - srk)
         else:

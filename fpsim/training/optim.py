@@ -179,3 +179,5 @@ def cosine(total: int, warmup: int = 0, floor: float = 0.0):
 
 
 SCHEDULES = {"constant": constant, "step": step_decay, "cosine": cosine}
+
+from fpsim.training.halp import HALP, LPSGD, LPSVRG, SVRG  # noqa: E402,F401  (fpsim.optim.HALP)
