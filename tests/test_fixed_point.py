@@ -257,12 +257,17 @@ def test_parallel_equals_serial_twin():
         for mode in range(7):
             outs = []
             for driver, k in ((kf.grid_round, 4), (kf.grid_round_serial, 4), (kf.grid_round, 1)):
+                # as quantize calls it (values and statistics), then as encode does (codes)
                 vals = np.empty(n, np.float32)
-                codes = np.empty(n, np.int64)
                 counts = np.zeros((k, 5), np.int64)
                 hist = np.zeros((k, 2098 + 3), np.int64)
                 bad = np.full(k, -1, np.int64)
-                driver(x, vals, codes, fmt.params(), mode, 1, np.uint64(99), 62, 1, counts, hist, bad)
+                driver(x, vals, np.empty(0, np.int64), fmt.params(), mode, 1, np.uint64(99), 62, 1,
+                       counts, hist, bad)
+                codes = np.empty(n, np.int64)
+                driver(x, np.empty(0, np.float32), codes, fmt.params(), mode, 1, np.uint64(99), 62,
+                       1, np.zeros((k, 5), np.int64), np.zeros((k, 0), np.int64), bad)
+                assert (bad < 0).all()
                 outs.append((vals.view(np.uint32).copy(), codes, counts.sum(0), hist.sum(0)))
             for o in outs[1:]:
                 for a, b in zip(outs[0], o):

@@ -277,16 +277,18 @@ def binade(a, G):
 
 
 @njit(cache=True, inline="always")
-def _fast(hb, G, mode, overflow, rnd, srk):
-    """``(kk, ev, slow)`` of the float64 bits ``hb`` from the float ratio ``y = |x| · RN(1/δ)``:
-    ``slow`` marks an element this cannot settle (redone by :func:`element_exact`).
+def _fast(hb, G, mode, overflow, rnd, srk, pow2):
+    """``(vf, ev, slow)`` of the float64 bits ``hb`` from the float ratio ``y = |x| · RN(1/δ)``:
+    ``vf`` the signed integer as a float64 (exact: |k| < 2^53), ``slow`` marks an element this
+    cannot settle (redone by :func:`element_exact`).
 
     For a power-of-two δ, ``y`` is exact while ``y >= 2^-1000``: then ``k = floor(y)`` and the
-    fraction ``fy = y - k`` are exact, and so are its 62 bits and sticky bit. For another δ the
-    estimate is certified (way 3 of the module docstring) and a fraction with the same
-    decisions stands in for the unknown exact one. Non-finite inputs, ``y >= 2^52`` (k would not
-    be exact), and out-of-range results under ``wrap`` or ``error`` are slow. Branch-free
-    selects, so that the loop vectorizes.
+    fraction ``fy = y - k`` are exact, and so is every decision read off them (sr's scaled
+    fraction too). For another δ the estimate is certified (way 3 of the module docstring): no
+    tie, and for sr a scaled fraction with the same decision stands in for the unknown exact
+    one. Non-finite inputs, ``y >= 2^52`` (k would not be exact), and out-of-range results under
+    ``wrap`` or ``error`` are slow. Everything stays in float64 (no integer round trip) and is
+    written as selects, so that the loop vectorizes.
     """
     sign = (hb >> 63) & 1
     a = hb & ~_SIGN
@@ -295,47 +297,40 @@ def _fast(hb, G, mode, overflow, rnd, srk):
     ky = np.floor(y)
     fy = y - ky  # exact: y < 2^52 (checked), so floor(y) <= y < 2 floor(y) or floor(y) = 0
     ok = (y < 2.0 ** 52) & ((y >= 2.0 ** -1000) | zero)  # also False for Inf and NaN
-    k = np.int64(ky) if ok else np.int64(0)
-    if G.pow2 == 1:
-        t = fy * 2.0 ** 62
-        tf = np.floor(t)
-        frac = np.int64(tf)
-        sticky = t != tf
+    odd = (ky - 2.0 * np.floor(ky * 0.5)) != 0.0
+    above = fy > 0.5
+    frac_srk = np.int64(0)
+    if pow2 == 1:  # G.pow2, passed on its own so that a call site can make it a constant
+        inexact = fy != 0.0
+        tie = fy == 0.5
+        if mode == SR:
+            frac_srk = np.int64(np.floor(fy * np.float64(np.int64(1) << srk)))  # exact scaling
     else:
         err = y * 2.0 ** -50 + 2.0 ** -1060
         ok &= zero | ((fy > err) & (fy < 1.0 - err))  # Q strictly between k and k + 1
-        sticky = not zero
-        # Just above or below a half for the nearest modes; for sr, just at or below the
-        # threshold: up iff floor(f 2^srk) + R >= 2^srk iff f >= 1 - R 2^-srk =: thr
-        # (2^srk - R is an integer).
+        inexact = not zero
+        tie = False
         if mode == RNE or mode == RNA:
             ok &= zero | (abs(fy - 0.5) > err)
-            frac = _HALF + 1 if fy > 0.5 else _HALF - 1
         elif mode == SR:
+            # up iff floor(f 2^srk) + R >= 2^srk iff f >= 1 - R 2^-srk =: thr (2^srk - R is an
+            # integer); R 2^-srk = (R << (62 - srk)) 2^-62 (a runtime 2.0 ** -srk would be a
+            # pow call in the loop), within 2^-53 of exact.
             r = rnd >> (SR_BITS_MAX - srk)
-            # R 2^-srk = (R << (62 - srk)) 2^-62, a constant scale (2.0 ** -srk with a runtime
-            # srk is a pow call, which kept the loop from vectorizing); within 2^-53 of exact.
             thr = 1.0 - np.float64(r << (FRAC_BITS - srk)) * 2.0 ** -62
             ok &= zero | (abs(fy - thr) > err + 2.0 ** -51)
-            frac = ((np.int64(1) << srk) - r - np.int64(fy < thr)) << (FRAC_BITS - srk)
-        else:
-            frac = np.int64(1)
-        frac = np.int64(0) if zero else frac
-    inexact = (frac != 0) | sticky
-    above = (frac > _HALF) | ((frac == _HALF) & sticky)
-    tie = (frac == _HALF) & (not sticky)
-    up = round_away(mode, sign, inexact, above, tie, (k & 1) == 1, frac >> (FRAC_BITS - srk),
-                    rnd, srk)
-    kmag = k + np.int64(up)
-    kk = -kmag if sign == 1 else kmag
-    inr = (kk >= G.k_min) & (kk <= G.k_max)
+            frac_srk = (np.int64(1) << srk) - r - np.int64(fy < thr)
+    up = round_away(mode, sign, inexact, above, tie, odd, frac_srk, rnd, srk)
+    kf = ky + (1.0 if up else 0.0)
+    vf = (-kf if sign == 1 else kf) + 0.0  # + 0.0: an integer grid has no -0
+    inr = (vf >= np.float64(G.k_min)) & (vf <= np.float64(G.k_max))
     if overflow == SATURATE:
-        kk = min(max(kk, np.int64(G.k_min)), np.int64(G.k_max))
+        vf = min(max(vf, np.float64(G.k_min)), np.float64(G.k_max))
     else:
         ok &= inr
-    ev = ((np.int64((kmag == 0) & inexact) * EV_UNDERFLOW) | (np.int64(not inr) * EV_OVERFLOW)
+    ev = ((np.int64((kf == 0.0) & inexact) * EV_UNDERFLOW) | (np.int64(not inr) * EV_OVERFLOW)
           | (np.int64(inexact | (not inr)) * EV_INEXACT))
-    return kk, ev, not ok
+    return vf, ev, not ok
 
 
 #: Elements per block of :func:`_grid_chunk`: the flags of a block stay in L1 cache, and its
@@ -347,32 +342,38 @@ _K_MIN = -1074
 
 
 @njit(cache=True, inline="always")
-def _fast_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow):
+def _fast_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow, vals, codes, count,
+                pow2):
     """Pass 1 of :func:`_grid_chunk` over one block: the estimate (or shifts) for every element,
-    values and codes written, the uncertain elements flagged in ``slow``; returns the packed
-    events of the others. Branch-free per element, so that it vectorizes."""
-    want_vals = os.size != 0
-    want_codes = cs.size != 0
+    values (``vals``) or codes (``codes``) written, the uncertain elements flagged in ``slow``;
+    returns ``(packed events of the others (if count), number flagged)``. ``vals``, ``codes``
+    and ``count`` are constants at each call site, so each variant keeps only its own stores
+    and the loop stays branch-free, which lets it vectorize. The plain quantize call sites also
+    pass ``pow2`` (G.pow2) and the saturating ``overflow`` as constants: runtime tests of them
+    stayed in the vectorized loop as branches."""
     mask = (np.int64(1) << G.bits) - 1
     packed = np.int64(0)
+    nslow = np.int64(0)
     for j in range(xs.size):
         hb = f64_bits(np.float64(xs[j]))
         rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
-        kk, ev, sl = _fast(hb, G, mode, overflow, rnd, srk)
-        p = np.float64(kk) * G.delta
-        # float32 output of a non-power-of-two grid: a product on a float32 midpoint (or below
-        # float32's normal range) is rounded again by the exact way.
-        pb = f64_bits(p) & ~_SIGN
-        mid = (f32out == 1) & (G.pow2 == 0) & (pb != 0) & (
-            (pb < _F32_MIN_NORMAL) | ((pb & _M29) == (np.int64(1) << 28)))
-        sl = sl | mid
-        slow[j] = sl
-        if want_vals:
+        vf, ev, sl = _fast(hb, G, mode, overflow, rnd, srk, pow2)
+        if vals:
+            p = vf * G.delta
+            # float32 output of a non-power-of-two grid: a product on a float32 midpoint (or
+            # below float32's normal range) is rounded again by the exact way.
+            pb = f64_bits(p) & ~_SIGN
+            mid = (f32out == 1) & (pow2 == 0) & (pb != 0) & (
+                (pb < _F32_MIN_NORMAL) | ((pb & _M29) == (np.int64(1) << 28)))
+            sl = sl | mid
             os[j] = p
-        if want_codes:
-            cs[j] = kk & mask
-        packed += ev * np.int64(not sl)
-    return packed
+        if codes:
+            cs[j] = (np.int64(vf) if not sl else np.int64(0)) & mask
+        slow[j] = sl
+        nslow += np.int64(sl)
+        if count:
+            packed += ev * np.int64(not sl)
+    return packed, nslow
 
 
 @njit(cache=True)
@@ -425,8 +426,8 @@ def _hist_block(xs, G, row):
 
 @njit(cache=True)
 def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hist, c, bad):
-    """Round the chunk ``xs`` (elements ``off ..`` of the whole array): values to ``os`` (size
-    0: none), codes to ``cs`` (size 0: none), events to ``counts[c]``, the binades of ``|x|/δ``
+    """Round the chunk ``xs`` (elements ``off ..`` of the whole array): values to ``os`` or
+    (when ``cs`` has elements) codes to ``cs``, not both; events to ``counts[c]``, the binades of ``|x|/δ``
     to ``hist[c]`` (width 0: none), the first element without a value (``status != OK``; for
     codes NaN results too) to ``bad[c]``.
 
@@ -442,9 +443,24 @@ def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hi
         ob = os[b:b + BLOCK] if os.size != 0 else os
         cb = cs[b:b + BLOCK] if cs.size != 0 else cs
         sb = slow[:xb.size]
-        packed = _fast_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out, sb)
-        packed += _exact_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out, sb,
-                               bad, c)
+        if cs.size != 0:  # encode
+            packed, nslow = _fast_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out,
+                                        sb, False, True, False, G.pow2)
+        elif hist.shape[1] != 0:  # quantize with statistics
+            packed, nslow = _fast_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out,
+                                        sb, True, False, True, G.pow2)
+        elif overflow == SATURATE and G.pow2 == 1:  # quantize: the common cases specialized
+            packed, nslow = _fast_block(xb, ob, cb, off + b, G, mode, SATURATE, key, srk, f32out,
+                                        sb, True, False, False, 1)
+        elif overflow == SATURATE:
+            packed, nslow = _fast_block(xb, ob, cb, off + b, G, mode, SATURATE, key, srk, f32out,
+                                        sb, True, False, False, 0)
+        else:
+            packed, nslow = _fast_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out,
+                                        sb, True, False, False, G.pow2)
+        if nslow != 0:
+            packed += _exact_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out, sb,
+                                   bad, c)
         for q in range(5):
             counts[c, q] += (packed >> (EV_FIELD * q)) & EV_MAX_SUM
         if hist.shape[1] != 0:
