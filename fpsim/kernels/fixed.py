@@ -277,7 +277,7 @@ def binade(a, G):
 
 
 @njit(cache=True, inline="always")
-def _fast(hb, G, mode, overflow, rnd, srk, pow2):
+def _fast(hb, G, mode, overflow, rnd, srk, pow2, events):
     """``(vf, ev, slow)`` of the float64 bits ``hb`` from the float ratio ``y = |x| · RN(1/δ)``:
     ``vf`` the signed integer as a float64 (exact: |k| < 2^53), ``slow`` marks an element this
     cannot settle (redone by :func:`element_exact`).
@@ -287,7 +287,10 @@ def _fast(hb, G, mode, overflow, rnd, srk, pow2):
     fraction too). For another δ the estimate is certified (way 3 of the module docstring): no
     tie, and for sr a scaled fraction with the same decision stands in for the unknown exact
     one. Non-finite inputs, ``y >= 2^52`` (k would not be exact), and out-of-range results under
-    ``wrap`` or ``error`` are slow. Everything stays in float64 (no integer round trip) and is
+    ``wrap`` or ``error`` are slow. Without ``events`` (a constant: no statistics wanted) the
+    nearest modes skip the test that Q is no integer: it decides only the inexact and underflow
+    events, since Q just below or above the integer k rounds to k either way. Everything stays
+    in float64 (no integer round trip) and is
     written as selects, so that the loop vectorizes.
     """
     sign = (hb >> 63) & 1
@@ -307,10 +310,12 @@ def _fast(hb, G, mode, overflow, rnd, srk, pow2):
             frac_srk = np.int64(np.floor(fy * np.float64(np.int64(1) << srk)))  # exact scaling
     else:
         err = y * 2.0 ** -50 + 2.0 ** -1060
-        ok &= zero | ((fy > err) & (fy < 1.0 - err))  # Q strictly between k and k + 1
+        nearest = mode == RNE or mode == RNA
+        if events or not nearest:
+            ok &= zero | ((fy > err) & (fy < 1.0 - err))  # Q strictly between k and k + 1
         inexact = not zero
         tie = False
-        if mode == RNE or mode == RNA:
+        if nearest:
             ok &= zero | (abs(fy - 0.5) > err)
         elif mode == SR:
             # up iff floor(f 2^srk) + R >= 2^srk iff f >= 1 - R 2^-srk =: thr (2^srk - R is an
@@ -357,7 +362,7 @@ def _fast_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow, vals
     for j in range(xs.size):
         hb = f64_bits(np.float64(xs[j]))
         rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
-        vf, ev, sl = _fast(hb, G, mode, overflow, rnd, srk, pow2)
+        vf, ev, sl = _fast(hb, G, mode, overflow, rnd, srk, pow2, count)
         if vals:
             p = vf * G.delta
             # float32 output of a non-power-of-two grid: a product on a float32 midpoint (or
