@@ -15,17 +15,11 @@ threadpoolctl holds BLAS and OpenMP pools to the same count.
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
-import sys
 
-import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import fpsim
-from bench_quantize import best_time, data, replace_section  # same folder: one timing helper
+from bench_quantize import best_time, data, ratio_main  # same folder: one timing helper
 
 #: (label, format, rounding, target ratio to np.copyto) -- the targets from the issue.
 CASES = (("int8, δ = 4/127", fpsim.IntGrid(8, 4 / 127), "rne", 0.6),
@@ -55,30 +49,8 @@ def run(n: int, repeat: int) -> tuple[list[str], list[str]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1 << 24)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--write", default=None, help="replace the fixed-point section of this file")
-    args = parser.parse_args(argv)
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    with threadpool_limits(args.threads):
-        rows, misses = run(args.n, args.repeat)
-    header = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"numba {numba.__version__} ({numba.get_num_threads()} threads), numpy {np.__version__}, "
-        f"Python {platform.python_version()}; n = {args.n} float32 inputs, best of {args.repeat}.",
-        "",
-        "| format | rounding | result | G elem/s | / np.copyto | target (out=) |",
-        "|---|---|---|---|---|---|",
-    ]
-    footer = ["", "Targets missed: " + (", ".join(misses) if misses else "none") + "."]
-    text = "\n".join(header + rows + footer)
-    print(text)
-    if args.write:
-        replace_section(args.write, "bench_fixed", "Fixed-point and integer grids", text,
-                        " ".join(["python benchmarks/bench_fixed.py"] + (argv or sys.argv[1:])))
-    return 0
+    return ratio_main(argv, __doc__, run, "bench_fixed", "Fixed-point and integer grids",
+                      "| format | rounding | result | G elem/s | / np.copyto | target (out=) |", "bench_fixed.py")
 
 
 if __name__ == "__main__":

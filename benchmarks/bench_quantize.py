@@ -141,5 +141,39 @@ def replace_section(path: str, name: str, title: str, body: str, command: str) -
         fh.write(doc)
 
 
+def ratio_main(argv, doc: str, run, section: str, title: str, columns: str, script: str) -> int:
+    """The command line of a benchmark that prints a table of ratios to ``np.copyto`` and
+    can write it into a section of docs/performance.md: ``--n``, ``--repeat``, ``--threads``
+    (Numba threads, with BLAS and OpenMP pools held to the same count by threadpoolctl) and
+    ``--write``. ``run(n, repeat) -> (rows, misses)`` makes the table rows and the missed
+    targets; ``columns`` is the table's header row."""
+    from threadpoolctl import threadpool_limits
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1 << 24)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write", default=None, help=f"replace the {section} section of this file")
+    args = parser.parse_args(argv)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    with threadpool_limits(args.threads):
+        rows, misses = run(args.n, args.repeat)
+    header = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"numba {numba.__version__} ({numba.get_num_threads()} threads), numpy {np.__version__}, "
+        f"Python {platform.python_version()}; n = {args.n} float32 inputs, best of {args.repeat}.",
+        "",
+        columns,
+        "|" + "---|" * (columns.count("|") - 1),
+    ]
+    footer = ["", "Targets missed: " + (", ".join(misses) if misses else "none") + "."]
+    text = "\n".join(header + rows + footer)
+    print(text)
+    if args.write:
+        replace_section(args.write, section, title, text,
+                        " ".join([f"python benchmarks/{script}"] + (argv or sys.argv[1:])))
+    return 0
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
