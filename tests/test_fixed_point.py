@@ -362,3 +362,16 @@ def test_training_cast_and_cli_take_grid_formats(capsys):
     assert main(["quantize", "200", "-f", "int8", "--overflow", "error"]) == 2
     assert "outside the range" in capsys.readouterr().err
     assert main(["quantize", "1", "-f", "e4m3", "--overflow", "wrap"]) == 2
+
+
+def test_formats_command_lists_grid_formats(capsys):
+    import json
+
+    from fpsim.cli import main
+
+    assert main(["formats", "int8", "q7.8", "int8-sym*0.05", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["bits"], r["k_min"], r["k_max"], r["delta"]) for r in rows] == [
+        (8, -128, 127, 1.0), (16, -32768, 32767, 2.0 ** -8), (8, -127, 127, 0.05)]
+    assert main(["formats", "int8", "--plot"]) == 2
+    assert "--plot draws floating-point formats" in capsys.readouterr().err

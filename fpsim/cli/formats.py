@@ -8,6 +8,7 @@ import math
 import sys
 
 from fpsim.cli.common import _UsageError, render_table, resolve_format
+from fpsim.numerics.fixed import GridFormat, parse_fixed_spec
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import NAMED
 
@@ -19,7 +20,9 @@ def register(subparsers) -> None:
         description="Properties of floating-point formats (every named format by default).",
     )
     p.add_argument("names", nargs="*", metavar="NAME",
-                   help="format names, aliases or specs such as e5m10, ue8m0b127fn-nozero")
+                   help="format names, aliases or specs such as e5m10, ue8m0b127fn-nozero; "
+                        "fixed-point specs such as int8, q7.8, int8-sym*0.05 get a table of "
+                        "their own")
     p.add_argument("--json", action="store_true", help="print a JSON list of dicts")
     p.add_argument("--plot", action="store_true",
                    help="also draw the formats side by side: range and relative spacing")
@@ -57,6 +60,32 @@ _FORMAT_COLUMNS = (
 )
 
 
+def grid_properties(fmt: GridFormat) -> dict:
+    """The properties of a fixed-point / integer-grid format shown by ``fpsim formats``."""
+    return {
+        "name": str(fmt), "spec": fmt.spec, "bits": fmt.bits, "signed": fmt.signed,
+        "symmetric": fmt.symmetric, "delta": fmt.delta, "k_min": fmt.k_min, "k_max": fmt.k_max,
+        "min": fmt.min, "max": fmt.max,
+    }
+
+
+def grids_table(fmts: list[GridFormat]) -> str:
+    """The aligned plain-text table of :func:`grid_properties`."""
+    props = [grid_properties(f) for f in fmts]
+    keys = ("name", "bits", "signed", "symmetric", "delta", "k_min", "k_max", "min", "max")
+    columns = []
+    for key in keys:
+        vals = [p[key] for p in props]
+        if isinstance(vals[0], bool):
+            columns.append(["yes" if v else "no" for v in vals])
+        elif isinstance(vals[0], float):
+            columns.append(_value_column(vals))
+        else:
+            columns.append([str(v) for v in vals])
+    headers = ["name", "bits", "signed", "symmetric", "step δ", "k min", "k max", "min", "max"]
+    return render_table(headers, columns, right={1, 4, 5, 6, 7, 8})
+
+
 def _value_column(values: list[float]) -> list[str]:
     """Cells ``repr (2^k)``: reprs right-aligned, the powers of two aligned after them."""
     reprs = [repr(float(v)) for v in values]
@@ -91,19 +120,28 @@ def run(args) -> int:
     """``fpsim formats``: print the table (or JSON) of the named or given formats."""
     if args.out is not None and not args.plot:
         raise _UsageError("fpsim formats: error: --out is the file of --plot; add --plot")
-    fmts = []
+    fmts, grids = [], []
     for name in args.names or list(NAMED):
         try:
-            fmts.append(resolve_format(name))
+            grid = parse_fixed_spec(name)
+            if grid is not None:
+                grids.append(grid)
+            else:
+                fmts.append(resolve_format(name))
         except ValueError as err:
             raise _UsageError(f"fpsim formats: error: {err}") from None
+    if args.plot and grids:
+        raise _UsageError("fpsim formats: error: --plot draws floating-point formats; "
+                          f"leave out {', '.join(map(str, grids))}")
     files = _plot(fmts, args.out or "formats") if args.plot else []
     if args.json:
-        print(json.dumps([format_properties(f) for f in fmts], indent=2))
+        print(json.dumps([format_properties(f) for f in fmts]
+                         + [grid_properties(g) for g in grids], indent=2))
         if files:  # stdout stays the JSON list
             print(f"plot: {', '.join(files)}", file=sys.stderr)
     else:
-        print(formats_table(fmts))
+        tables = ([formats_table(fmts)] if fmts else []) + ([grids_table(grids)] if grids else [])
+        print("\n\n".join(tables))
         if files:
             print(f"\nplot: {', '.join(files)}")
     return 0
