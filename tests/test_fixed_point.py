@@ -95,6 +95,9 @@ def _check(x, fmt, mode, policy, *, seed=3, sr_bits=None, dtype=np.float64):
                       ("nan", Event.NAN), ("inexact", Event.INEXACT)):
         assert getattr(st, name) == sum(bool(e & bit) for e in want_ev), name
     assert st.subnormal == 0 and st.total == x.size
+    # Without statistics other loops run (float32 decisions, the nearest modes' shortcut).
+    plain = fpsim.quantize(x, fmt, mode, policy, seed=seed, sr_bits=sr_bits)
+    assert np.array_equal(plain.view(np.uint8), got.view(np.uint8))
     # Codes: two's complement of k; NaN results cannot be encoded.
     if any(k is None for k in want_k):
         with pytest.raises(ValueError, match="cannot encode"):
@@ -263,10 +266,15 @@ def test_parallel_equals_serial_twin():
                 hist = np.zeros((k, 2098 + 3), np.int64)
                 bad = np.full(k, -1, np.int64)
                 driver(x, vals, np.empty(0, np.int64), fmt.params(), mode, 1, np.uint64(99), 62, 1,
-                       counts, hist, bad)
+                       counts, hist, bad, 0)
                 codes = np.empty(n, np.int64)
                 driver(x, np.empty(0, np.float32), codes, fmt.params(), mode, 1, np.uint64(99), 62,
-                       1, np.zeros((k, 5), np.int64), np.zeros((k, 0), np.int64), bad)
+                       1, np.zeros((k, 5), np.int64), np.zeros((k, 0), np.int64), bad, 0)
+                if mode != 6:  # the decision in float32 (plain quantization, saturating)
+                    v32 = np.empty(n, np.float32)
+                    driver(x, v32, np.empty(0, np.int64), fmt.params(), mode, 1, np.uint64(99), 62,
+                           1, np.zeros((k, 5), np.int64), np.zeros((k, 0), np.int64), bad, 1)
+                    assert np.array_equal(v32, vals)
                 assert (bad < 0).all()
                 outs.append((vals.view(np.uint32).copy(), codes, counts.sum(0), hist.sum(0)))
             for o in outs[1:]:
@@ -375,3 +383,44 @@ def test_formats_command_lists_grid_formats(capsys):
         (8, -128, 127, 1.0), (16, -32768, 32767, 2.0 ** -8), (8, -127, 127, 0.05)]
     assert main(["formats", "int8", "--plot"]) == 2
     assert "--plot draws floating-point formats" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", [IntGrid(8, 0.1), IntGrid(8, 3 * 2.0 ** -10), Fixed(8, 4)], ids=str)
+@pytest.mark.parametrize("s", [1, 3, 20, 62])
+def test_sr_at_each_elements_threshold(fmt, s):
+    """Inputs placed at stochastic rounding's threshold for their own random bits, the ratio's
+    fraction at ``1 - R·2^-s`` and a few ulps around it: the decisions the estimate must not
+    make (deleting its margin fails here)."""
+    key = stream_key(4, 0)
+    xs = []
+    i = 0
+    rng = np.random.default_rng(s)
+    while len(xs) < 600:
+        r = random_bits_py(key, len(xs)) >> (62 - s)
+        k = int(rng.integers(fmt.k_min, fmt.k_max - 1))
+        v = float((k + 1 - Fraction(r, 1 << s)) * Fraction(fmt.delta))
+        xs.append([v, np.nextafter(v, np.inf), np.nextafter(v, -np.inf)][i % 3])
+        i += 1
+    _check(np.array(xs), fmt, "sr", "saturate", seed=4, sr_bits=s)
+
+
+def test_rounding_in_place():
+    """``out=x``: the same values and Stats as into a fresh array (the kernel reads a copy)."""
+    rng = np.random.default_rng(9)
+    for fmt in (IntGrid(8, 0.75), Fixed(8, 2)):
+        x = np.concatenate([np.array([1.5, 0.75, 2.25, -1.5, 0.3, 5.0]),
+                            rng.standard_normal(5000) * 20])
+        for mode in ("rne", "rup", "rto", "sr"):
+            want, wst = fpsim.quantize(x, fmt, mode, stats=True)
+            y = x.copy()
+            got, gst = fpsim.quantize(y, fmt, mode, stats=True, out=y)
+            assert got is y and np.array_equal(y, want) and gst == wst
+
+
+def test_float32_range_edge_of_power_of_two_grids():
+    """-2^(b-1)·δ = -2^128 is no float32: such a grid's results are float64."""
+    f = Fixed(8, -121, any_point=True)
+    assert not f.fits_float32
+    y = fpsim.quantize(np.array([np.finfo(np.float32).min, -np.inf], np.float32), f)
+    assert y.dtype == np.float64 and y.tolist() == [-2.0 ** 128, -2.0 ** 128]
+    assert Fixed(8, -120, any_point=True).fits_float32

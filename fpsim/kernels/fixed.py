@@ -381,6 +381,80 @@ def _fast_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow, vals
     return packed, nslow
 
 
+#: float32 constants of :func:`_fast32` (float64 literals would widen its lanes to float64).
+_F32_2P23 = np.float32(2.0 ** 23)
+_F32_2PM100 = np.float32(2.0 ** -100)
+_F32_2PM21 = np.float32(2.0 ** -21)
+_F32_HALF = np.float32(0.5)
+_F32_ONE = np.float32(1.0)
+_F32_ZERO = np.float32(0.0)
+
+
+@njit(cache=True, inline="always")
+def _fast32(x, inv32, kmin, kmax, mode, pow2):
+    """``(vf, slow)`` of a float32 ``x`` from ``y = RN32(|x| · RN32(1/δ))`` in float32
+    arithmetic: ``vf`` the signed integer as a float32 (exact: at most 24 bits), for plain
+    quantization (no events) with saturation and a mode other than sr.
+
+    For a power-of-two δ (within ``2^-100 .. 2^100``) ``y`` is exact while ``2^-100 <= y``.
+    For another δ, ``|y - Q| <= 2^-22.9 y`` (two float32 roundings), so ``err = 2^-21 y`` is
+    a safe margin, as in :func:`_fast` (there with float64's ``2^-50``); ``1 - err`` is rounded
+    by at most ``2^-25``, below half the margin wherever ``fy`` can be near 1 (``y >= 1/2``).
+    Without events, the nearest modes need only the half test (Q on either side of an integer
+    rounds to it); the directed modes need Q to be no integer. ``y >= 2^23`` (floor not exact)
+    and ``y < 2^-100`` (``err`` and ``y`` not normal) are slow; NaN fails every test (slow).
+    """
+    ax = abs(x)
+    zero = ax == _F32_ZERO
+    sign = np.int64(x < _F32_ZERO)
+    y = ax * inv32
+    ky = np.floor(y)
+    fy = y - ky  # exact: y < 2^23
+    ok = (y < _F32_2P23) & ((y >= _F32_2PM100) | zero)
+    above = fy > _F32_HALF
+    if pow2 == 1:
+        inexact = fy != _F32_ZERO
+        tie = fy == _F32_HALF
+    else:
+        err = y * _F32_2PM21
+        if mode == RNE or mode == RNA:
+            ok &= zero | (abs(fy - _F32_HALF) > err)
+        else:
+            ok &= zero | ((fy > err) & (fy < _F32_ONE - err))
+        inexact = not zero
+        tie = False
+    odd = (ky - np.float32(2.0) * np.floor(ky * _F32_HALF)) != _F32_ZERO
+    up = round_away(mode, sign, inexact, above, tie, odd, np.int64(0), np.int64(0), 1)
+    kf = ky + (_F32_ONE if up else _F32_ZERO)
+    vf = -kf if sign == 1 else kf
+    vf = min(max(vf, kmin), kmax) + _F32_ZERO  # + 0: an integer grid has no -0
+    return vf, not ok
+
+
+@njit(cache=True, inline="always")
+def _fast32_block(xs, os, G, mode, slow):
+    """Pass 1 of :func:`_grid_chunk` with the decision in float32 arithmetic (:func:`_fast32`)
+    and the value ``k·δ`` in float64, as :func:`_fast_block` writes it (with its float32
+    midpoint test); returns the number of elements flagged in ``slow``. (Measured: 1.35x the
+    float64 decision's throughput; the loop vectorizes 4 wide either way, the float64 product
+    sets the width.)"""
+    inv32 = np.float32(G.inv_delta)
+    kmin = np.float32(G.k_min)
+    kmax = np.float32(G.k_max)
+    nslow = np.int64(0)
+    for j in range(xs.size):
+        vf, sl = _fast32(np.float32(xs[j]), inv32, kmin, kmax, mode, G.pow2)
+        p = np.float64(vf) * G.delta
+        pb = f64_bits(p) & ~_SIGN
+        mid = (G.pow2 == 0) & (pb != 0) & (
+            (pb < _F32_MIN_NORMAL) | ((pb & _M29) == (np.int64(1) << 28)))
+        sl = sl | mid
+        os[j] = p
+        slow[j] = sl
+        nslow += np.int64(sl)
+    return nslow
+
+
 @njit(cache=True)
 def _exact_block(xs, os, cs, off, G, mode, overflow, key, srk, f32out, slow, bad, c):
     """Pass 2 of :func:`_grid_chunk`: the flagged elements of a block by the exact way; returns
@@ -430,11 +504,14 @@ def _hist_block(xs, G, row):
 
 
 @njit(cache=True)
-def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hist, c, bad):
+def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hist, c, bad,
+                lanes32):
     """Round the chunk ``xs`` (elements ``off ..`` of the whole array): values to ``os`` or
     (when ``cs`` has elements) codes to ``cs``, not both; events to ``counts[c]``, the binades of ``|x|/δ``
     to ``hist[c]`` (width 0: none), the first element without a value (``status != OK``; for
-    codes NaN results too) to ``bad[c]``.
+    codes NaN results too) to ``bad[c]``. ``lanes32`` 1 (the caller's choice, only for float32
+    quantization with saturation, no statistics, a mode other than sr, at most 24 bits and δ in
+    ``2^-100 .. 2^100``) decides in float32 arithmetic (:func:`_fast32_block`).
 
     Block by block, two passes: the estimate for every element (:func:`_fast_block`), then the
     exact way for the flagged ones (:func:`_exact_block`); each element's events are counted
@@ -448,7 +525,10 @@ def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hi
         ob = os[b:b + BLOCK] if os.size != 0 else os
         cb = cs[b:b + BLOCK] if cs.size != 0 else cs
         sb = slow[:xb.size]
-        if cs.size != 0:  # encode
+        packed = np.int64(0)
+        if lanes32 == 1:  # plain float32 quantization, the decision in float32
+            nslow = _fast32_block(xb, ob, G, mode, sb)
+        elif cs.size != 0:  # encode
             packed, nslow = _fast_block(xb, ob, cb, off + b, G, mode, overflow, key, srk, f32out,
                                         sb, False, True, False, G.pow2)
         elif hist.shape[1] != 0:  # quantize with statistics
@@ -473,7 +553,7 @@ def _grid_chunk(xs, os, cs, off, G, mode, overflow, key, srk, f32out, counts, hi
 
 
 @njit(cache=True, inline="always")
-def _grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
+def _grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad, lanes32):
     """Round every element of ``xs`` (float32 or float64) onto the grid ``G`` in
     ``counts.shape[0]`` chunks (a ``prange`` in the parallel drivers, a plain loop in the serial
     twins); see :func:`_grid_chunk` for the outputs."""
@@ -484,79 +564,79 @@ def _grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, b
         hi = ((c + 1) * n) // nchunk
         _grid_chunk(xs[lo:hi], os[lo:hi] if os.size != 0 else os,
                     cs[lo:hi] if cs.size != 0 else cs, lo, G, mode, overflow, key, srk, f32out,
-                    counts, hist, c, bad)
+                    counts, hist, c, bad, lanes32)
 
 
 # One compiled driver per rounding mode and its serial twin (small arrays), compiled on first
 # use and cached, as the float drivers of :mod:`.cpu`.
 @njit(parallel=True, cache=True)
-def grid_round_rne(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 0, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_rne(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 0, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(parallel=True, cache=True)
-def grid_round_rna(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 1, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_rna(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 1, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(parallel=True, cache=True)
-def grid_round_rtz(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 2, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_rtz(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 2, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(parallel=True, cache=True)
-def grid_round_rup(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 3, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_rup(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 3, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(parallel=True, cache=True)
-def grid_round_rdn(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 4, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_rdn(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 4, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(parallel=True, cache=True)
-def grid_round_rto(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 5, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_rto(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 5, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(parallel=True, cache=True)
-def grid_round_sr(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 6, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_sr(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 6, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(cache=True)
-def grid_round_serial_rne(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 0, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_serial_rne(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 0, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(cache=True)
-def grid_round_serial_rna(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 1, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_serial_rna(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 1, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(cache=True)
-def grid_round_serial_rtz(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 2, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_serial_rtz(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 2, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(cache=True)
-def grid_round_serial_rup(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 3, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_serial_rup(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 3, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(cache=True)
-def grid_round_serial_rdn(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 4, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_serial_rdn(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 4, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(cache=True)
-def grid_round_serial_rto(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 5, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_serial_rto(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 5, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(cache=True)
-def grid_round_serial_sr(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad):
-    _grid_round(xs, os, cs, G, 6, overflow, key, srk, f32out, counts, hist, bad)
+def grid_round_serial_sr(xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32):
+    _grid_round(xs, os, cs, G, 6, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 #: The drivers by :class:`~fpsim.numerics.modes.RoundMode` int, parallel and serial.
@@ -567,14 +647,14 @@ GRID_ROUND_SERIAL = (grid_round_serial_rne, grid_round_serial_rna, grid_round_se
                      grid_round_serial_sr)
 
 
-def grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
+def grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad, lanes32):
     """Round ``xs`` onto the grid ``G`` in parallel chunks (:func:`_grid_round`)."""
-    GRID_ROUND[mode](xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad)
+    GRID_ROUND[mode](xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
-def grid_round_serial(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad):
+def grid_round_serial(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, bad, lanes32):
     """The serial twin of :func:`grid_round` (small arrays; the tests compare the two)."""
-    GRID_ROUND_SERIAL[mode](xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad)
+    GRID_ROUND_SERIAL[mode](xs, os, cs, G, overflow, key, srk, f32out, counts, hist, bad, lanes32)
 
 
 @njit(parallel=True, cache=True)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fpsim.numerics.modes import Overflow
+from fpsim.numerics.modes import Overflow, RoundMode
 
 #: Widest integer of a grid format: every ``k`` is exact in a float64.
 MAX_BITS = 53
@@ -130,12 +130,15 @@ class GridFormat:
         """Whether the result of a float32 input can be float32: for a power-of-two δ, whether
         every value is a float32; for another δ (whose values are rounded into the result's dtype
         anyway), whether the largest magnitude rounds to a finite float32."""
-        if not self.is_pow2:
-            extreme = max(abs(self.k_min), self.k_max) * self.delta_exact
+        extreme = max(abs(self.k_min), self.k_max) * self.delta_exact
+        if not self.is_pow2:  # rounded values: the largest must round to a finite float32
             return extreme < Fraction(2) ** 128 * (1 - Fraction(1, 1 << 25))
+        # exact values: every |k| < 2^24 (or the two's-complement -2^24), the step a float32,
+        # the most negative / largest value finite (-2^(b-1) δ counts: 2^128 is not)
         lo = math.frexp(self.delta)[1] - 1  # log2 δ
         top = self.bits - (1 if self.signed else 0)
-        return top <= 24 and lo >= -149 and lo + top <= 128
+        flt_max = (2 - Fraction(1, 1 << 23)) * Fraction(2) ** 127
+        return top <= 24 and lo >= -149 and extreme <= flt_max
 
     def value_of(self, k: int) -> Fraction:
         """Exact value ``k·δ`` of the integer ``k`` (ValueError outside the range)."""
@@ -161,6 +164,14 @@ class GridFormat:
             cached = _compile(self)
             object.__setattr__(self, "_params", cached)
         return cached
+
+    @functools.cached_property
+    def lanes32(self) -> bool:
+        """Whether float32 quantization may decide in float32 arithmetic (the kernels'
+        ``lanes32``): at most 24 bits (every integer, and the clamp, exact in float32) and δ in
+        ``2^-100 .. 2^100`` (``RN32(1/δ)`` normal, and exact for a power of two)."""
+        e = math.frexp(self.delta)[1] - 1
+        return self.bits <= 24 and -100 <= e <= 99 and self.fits_float32
 
     def __str__(self) -> str:
         return self.name or self.spec
@@ -391,9 +402,10 @@ def _run(x, fmt: GridFormat, mode: int, overflow: int, key: int, srk: int, want_
                 or not out.flags.writeable):
             raise ValueError(f"out must be a writeable C-contiguous {np.dtype(dtype)} array of "
                              f"shape {x.shape}, got {out.dtype} {out.shape}")
-        if np.shares_memory(out, x) and out.__array_interface__["data"][0] != \
-                x.__array_interface__["data"][0]:
-            x = x.copy()  # partial overlap: elements would be read after being overwritten
+        if np.shares_memory(out, x):
+            # In place or overlapping: the kernel's exact pass and histogram read x after the
+            # first pass has written values, so they read a copy.
+            x = x.copy()
     if x.dtype != dtype:
         with np.errstate(invalid="ignore"):
             x = x.astype(dtype)
@@ -411,9 +423,12 @@ def _run(x, fmt: GridFormat, mode: int, overflow: int, key: int, srk: int, want_
     hist = np.zeros((k, N_BINADES + 3 if want_stats else 0), np.int64)
     bad = np.full(k, -1, np.int64)
     kf = _kernels()
+    lanes32 = (dtype == np.float32 and want_vals and not want_stats and fmt.lanes32
+               and mode != int(RoundMode.SR) and overflow == int(Overflow.SATURATE))
     (kf.grid_round_serial if serial else kf.grid_round)(
         flat, vflat, codes, fmt.params(), mode, overflow, np.uint64(key), srk,
-        int(dtype == np.float32), counts, hist, bad)
+        int(dtype == np.float32), counts, hist, bad,
+        int(lanes32))
     if np.any(bad >= 0):
         i = int(bad[bad >= 0].min())
         where = _index(i, x.shape)
