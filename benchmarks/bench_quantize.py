@@ -103,9 +103,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows, summary = run(args.n, args.repeat)
     header = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"numba {numba.__version__} ({numba.get_num_threads()} threads), numpy {np.__version__}, "
-        f"Python {platform.python_version()}; n = {args.n} float32 inputs, best of {args.repeat}.",
+        machine_line(args.n, args.repeat),
         "",
         "| data | path | G elem/s | / np.copyto | speed-up vs oracle cast | speed-up vs numpy fp16 |",
         "|---|---|---|---|---|---|",
@@ -141,6 +139,14 @@ def replace_section(path: str, name: str, title: str, body: str, command: str) -
         fh.write(doc)
 
 
+def machine_line(n: int, repeat: int) -> str:
+    """The first line of a benchmark table: the machine, library versions, threads, sizes."""
+    return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"numba {numba.__version__} ({numba.get_num_threads()} threads), numpy "
+            f"{np.__version__}, Python {platform.python_version()}; n = {n} float32 inputs, "
+            f"best of {repeat}.")
+
+
 def ratio_main(argv, doc: str, run, section: str, title: str, columns: str, script: str) -> int:
     """The command line of a benchmark that prints a table of ratios to ``np.copyto`` and
     can write it into a section of docs/performance.md: ``--n``, ``--repeat``, ``--threads``
@@ -159,9 +165,7 @@ def ratio_main(argv, doc: str, run, section: str, title: str, columns: str, scri
     with threadpool_limits(args.threads):
         rows, misses = run(args.n, args.repeat)
     header = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"numba {numba.__version__} ({numba.get_num_threads()} threads), numpy {np.__version__}, "
-        f"Python {platform.python_version()}; n = {args.n} float32 inputs, best of {args.repeat}.",
+        machine_line(args.n, args.repeat),
         "",
         columns,
         "|" + "---|" * (columns.count("|") - 1),

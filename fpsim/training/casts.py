@@ -103,7 +103,7 @@ class Cast:
             raise TypeError(f"cast sites round float32/float64 arrays, got {x.dtype}")
         arr = x if x.flags.c_contiguous else np.ascontiguousarray(x)
         if self._grid:
-            y, st = fixed.quantize(arr, self.format, self._mode, self.overflow, ctx.key,
+            y, st = fixed.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
                                    SR_BITS_MAX, ctx.stats)
         else:
             y, st = backend.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
