@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from fpsim.analysis.plots import mean_ci_linear
 from fpsim.training.halp import HALP, LPSGD, LPSVRG, SVRG
 
 METHODS = ("svrg", "halp", "lp-svrg", "lp-sgd")
@@ -290,18 +291,6 @@ def mean_ci(values, level=0.95):
         return _exp10(m), _exp10(m), _exp10(m)
     h = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return _exp10(m), _exp10(m - h), _exp10(m + h)
-
-
-def mean_ci_linear(values, level=0.95):
-    """Arithmetic mean and its Student-t interval ``(mean, lo, hi)``."""
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, m, m
-    h = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, m - h, m + h
 
 
 def _fmt(x):

@@ -69,6 +69,18 @@ class Figure:
 
 
 # ---- numbers: masks, alignment, smoothing -------------------------------------------------------
+def mean_ci_linear(values, level=0.95):
+    """Arithmetic mean and its Student-t interval ``(mean, lo, hi)``."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, m, m
+    h = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, m - h, m + h
+
+
 def running_mean(y, k: int) -> np.ndarray:
     """Running mean of the finite values of ``y`` over the last ``k`` steps (shorter at the
     start); NaN where the window holds no finite value. ``k = 1`` returns ``y`` with the

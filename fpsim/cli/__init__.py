@@ -10,6 +10,8 @@ Subcommands, one module each (:data:`COMMANDS`)::
     fpsim train [--model M --policy P ...]  train with run records
     fpsim compare [--config C ...]          one setting under several loss scalers + report
     fpsim report DB [--study S]             redraw a study's report
+    fpsim halp [--problem P ...]            the HALP study (bit-centred SVRG)
+    fpsim ptq --db DB --run ID [--bits B]   post-training quantization, multiple points
 
 A command module has ``register(subparsers)``, which adds its parser(s), and ``run(args) -> int``,
 which runs a parsed command line and returns the exit status.
@@ -24,11 +26,11 @@ import argparse
 import os
 import sys
 
-from fpsim.cli import compare, formats, halp, histogram, quantize, train, validate
+from fpsim.cli import compare, formats, halp, histogram, ptq, quantize, train, validate
 from fpsim.cli.common import _Parser, _UsageError
 
 #: The command modules, in the order of ``fpsim --help``.
-COMMANDS = (formats, quantize, histogram, validate, train, compare, halp)
+COMMANDS = (formats, quantize, histogram, validate, train, compare, halp, ptq)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,6 +55,14 @@ def _unpad(x, ph, pw):
     return x[:, :, ph:x.shape[2] - ph, pw:x.shape[3] - pw]
 
 
+def conv_patches(x: np.ndarray, kh: int, kw: int, stride=1, padding=0) -> np.ndarray:
+    """The rows :func:`conv2d` multiplies by its weight: ``(N*Ho*Wo, C*kh*kw)``, one row per
+    output position (the zero-padded window it sees), in the order of ``w.reshape(O, -1)``'s
+    columns. ``x`` is a numpy (N, C, H, W) array."""
+    (sh, sw), (ph, pw) = _pair2(stride, "stride"), _pair2(padding, "padding")
+    return _im2col(_pad(np.asarray(x), ph, pw), kh, kw, sh, sw)[0]
+
+
 def conv2d(x, w, b=None, stride=1, padding=0, impl=None) -> Tensor:
     """2-D cross-correlation (PyTorch's ``conv2d``) by im2col and one matrix product.
 

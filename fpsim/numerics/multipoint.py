@@ -122,19 +122,30 @@ def output_error(w, approx, X) -> float:
     return float(np.mean(e * e))
 
 
+def gram(X) -> np.ndarray:
+    """``XᵀX / n`` (float64) of calibration inputs ``X`` (n, d): with it the output error of
+    a weight error ``e`` is ``eᵀ G e`` (:func:`output_error` without re-reading ``X``)."""
+    X = np.asarray(X, np.float64)
+    return X.T @ X / X.shape[0]
+
+
 def allocate(W, X, bits: int, extra: int, n_max: int = 8, rule: str = "error",
-             seed: int = 0) -> list[Points]:
+             seed: int = 0, G=None) -> list[Points]:
     """Points for every row of ``W`` (out_features, in_features): one each, then ``extra``
     more, one at a time, to the row with the largest :func:`output_error` on ``X`` (``rule =
     "error"``) or to rows drawn uniformly among those below ``n_max`` (``rule = "random"``,
     the ablation, seeded). No row gets more than ``n_max`` points.
+
+    ``G`` may hold :func:`gram` of ``X`` already (then ``X`` is only checked for its shape);
+    the errors are computed as ``eᵀ G e``, which equals :func:`output_error` up to float64
+    rounding.
 
     Raises:
         ValueError: an empty calibration set, a negative budget, a budget beyond what
             ``n_max`` allows, or an unknown rule.
     """
     W = np.asarray(W, np.float64)
-    X = np.asarray(X, np.float64)
+    X = np.asarray(X)
     if W.ndim != 2:
         raise ValueError(f"W must be a 2-D (out, in) weight matrix, got shape {W.shape}")
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != W.shape[1]:
@@ -142,22 +153,31 @@ def allocate(W, X, bits: int, extra: int, n_max: int = 8, rule: str = "error",
                          f"got shape {X.shape}")
     if rule not in ("error", "random"):
         raise ValueError(f"rule={rule!r} is invalid: use 'error' or 'random'")
+    if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or n_max < 1:
+        raise ValueError(f"n_max={n_max!r} is invalid: the most points per row is an int >= 1")
     if isinstance(extra, bool) or not isinstance(extra, (int, np.integer)) or extra < 0:
         raise ValueError(f"extra={extra!r} is invalid: the budget of extra points is an int >= 0")
     if extra > W.shape[0] * (n_max - 1):
         raise ValueError(f"extra={extra} is more than {W.shape[0]} rows x {n_max - 1} extra "
                          f"points (n_max={n_max}) allow")
+    G = gram(X) if G is None else np.asarray(G, np.float64)
+    d = W.shape[1]
+
+    def err(j):
+        e = W[j] - pts[j].value(d)
+        return float(e @ G @ e)
+
     pts = [greedy(w, bits, 1) for w in W]
-    err = np.array([output_error(w, p.value(W.shape[1]), X) for w, p in zip(W, pts)])
+    errs = np.array([err(j) for j in range(W.shape[0])])
     rng = np.random.default_rng(seed)
     for _ in range(int(extra)):
         open_rows = np.flatnonzero([len(p) < n_max for p in pts])
         if rule == "error":
-            j = int(open_rows[np.argmax(err[open_rows])])
+            j = int(open_rows[np.argmax(errs[open_rows])])
         else:
             j = int(rng.choice(open_rows))
         greedy(W[j], bits, 1, pts[j])
-        err[j] = output_error(W[j], pts[j].value(W.shape[1]), X)
+        errs[j] = err(j)
     return pts
 
 
