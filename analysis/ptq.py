@@ -48,6 +48,9 @@ VARIANTS = {
 COLORS = {"uniform": "tab:gray", "uniform+clip": "black", "1 point": "tab:blue",
           "2 points": "tab:cyan", "adaptive": "tab:red", "random": "tab:orange",
           "mixed bits": "tab:green", "adaptive, 8-bit act.": "tab:purple"}
+#: Line styles where two methods' curves nearly coincide (adaptive with and without 8-bit
+#: activations): the dashed one stays visible on top of the solid one.
+STYLES = {"adaptive": dict(lw=2.4, marker="s", ms=5), "adaptive, 8-bit act.": dict(ls="--", marker="x", ms=6)}
 #: The prototype's relative residuals ||r_n||/||w|| (576-dim Gaussian), n = 1..4, per b.
 PROTOTYPE = {2: (0.45, 0.21, 0.14, 0.077), 3: (0.22, 0.072, 0.026, 0.016),
              4: (0.110, 0.019, 0.0066, 0.0026)}
@@ -306,8 +309,8 @@ def plot_accuracy(rows, cfg: StudyConfig, out) -> str:
             y = [100 * a["accuracy"] for a in pts]
             err = [[100 * (a["accuracy"] - a["lo"]) for a in pts],
                    [100 * (a["hi"] - a["accuracy"]) for a in pts]]
-            ax.errorbar(x, y, yerr=err, marker="o", ms=3.5, lw=1.2, capsize=2,
-                        color=COLORS.get(v), label=v)
+            style = {**dict(marker="o", ms=3.5, lw=1.2), **STYLES.get(v, {})}
+            ax.errorbar(x, y, yerr=err, capsize=2, color=COLORS.get(v), label=v, **style)
         if fp:
             ax.axhline(100 * fp[0]["accuracy"], color="k", ls="--", lw=0.8, label="float32")
         ax.set_xscale("log", base=2)

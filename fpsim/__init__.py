@@ -28,6 +28,7 @@ _LAZY = {
     "nn": ("fpsim.training.nn", None),
     "optim": ("fpsim.training.optim", None),
     "precision": ("fpsim.training.precision", None),
+    "ptq": ("fpsim.training.ptq", None),
     "Recorder": ("fpsim.training.instrument", "Recorder"),
     "recording": ("fpsim.training.instrument", "recording"),
     "Policy": ("fpsim.training.precision", "Policy"),
