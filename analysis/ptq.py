@@ -93,25 +93,15 @@ class StudyConfig:
 def trained_runs(cfg: StudyConfig, db: str, log=print) -> dict:
     """``{(model label, seed): run id}``, training in float32 whatever ``db`` does not hold
     finished yet (runs are named ``ptq:<label>:<seed>[:e<epochs>]``)."""
-    from fpsim.training.loop import train
-    from fpsim.training.records import RunDB
-    with RunDB(db) as rdb:
-        done = {r["name"]: r["id"] for r in rdb.runs() if r["status"] == "finished"}
-    out = {}
+    from fpsim.training.loop import trained
+    runs = {}
     for label in cfg.models:
         for seed in range(cfg.seeds):
             name = f"ptq:{label}:{seed}" + (f":e{cfg.epochs}" if cfg.epochs else "")
-            if name not in done:
-                fields = dict(MODELS[label], seed=seed, name=name, instrument=False,
-                              hist_every=0, policy="fp32")
-                if cfg.epochs:
-                    fields["epochs"] = cfg.epochs
-                s = train(fields, db=db)
-                done[name] = s["run_id"]
-                log(f"trained {name}: test accuracy {s['test_accuracy']:.4f} "
-                    f"({s['seconds']:.1f} s)")
-            out[(label, seed)] = done[name]
-    return out
+            runs[(label, seed)] = dict(MODELS[label], seed=seed, name=name, instrument=False,
+                                       hist_every=0, policy="fp32",
+                                       **({"epochs": cfg.epochs} if cfg.epochs else {}))
+    return trained(runs, db, log)
 
 
 def run_study(cfg: StudyConfig, out: str, db: str | None = None, log=print) -> dict:

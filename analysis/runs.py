@@ -97,7 +97,8 @@ def config_label(config: dict) -> str:
 
 #: Config fields that do not make runs different settings (the seed repeats a cell; the rest
 #: only measure or record, and training is the same with any of their values).
-_NOT_SETTINGS = ("seed", "name", "checkpoint_every", "hist_every", "instrument", "shadow_every")
+_NOT_SETTINGS = ("seed", "name", "checkpoint_every", "hist_every", "instrument", "shadow_every",
+                 "lca", "lca_max_bytes")
 
 
 def _labels(rows: list[dict]) -> dict:

@@ -9,7 +9,7 @@ import tomllib
 #: Flags that map one to one onto TrainConfig fields (flag name with - for _).
 _FIELDS = ("model", "dataset", "policy", "optimizer", "lr", "momentum", "weight_decay", "loss_weight",
            "schedule", "epochs", "batch_size", "seed", "hist_every", "checkpoint_every", "name",
-           "scaler", "shadow_every")
+           "scaler", "shadow_every", "lca_max_bytes")
 
 
 #: Flags shared by ``fpsim train`` and ``fpsim compare``.
@@ -61,6 +61,10 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every K steps (default 100)")
     p.add_argument("--name", help="label of the run")
     p.add_argument("--no-instrument", action="store_true", help="no per-site event counts")
+    p.add_argument("--lca", action="store_true", help="save the parameters after every step "
+                   "for loss-change allocation (`fpsim lca`)")
+    p.add_argument("--lca-max-bytes", type=int, help="the most bytes --lca may save "
+                   "(default 1 GiB)")
     p.add_argument("--db", default="runs.sqlite", help="run-record database (default runs.sqlite)")
     p.add_argument("--resume", nargs="?", const=True, type=int, metavar="RUN_ID",
                    help="continue run RUN_ID (default: the newest unfinished run) from its checkpoint")
@@ -87,6 +91,8 @@ def config_from_args(args) -> dict:
         cfg.setdefault("dataset_options", {})["path"] = args.data_path
     if args.no_instrument:
         cfg["instrument"] = False
+    if args.lca:
+        cfg["lca"] = True
     return cfg
 
 

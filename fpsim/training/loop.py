@@ -75,6 +75,11 @@ class TrainConfig:
         checkpoint_every: write a checkpoint (and commit the queued rows) every K steps, and at
             the end of every epoch.
         name: a label for the run.
+        lca: save the float32 parameters after every step (and the initial ones) in the run
+            record's ``params`` table, for loss-change allocation (:mod:`fpsim.training.lca`).
+            Costs ``4 * parameters * (steps + 1)`` bytes of database.
+        lca_max_bytes: the most bytes ``lca`` may save; a run that would save more is refused
+            before it starts (default 1 GiB).
     """
 
     model: str = "mlp"
@@ -97,6 +102,8 @@ class TrainConfig:
     hist_every: int = 50
     checkpoint_every: int = 100
     name: str = ""
+    lca: bool = False
+    lca_max_bytes: int = 2 ** 30
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -129,9 +136,40 @@ class TrainConfig:
         for k in ("hist_every", "checkpoint_every", "shadow_every"):
             if getattr(c, k) < 0:
                 raise ValueError(f"{k} must be >= 0")
+        if not isinstance(c.lca, bool):
+            raise ValueError(f"lca must be true or false, got {c.lca!r}")
+        if isinstance(c.lca_max_bytes, bool) or not isinstance(c.lca_max_bytes, int) \
+                or c.lca_max_bytes < 1:
+            raise ValueError(f"lca_max_bytes must be a positive integer, got {c.lca_max_bytes!r}")
         pol = make_policy(c.policy)  # validates
         scaling.scaler(c.scaler, _grad_format(pol))
         return c
+
+
+def build_model(cfg: TrainConfig, data):
+    """The model of a resolved config for dataset ``data`` (as the run initialized it: float32,
+    no precision policy attached)."""
+    from fpsim.models import build
+    return build(cfg.model, {**cfg.model_config, "input_shape": data.input_shape,
+                             "num_classes": data.num_classes, "seed": cfg.seed})
+
+
+def run_model(db: str, run_id: int):
+    """``(resolved TrainConfig, dataset, freshly built model)`` of run ``run_id`` in the
+    run-record database ``db`` (weights as initialized; no policy attached).
+
+    Raises:
+        RecordError: no such run, or a config holding Python objects (not rebuildable).
+    """
+    with RunDB(db) as rdb:
+        info = rdb.run(run_id)
+    if has_python_objects(info["config"]):
+        raise RecordError(f"run {run_id} in {db} was configured with Python objects (a scaler "
+                          "or cast instance), which the record holds only as their repr: its "
+                          "model cannot be rebuilt from the record")
+    cfg = TrainConfig.from_dict(info["config"]).resolved()
+    data = datasets.load(cfg.dataset, seed=cfg.seed, **dict(cfg.dataset_options))
+    return cfg, data, build_model(cfg, data)
 
 
 def _grad_format(policy) -> str:
@@ -191,13 +229,11 @@ class Session:
     """
 
     def __init__(self, cfg: TrainConfig):
-        from fpsim.models import build
         self.cfg = cfg
         opts = dict(cfg.dataset_options)
         self.data = datasets.load(cfg.dataset, seed=cfg.seed, **opts)
         self.classify = self.data.task == "classification"
-        self.model = build(cfg.model, {**cfg.model_config, "input_shape": self.data.input_shape,
-                                       "num_classes": self.data.num_classes, "seed": cfg.seed})
+        self.model = build_model(cfg, self.data)
         self.policy = make_policy(cfg.policy)
         n = len(self.data.x_train)
         self.steps_per_epoch = -(-n // cfg.batch_size)
@@ -214,6 +250,20 @@ class Session:
         self.params = self.model.parameters()
         self.step = 0
         self.totals = RunTotals()
+        if cfg.lca:
+            size = 4 * sum(p.data.size for p in self.params) * (self.total_steps + 1)
+            if size > cfg.lca_max_bytes:
+                raise ValueError(
+                    f"lca=True would save {self.total_steps + 1} parameter vectors of "
+                    f"{sum(p.data.size for p in self.params)} float32 values, "
+                    f"{size / 2**20:.1f} MiB, over lca_max_bytes = "
+                    f"{cfg.lca_max_bytes / 2**20:.1f} MiB: raise lca_max_bytes or train fewer "
+                    "steps")
+
+    def flat_params(self) -> np.ndarray:
+        """Every parameter's master values, concatenated in ``named_parameters`` order, as
+        float32 (the vector ``lca=True`` saves after each step)."""
+        return np.concatenate([np.asarray(p.data, np.float32).ravel() for p in self.params])
 
     # -- one step -------------------------------------------------------------------------------
     def loss(self, out, y):
@@ -417,6 +467,24 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
             raise
 
 
+def trained(runs: dict, db: str, log=print) -> dict:
+    """``{key: run id}`` for ``runs`` = ``{key: TrainConfig fields with a unique name}``: the
+    finished run of that name in ``db`` where there is one, else a new run trained now (the
+    studies' way of reusing their runs when they run again)."""
+    with RunDB(db) as rdb:
+        done = {r["name"]: r["id"] for r in rdb.runs() if r["status"] == "finished"}
+    out = {}
+    for key, fields in runs.items():
+        name = fields["name"]
+        if name not in done:
+            s = train(fields, db=db)
+            done[name] = s["run_id"]
+            log(f"trained {name}: test accuracy {s['test_accuracy']:.4f} "
+                f"({s['seconds']:.1f} s)")
+        out[key] = done[name]
+    return out
+
+
 def _warn_if_blas_differs(run_id: int, info: dict) -> None:
     """A resumed run is bit-identical to an uninterrupted one only on the same BLAS build."""
     recorded = (info.get("versions") or {}).get("blas")
@@ -435,6 +503,8 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
     bar = tqdm(total=s.total_steps, initial=s.step, disable=not progress, unit="step",
                desc=f"run {run_id}", leave=False)
     status = "finished"
+    if cfg.lca:  # the starting point (written again, identically, when a run resumes)
+        rdb.add_params(run_id, s.step, s.flat_params())
     with _Interrupt() as stop, (instrument.recording(recorder) if recorder else contextlib.nullcontext()):
         while s.step < s.total_steps:
             epoch, within = divmod(s.step, s.steps_per_epoch)
@@ -448,6 +518,8 @@ def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
                 # of the run record instead of text on the terminal; the report shows them.
                 warnings.simplefilter("always")
                 m = s.train_step(order[within], recorder)
+                if cfg.lca:
+                    rdb.add_params(run_id, s.step, s.flat_params())
                 summary, shadow, scales = m.pop("summary"), m.pop("shadow"), m.pop("scales")
                 rdb.add_step(run_id, step, epoch, m, summary, shadow, scales)
                 rdb.add_tensor_scales(run_id, step, m.pop("tensor_scales"))

@@ -392,19 +392,14 @@ def load_run(db: str, run_id: int) -> TrainedModel:
     Raises:
         RecordError: no such run, or a run without a checkpoint.
     """
-    from fpsim.models import build
-    from fpsim.training import data as datasets
-    from fpsim.training.loop import TrainConfig
+    from fpsim.training.loop import run_model
     from fpsim.training.records import RecordError, RunDB
     with RunDB(db) as rdb:
-        info = rdb.run(run_id)
+        rdb.run(run_id)  # (no such run: RecordError)
         ckpt = rdb.load_checkpoint(run_id)
     if ckpt is None:
         raise RecordError(f"run {run_id} in {db} has no checkpoint: nothing to quantize")
-    cfg = TrainConfig.from_dict(info["config"]).resolved()
-    data = datasets.load(cfg.dataset, seed=cfg.seed, **dict(cfg.dataset_options))
-    model = build(cfg.model, {**cfg.model_config, "input_shape": data.input_shape,
-                              "num_classes": data.num_classes, "seed": cfg.seed})
+    cfg, data, model = run_model(db, run_id)
     load_weights(model, ckpt[1], f"run {run_id} ({cfg.model})")
     return TrainedModel(model, data, cfg, ckpt[0], run_id)
 

@@ -24,6 +24,10 @@ Tables (schema version :data:`SCHEMA`):
   amax, the per-tensor encode scale (current / delayed scaling), S2FP8's ``alpha`` and
   ``beta``, the number of tiles and how many of their scales fell below / above the scale
   format's range, and the tiles holding Inf/NaN. Added to older databases like ``notes``.
+- ``params``: for runs trained with ``lca=True``, the parameters after every step (``step`` =
+  steps done, 0 the initialization): every parameter's float32 master values in
+  ``named_parameters`` order, as one little-endian blob (what loss-change allocation integrates
+  along). Added to older databases like ``notes``.
 - ``epochs``: per epoch: train loss/accuracy, test loss/accuracy.
 - ``checkpoints``: the latest checkpoint of each run (an ``.npz`` blob of model, optimizer and
   loop state), the point ``--resume`` continues from.
@@ -70,11 +74,13 @@ CREATE TABLE IF NOT EXISTS notes (run_id INTEGER, step INTEGER, kind TEXT, site 
 CREATE TABLE IF NOT EXISTS tensor_scales (run_id INTEGER, step INTEGER, site TEXT, role TEXT,
     direction TEXT, amax REAL, scale REAL, alpha REAL, beta REAL, tiles INTEGER,
     scale_underflow INTEGER, scale_overflow INTEGER, nonfinite INTEGER);
+CREATE TABLE IF NOT EXISTS params (run_id INTEGER, step INTEGER, blob BLOB,
+    PRIMARY KEY (run_id, step));
 CREATE TABLE checkpoints (run_id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER,
     created TEXT, state BLOB);
 """
 _STEP_TABLES = ("steps", "site_events", "histograms", "scales", "notes", "tensor_scales")
-_NOTES_TABLE = _TABLES[_TABLES.index("CREATE TABLE IF NOT EXISTS notes"):
+_ADDITIVE_TABLES = _TABLES[_TABLES.index("CREATE TABLE IF NOT EXISTS notes"):
                        _TABLES.index("CREATE TABLE checkpoints")]
 
 
@@ -147,7 +153,7 @@ class RunDB:
         else:  # an additive table: databases written before it existed gain it on first open
             try:
                 with self.con:
-                    self.con.executescript(_NOTES_TABLE)
+                    self.con.executescript(_ADDITIVE_TABLES)
             except sqlite3.OperationalError:  # read-only file: reading works without it
                 pass
 
@@ -259,6 +265,33 @@ class RunDB:
               r["alpha"], r["beta"], r["tiles"], r["scale_underflow"], r["scale_overflow"],
               r["nonfinite"]) for r in rows])
 
+    def add_params(self, run_id: int, step: int, flat: np.ndarray) -> None:
+        """Queue the parameters after ``step`` steps (``flat``: every parameter's float32 values
+        concatenated in ``named_parameters`` order); a row already there is replaced (a resumed
+        run writes its starting point again)."""
+        blob = np.ascontiguousarray(flat, "<f4").tobytes()
+        self.con.execute("INSERT OR REPLACE INTO params VALUES (?, ?, ?)", (run_id, step, blob))
+
+    def param_steps(self, run_id: int) -> list[int]:
+        """The steps whose parameters the run saved (empty unless it trained with
+        ``lca=True``), in order."""
+        if not self._has_table("params"):
+            return []
+        return [r[0] for r in self.con.execute(
+            "SELECT step FROM params WHERE run_id = ? ORDER BY step", (run_id,))]
+
+    def load_params(self, run_id: int, step: int) -> np.ndarray:
+        """The float32 parameter vector saved after ``step`` steps of run ``run_id``."""
+        row = self.con.execute("SELECT blob FROM params WHERE run_id = ? AND step = ?",
+                               (run_id, step)).fetchone() if self._has_table("params") else None
+        if row is None:
+            raise RecordError(f"run {run_id} in {self.path} holds no parameters of step {step}")
+        return np.frombuffer(row[0], "<f4").astype(np.float32)
+
+    def _has_table(self, name: str) -> bool:
+        return self.con.execute("SELECT name FROM sqlite_master WHERE name = ?",
+                                (name,)).fetchone() is not None
+
     def tensor_scales(self, run_id: int) -> list[dict]:
         """The run's scale rows of scaled casts, in step order."""
         if not self.con.execute(
@@ -309,6 +342,8 @@ class RunDB:
             for t in _STEP_TABLES:
                 self.con.execute(f"DELETE FROM {t} WHERE run_id = ? AND step >= ?", (run_id, step))
             self.con.execute("DELETE FROM epochs WHERE run_id = ? AND step > ?", (run_id, step))
+            # params rows are keyed by steps done: the checkpoint's own point stays
+            self.con.execute("DELETE FROM params WHERE run_id = ? AND step > ?", (run_id, step))
 
     # -- reading --------------------------------------------------------------------------------
     def steps(self, run_id: int) -> dict[str, np.ndarray]:
