@@ -29,6 +29,7 @@ _LAZY = {
     "optim": ("fpsim.training.optim", None),
     "precision": ("fpsim.training.precision", None),
     "ptq": ("fpsim.training.ptq", None),
+    "lca": ("fpsim.training.lca", None),
     "Recorder": ("fpsim.training.instrument", "Recorder"),
     "recording": ("fpsim.training.instrument", "recording"),
     "Policy": ("fpsim.training.precision", "Policy"),

@@ -12,6 +12,7 @@ Subcommands, one module each (:data:`COMMANDS`)::
     fpsim report DB [--study S]             redraw a study's report
     fpsim halp [--problem P ...]            the HALP study (bit-centred SVRG)
     fpsim ptq --db DB --run ID [--bits B]   post-training quantization, multiple points
+    fpsim lca --db DB --run ID              loss-change allocation per layer and step
 
 A command module has ``register(subparsers)``, which adds its parser(s), and ``run(args) -> int``,
 which runs a parsed command line and returns the exit status.
@@ -26,11 +27,11 @@ import argparse
 import os
 import sys
 
-from fpsim.cli import compare, formats, halp, histogram, ptq, quantize, train, validate
+from fpsim.cli import compare, formats, halp, histogram, lca, ptq, quantize, train, validate
 from fpsim.cli.common import _Parser, _UsageError
 
 #: The command modules, in the order of ``fpsim --help``.
-COMMANDS = (formats, quantize, histogram, validate, train, compare, halp, ptq)
+COMMANDS = (formats, quantize, histogram, validate, train, compare, halp, ptq, lca)
 
 
 def build_parser() -> argparse.ArgumentParser:

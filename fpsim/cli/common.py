@@ -108,3 +108,14 @@ def render_table(headers: list[str], columns: list[list[str]], right: set[int]) 
     rows = [line(headers), line(["-" * w for w in widths])]
     rows += [line(cells) for cells in zip(*columns)]
     return "\n".join(rows)
+
+
+def run_one_or_study(command: str, args, one, study) -> int:
+    """Run ``study(args)`` when ``args.study`` is set, else ``one(args)``; an input error
+    (ValueError, TypeError, OSError, RecordError) becomes the one-line usage error
+    ``fpsim COMMAND: error: ...`` (the commands with a single-run and a ``--study`` form)."""
+    from fpsim.training.records import RecordError
+    try:
+        return study(args) if args.study else one(args)
+    except (ValueError, TypeError, OSError, RecordError) as err:
+        raise _UsageError(f"fpsim {command}: error: {err}") from None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from fpsim.cli.common import _UsageError
+from fpsim.cli.common import _UsageError, run_one_or_study
 
 
 def register(subparsers) -> None:
@@ -69,11 +69,7 @@ def _bits_list(text: str) -> tuple:
 
 def run(args) -> int:
     """Run the parsed ``args``; returns 0 (usage and input errors raise _UsageError)."""
-    from fpsim.training.records import RecordError
-    try:
-        return _study(args) if args.study else _one(args)
-    except (ValueError, TypeError, OSError, RecordError) as err:
-        _fail(str(err))
+    return run_one_or_study("ptq", args, _one, _study)
 
 
 def _one(args) -> int:
