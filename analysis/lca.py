@@ -65,6 +65,7 @@ class StudyConfig:
                 raise ValueError(f"unknown {k[:-1]} {bad[0]!r}; choose from {', '.join(known)}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        lca.check_options("simpson", self.tol, self.max_splits, "train")
 
 
 def _name(cfg: StudyConfig, model: str, policy: str, seed: int) -> str:

@@ -43,6 +43,14 @@ def test_simpson_weights_integrate_cubics_exactly():
             assert (w * s ** k).sum() == pytest.approx(1 / (k + 1), abs=1e-14)
     with pytest.raises(ValueError, match="even number"):
         lca.simpson_weights(3)
+    # the allocator's running sums are these weights: one step refined to n = 8
+    land = Power([1.0, 2.0, 0.5])
+    a, b = np.array([0.3, -0.2, 0.9]), np.array([0.8, 0.4, -0.6])
+    res = lca.allocate_path(land, [a, b], tol=1e-300, max_splits=8)
+    assert res.splits[0] == 8
+    grads = [land(a + (j / 8) * (b - a))[1] for j in range(9)]
+    ref = (b - a) * sum(w * g for w, g in zip(lca.simpson_weights(8), grads))
+    assert np.allclose(res.total, ref, rtol=1e-13, atol=0)
 
 
 def test_allocation_matches_the_closed_form_integral_per_parameter():
@@ -72,7 +80,7 @@ def test_refinement_stops_at_the_cap_and_a_still_step_costs_nothing():
     res = lca.allocate_path(land, [a, b, b], tol=1e-300, max_splits=8)
     assert list(res.splits) == [8, 0]  # capped; the repeated point did not move
     assert res.per_param[1].tolist() == [0.0, 0.0] and res.error[1] == 0.0
-    assert res.moved[1] == 0 and res.helped[1] == 0.0
+    assert res.moved[1] == 0 and np.isnan(res.helped[1])
     assert res.evaluations == 1 + (1 + 7)
 
 
@@ -148,6 +156,35 @@ def test_landscape_keeps_buffers_and_modes_and_uses_batch_statistics():
     assert bn and land.names[0].startswith("stem")
 
 
+def test_landscape_turns_dropout_off_and_restores_mixed_modes():
+    from fpsim.training import nn
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32, rng=0), nn.ReLU(),
+                          nn.Dropout(0.5, seed=3), nn.Linear(32, 10, rng=1))
+    model.train()
+    drop = [m for _, m in model.named_modules() if isinstance(m, nn.Dropout)][0]
+    drop.training = False  # a mixed setting, to be restored as it was
+    modes = {n: m.training for n, m in model.named_modules()}
+    calls = int(drop.calls)
+    x = np.random.default_rng(0).standard_normal((50, 64)).astype(np.float32)
+    y = np.arange(50) % 10
+    theta = np.concatenate([p.data.ravel() for p in model.parameters()]).astype(np.float64)
+    land = lca.Landscape(model, x, y)
+    a, b = land(theta), land(theta)
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])  # no random masks
+    assert int(drop.calls) == calls
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    drop.training = True  # with dropout on, the same model gives another loss
+    from fpsim import engine as E
+    assert float(E.cross_entropy(model(E.Tensor(x)), y).data) != a[0]
+
+
+def test_landscape_refuses_a_model_with_a_policy_attached():
+    cfg = TrainConfig(model="mlp", policy="mixed_fp16").resolved()
+    s = Session(cfg)
+    with pytest.raises(ValueError, match="hooks attached"):
+        lca.Landscape(s.model, s.data.x_train, s.data.y_train)
+
+
 # ------------------------------------------------------------------------ a recorded run
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -160,8 +197,12 @@ def test_the_allocation_adds_up_to_the_loss_change_on_every_step(run):
     assert len(res.steps) == s["steps"] == 24
     assert np.all(np.abs(res.error) <= 1e-5)  # the paper's invariant, per step
     assert np.all(res.splits >= 2) and res.evaluations == 1 + sum(res.splits)
-    # the true loss change is the landscape's loss at the saved points
-    assert np.allclose(res.delta_loss, np.diff(res.loss))
+    # the losses are the landscape's at the saved points, evaluated afresh here
+    _, data, model = run_model(db, s["run_id"])
+    land = lca.Landscape(model, data.x_train, data.y_train)
+    with RunDB(db) as r:
+        for t in (0, 7, 24):
+            assert land(r.load_params(s["run_id"], t))[0] == res.loss[t]
     assert res.loss[-1] < res.loss[0]
     # aggregations: per layer, per module and per neuron add up to the total
     assert np.allclose(res.per_param.sum(1), res.allocated, atol=1e-12)
@@ -235,9 +276,12 @@ def test_saved_parameters_are_the_trajectory_and_bounded(tmp_path, run):
                            ("model/net.1.weight", "model/net.1.bias", "model/net.3.weight",
                             "model/net.3.bias")])
     assert np.array_equal(last.view(np.uint32), flat.astype(np.float32).view(np.uint32))
-    cfg = TrainConfig(model="mlp", lca=True, lca_max_bytes=10_000).resolved()
-    with pytest.raises(ValueError, match=r"lca=True would save .* over lca_max_bytes"):
-        Session(cfg)
+    with RunDB(db) as r:
+        n_runs = len(r.runs())
+    with pytest.raises(ValueError, match=r"lca=True would save .* over lca_max_bytes = 10000"):
+        train(dict(model="mlp", lca=True, lca_max_bytes=10_000), db=db)
+    with RunDB(db) as r:
+        assert len(r.runs()) == n_runs  # refused before any run row
     with pytest.raises(ValueError, match="lca_max_bytes must be a positive integer"):
         TrainConfig(lca_max_bytes=0).resolved()
     with pytest.raises(ValueError, match="lca must be true or false"):
@@ -262,6 +306,20 @@ def test_resume_after_a_crash_saves_the_same_parameters(tmp_path, monkeypatch):
         train(fields, db=db)
     with RunDB(db) as r:
         assert r.param_steps(1)[-1] == 17  # rows past the checkpoint (15) were committed
+    # resume, crash again at step 16 (before the rows 16, 17 are rewritten): the rows past
+    # the checkpoint were dropped on resume, so the record ends at the new stopping point
+    stop_at = [16]
+
+    def crashing_again(self, idx, recorder):
+        if self.step == stop_at[0]:
+            raise RuntimeError("simulated crash")
+        return original(self, idx, recorder)
+
+    monkeypatch.setattr(Session, "train_step", crashing_again)
+    with pytest.raises(RuntimeError):
+        train(db=db, resume=1)
+    with RunDB(db) as r:
+        assert r.param_steps(1) == list(range(17))
     monkeypatch.setattr(Session, "train_step", original)
     out = train(db=db, resume=1)
     assert out["status"] == "finished"
@@ -282,8 +340,9 @@ def test_bad_input_is_named(tmp_path, run):
         lca.allocate(db, 99)
     for kw, msg in ((dict(method="rk4"), "unknown LCA method"), (dict(tol=0), "tolerance"),
                     (dict(max_splits=6), "power of two"), (dict(split="val"), "split must"),
-                    (dict(chunk=0), "chunk must"), (dict(start=30), "steps 30"),
-                    (dict(start=3, stop=3), "at least two")):
+                    (dict(chunk=0), "chunk must"), (dict(start=30), "no step to allocate"),
+                    (dict(stop=40), r"steps 0..39 need the points 0..40, and \[25, 26"),
+                    (dict(start=3, stop=3), "at least two points")):
         with pytest.raises(ValueError, match=msg):
             lca.allocate(db, s["run_id"], **kw)
     # parameters of another model: a record whose config names a different network

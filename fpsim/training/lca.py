@@ -61,6 +61,12 @@ class Landscape:
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer))
                                   or chunk < 1):
             raise ValueError(f"chunk must be a positive number of examples, got {chunk!r}")
+        hooked = sorted({n or type(m).__name__ for n, m in model.named_modules()
+                         if any(m._hooks.values())})
+        if hooked:
+            raise ValueError(f"the model has hooks attached (a precision policy or scaler; at "
+                             f"{', '.join(hooked[:3])}): the loss landscape is float32 with no "
+                             "casts, so give a freshly built model (fpsim.training.loop.run_model)")
         self.model, self.x, self.y, self.classify = model, x, y, classify
         self.chunk = len(x) if chunk is None else int(chunk)
         named = list(model.named_parameters())
@@ -137,7 +143,8 @@ class LCAResult:
         steps: (T,) the step t of each allocation (θ_t → θ_{t+1}).
         loss: (T + 1,) L(θ_t) along the run (float64).
         per_param: (T, P) Σ of A_{t,i} over each parameter tensor's entries.
-        helped: (T,) fraction of the parameters that moved (A ≠ 0) whose A_{t,i} < 0.
+        helped: (T,) fraction of the parameters that moved (A ≠ 0) whose A_{t,i} < 0 (NaN for
+            a step that moved nothing).
         moved: (T,) parameters with A_{t,i} ≠ 0.
         error: (T,) L(θ_{t+1}) − L(θ_t) − Σ_i A_{t,i}.
         splits: (T,) Simpson intervals used (1: first order, 0: the step did not move).
@@ -204,7 +211,8 @@ class LCAResult:
     def neurons(self, name: str) -> np.ndarray:
         """Σ_t of the A of each output unit of the weight ``name`` (a Linear's row, a
         convolution's output channel): the weight's entries summed over every axis but the
-        first (the output axis), plus the unit's bias when the module has one."""
+        first (the output axis), plus the unit's bias when the module has one. A 1-D weight
+        (BatchNorm's or LayerNorm's scale) is returned per entry, without its shift."""
         sl = self._slices()
         if name not in sl:
             raise ValueError(f"no parameter {name!r}; the parameters are {', '.join(self.names)}")
@@ -269,7 +277,8 @@ class LCAResult:
         return cls(**arrays, **head)
 
 
-def _check_options(method, tol, max_splits, split):
+def check_options(method, tol, max_splits, split) -> None:
+    """Raise a ValueError naming the first bad option of an allocation."""
     if method not in METHODS:
         raise ValueError(f"unknown LCA method {method!r}; choose {' or '.join(METHODS)}")
     if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol > 0):
@@ -285,7 +294,7 @@ def allocate_path(landscape: Landscape, thetas, *, method: str = "simpson", tol:
                   max_splits: int = 32, first_step: int = 0, progress=None) -> LCAResult:
     """The allocation of the path ``thetas`` (an iterable of flat parameter vectors θ_0, θ_1, …)
     on ``landscape`` (see the module docstring; ``first_step`` numbers the first segment)."""
-    _check_options(method, tol, max_splits, "train")
+    check_options(method, tol, max_splits, "train")
     t0 = time.perf_counter()
     evals0 = landscape.evaluations
     it = iter(thetas)
@@ -313,7 +322,7 @@ def allocate_path(landscape: Landscape, thetas, *, method: str = "simpson", tol:
         nz = int(np.count_nonzero(A))
         neg = A < 0
         moved.append(nz)
-        helped.append(neg.sum() / nz if nz else 0.0)
+        helped.append(neg.sum() / nz if nz else np.nan)  # (NaN: nothing moved)
         errors.append((L1 - L0) - A.sum())
         splits.append(n)
         total += A
@@ -374,7 +383,7 @@ def allocate(db: str, run_id: int, *, method: str = "simpson", tol: float = 1e-3
         ValueError: bad options, or saved parameters that do not fit the run's model.
     """
     from fpsim.training.loop import run_model
-    _check_options(method, tol, max_splits, split)
+    check_options(method, tol, max_splits, split)
     cfg, data, model = run_model(db, run_id)
     with RunDB(db) as rdb:
         saved = rdb.param_steps(run_id)
@@ -385,10 +394,15 @@ def allocate(db: str, run_id: int, *, method: str = "simpson", tol: float = 1e-3
         want = list(range(int(start), last + 1))
         missing = sorted(set(want) - set(saved))
         if len(want) < 2 or missing:
-            raise ValueError(f"run {run_id} saved the parameters of steps {saved[0]}..{saved[-1]}"
-                             f"{' with gaps' if len(saved) != saved[-1] - saved[0] + 1 else ''}; "
-                             f"steps {start}..{last} need "
-                             f"{'at least two of them' if len(want) < 2 else f'{missing[:5]}'}")
+            have = (f"run {run_id} saved the parameter points {saved[0]}..{saved[-1]}"
+                    f"{' with gaps' if len(saved) != saved[-1] - saved[0] + 1 else ''} "
+                    f"(point t: after t steps)")
+            if len(want) < 2:
+                raise ValueError(f"{have}; start {start} and stop {last} leave no step to "
+                                 "allocate: at least two points are needed")
+            raise ValueError(f"{have}; steps {start}..{last - 1} need the points "
+                             f"{start}..{last}, and {missing[:5]}"
+                             f"{' ...' if len(missing) > 5 else ''} are missing")
         classify = data.task == "classification"
         x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
         land = Landscape(model, x, y, classify, chunk)

@@ -256,9 +256,8 @@ class Session:
                 raise ValueError(
                     f"lca=True would save {self.total_steps + 1} parameter vectors of "
                     f"{sum(p.data.size for p in self.params)} float32 values, "
-                    f"{size / 2**20:.1f} MiB, over lca_max_bytes = "
-                    f"{cfg.lca_max_bytes / 2**20:.1f} MiB: raise lca_max_bytes or train fewer "
-                    "steps")
+                    f"{size} bytes ({size / 2**20:.1f} MiB), over lca_max_bytes = "
+                    f"{cfg.lca_max_bytes} bytes: raise lca_max_bytes or train fewer steps")
 
     def flat_params(self) -> np.ndarray:
         """Every parameter's master values, concatenated in ``named_parameters`` order, as
