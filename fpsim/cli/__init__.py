@@ -13,6 +13,7 @@ Subcommands, one module each (:data:`COMMANDS`)::
     fpsim halp [--problem P ...]            the HALP study (bit-centred SVRG)
     fpsim ptq --db DB --run ID [--bits B]   post-training quantization, multiple points
     fpsim lca --db DB --run ID              loss-change allocation per layer and step
+    fpsim sweep SPEC.toml --db STUDY        a grid of runs on Dask, one study database
 
 A command module has ``register(subparsers)``, which adds its parser(s), and ``run(args) -> int``,
 which runs a parsed command line and returns the exit status.
@@ -27,11 +28,12 @@ import argparse
 import os
 import sys
 
-from fpsim.cli import compare, formats, halp, histogram, lca, ptq, quantize, train, validate
+from fpsim.cli import (compare, formats, halp, histogram, lca, ptq, quantize, sweep, train,
+                       validate)
 from fpsim.cli.common import _Parser, _UsageError
 
 #: The command modules, in the order of ``fpsim --help``.
-COMMANDS = (formats, quantize, histogram, validate, train, compare, halp, ptq, lca)
+COMMANDS = (formats, quantize, histogram, validate, train, compare, sweep, halp, ptq, lca)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,8 @@ Tables (schema version :data:`SCHEMA`):
   steps done, 0 the initialization): every parameter's float32 master values in
   ``named_parameters`` order, as one little-endian blob (what loss-change allocation integrates
   along). Added to older databases like ``notes``.
+- ``sweep_runs``: the runs of ``fpsim sweep``: study, the hash of the run's resolved config,
+  run id (how a sweep run again finds what it already finished). Added like ``notes``.
 - ``epochs``: per epoch: train loss/accuracy, test loss/accuracy.
 - ``checkpoints``: the latest checkpoint of each run (an ``.npz`` blob of model, optimizer and
   loop state), the point ``--resume`` continues from.
@@ -76,10 +78,13 @@ CREATE TABLE IF NOT EXISTS tensor_scales (run_id INTEGER, step INTEGER, site TEX
     scale_underflow INTEGER, scale_overflow INTEGER, nonfinite INTEGER);
 CREATE TABLE IF NOT EXISTS params (run_id INTEGER, step INTEGER, blob BLOB,
     PRIMARY KEY (run_id, step));
+CREATE TABLE IF NOT EXISTS sweep_runs (study TEXT, config_hash TEXT, run_id INTEGER);
 CREATE TABLE checkpoints (run_id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER,
     created TEXT, state BLOB);
 """
 _STEP_TABLES = ("steps", "site_events", "histograms", "scales", "notes", "tensor_scales")
+#: Every table holding a run's rows (``runs`` first; the others by ``run_id``).
+_RUN_TABLES = ("runs", *_STEP_TABLES, "params", "epochs", "checkpoints")
 _ADDITIVE_TABLES = _TABLES[_TABLES.index("CREATE TABLE IF NOT EXISTS notes"):
                        _TABLES.index("CREATE TABLE checkpoints")]
 
@@ -288,10 +293,6 @@ class RunDB:
             raise RecordError(f"run {run_id} in {self.path} holds no parameters of step {step}")
         return np.frombuffer(row[0], "<f4").astype(np.float32)
 
-    def _has_table(self, name: str) -> bool:
-        return self.con.execute("SELECT name FROM sqlite_master WHERE name = ?",
-                                (name,)).fetchone() is not None
-
     def tensor_scales(self, run_id: int) -> list[dict]:
         """The run's scale rows of scaled casts, in step order."""
         if not self.con.execute(
@@ -344,6 +345,84 @@ class RunDB:
             self.con.execute("DELETE FROM epochs WHERE run_id = ? AND step > ?", (run_id, step))
             # params rows are keyed by steps done: the checkpoint's own point stays
             self.con.execute("DELETE FROM params WHERE run_id = ? AND step > ?", (run_id, step))
+
+    # -- moving runs between databases ----------------------------------------------------------
+    def export_run(self, run_id: int) -> dict:
+        """Every row of run ``run_id`` as plain data (``{table: {"columns": [...], "rows":
+        [...]}}``, the run's own row under ``runs`` without its id): what a sweep worker sends
+        back to the client that writes the study (:meth:`import_run`)."""
+        self.run(run_id)  # (no such run: RecordError)
+        out = {}
+        for table in _RUN_TABLES:
+            if not self._has_table(table):
+                continue
+            key = "id" if table == "runs" else "run_id"
+            cur = self.con.execute(f"SELECT * FROM {table} WHERE {key} = ? ORDER BY rowid",
+                                   (run_id,))
+            cols = [d[0] for d in cur.description]
+            rows = [list(r) for r in cur.fetchall()]
+            i = cols.index(key)
+            for r in rows:
+                del r[i]
+            del cols[i]
+            out[table] = {"columns": cols, "rows": rows}
+        return out
+
+    def import_run(self, data: dict, study: str | None = None,
+                   sweep_hash: str | None = None) -> int:
+        """Insert the rows of :meth:`export_run` under a new run id (the run's ``study`` set to
+        ``study`` if given) in one transaction; returns the id. Row values are stored as they
+        came, so the imported records equal the originals bit for bit. With ``sweep_hash`` the
+        run's ``sweep_runs`` row is part of the same transaction (a crash leaves both or
+        neither)."""
+        unknown = sorted(set(data) - set(_RUN_TABLES))
+        if unknown or "runs" not in data:
+            raise RecordError(f"not an exported run: tables {unknown or ['runs missing']}")
+        with self.con:
+            run = dict(zip(data["runs"]["columns"], data["runs"]["rows"][0]))
+            if study is not None:
+                run["study"] = study
+            cols = list(run)
+            cur = self.con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES "
+                                   f"({', '.join('?' * len(cols))})", [run[c] for c in cols])
+            run_id = cur.lastrowid
+            for table in _RUN_TABLES[1:]:
+                if table not in data or not data[table]["rows"]:
+                    continue
+                cols = ["run_id", *data[table]["columns"]]
+                self.con.executemany(
+                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                    f"({', '.join('?' * len(cols))})",
+                    [[run_id, *r] for r in data[table]["rows"]])
+            if sweep_hash is not None:
+                self.con.execute("INSERT INTO sweep_runs VALUES (?, ?, ?)",
+                                 (run.get("study"), sweep_hash, run_id))
+        return run_id
+
+    def add_sweep_run(self, study: str, config_hash: str, run_id: int) -> None:
+        """Record (and commit) that run ``run_id`` is the sweep ``study``'s run of the config
+        with hash ``config_hash``."""
+        with self.con:
+            self.con.execute("INSERT INTO sweep_runs VALUES (?, ?, ?)",
+                             (study, config_hash, run_id))
+
+    def sweep_runs(self, study: str | None = None) -> dict:
+        """``{config hash: (run id, status)}`` of the sweep runs (of ``study``, if given); for a
+        hash run more than once, its finished run if there is one, else the newest."""
+        if not self._has_table("sweep_runs"):
+            return {}
+        q = ("SELECT s.config_hash, s.run_id, r.status FROM sweep_runs s JOIN runs r "
+             "ON r.id = s.run_id" + (" WHERE s.study = ?" if study is not None else "")
+             + " ORDER BY s.rowid")
+        out: dict[str, tuple] = {}
+        for h, rid, status in self.con.execute(q, () if study is None else (study,)):
+            if h not in out or out[h][1] != "finished":
+                out[h] = (rid, status)
+        return out
+
+    def _has_table(self, name: str) -> bool:
+        return self.con.execute("SELECT name FROM sqlite_master WHERE name = ?",
+                                (name,)).fetchone() is not None
 
     # -- reading --------------------------------------------------------------------------------
     def steps(self, run_id: int) -> dict[str, np.ndarray]:

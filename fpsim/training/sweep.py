@@ -1,0 +1,295 @@
+"""Sweeps: a grid of training runs (a base config crossed with axes) on Dask distributed, recorded
+in one SQLite study that only the client writes.
+
+A spec (TOML, or the same as a dict)::
+
+    name = "scalers"                 # the study's name (default: the file's stem)
+    [base]                           # TrainConfig fields, or config = "NAME" plus overrides
+    config = "digits-mlp-fp16"
+    epochs = 5
+    [axes]                           # TrainConfig field -> the values to cross
+    seed = [0, 1, 2]
+    scaler = ["none", "dynamic"]
+
+:func:`expand` turns it into runs, each identified by a stable hash of its full resolved config
+(:func:`config_hash`). :func:`run_sweep` sends the runs that the database does not hold finished
+to Dask workers (a ``LocalCluster`` of one-thread processes by default, or the scheduler at an
+address). A worker trains into a private temporary database with the same :func:`train` that
+``fpsim train`` runs and returns the run's rows as data (:meth:`RunDB.export_run`); the client
+inserts them into the study (:meth:`RunDB.import_run`) as each run completes, so a crash or
+Ctrl-C of the client loses no finished run, and the same command finishes the grid. A run that
+raises is recorded ``failed`` with its error and traceback; the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+import tomllib
+
+#: Keys of a spec's top level.
+SPEC_KEYS = ("name", "base", "axes")
+
+
+@dataclasses.dataclass
+class SweepRun:
+    """One run of a sweep: ``label`` (its axis values, seed aside), the TrainConfig ``fields``
+    (resolved), their ``hash`` and the ``seed``."""
+
+    label: str
+    fields: dict
+    hash: str
+    seed: int
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """A parsed spec: the study ``name``, the ``base`` TrainConfig fields (a named config
+    already merged in) and the ``axes`` (field -> non-empty list of values, in order)."""
+
+    name: str
+    base: dict
+    axes: dict
+
+
+def load_spec(spec, name: str | None = None) -> SweepSpec:
+    """Parse a spec: a path of a TOML file, or a dict of the same shape. Unknown keys (at the top
+    level, in ``[base]`` or in ``[axes]``), an axis that is not a non-empty list and an unknown
+    named config are ValueErrors that name them."""
+    from fpsim.training.loop import TrainConfig
+    if isinstance(spec, (str, os.PathLike)):
+        path = os.fspath(spec)
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"sweep spec {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"sweep spec {path} is not valid TOML: {e}") from None
+        default_name = os.path.splitext(os.path.basename(path))[0]
+    elif isinstance(spec, dict):
+        data, default_name = spec, "sweep"
+    else:
+        raise ValueError(f"a sweep spec is a TOML path or a dict, got {type(spec).__name__}")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"unknown sweep spec key(s) {unknown}: a spec has {', '.join(SPEC_KEYS)}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = dict(data.get("base", {}))
+    if not isinstance(base, dict):
+        raise ValueError("the spec's base must be a table of training config fields")
+    if "config" in base:
+        from fpsim.models.configs import CONFIGS
+        named = base.pop("config")
+        if named not in CONFIGS:
+            raise ValueError(f"unknown named config {named!r} in [base]; choose from "
+                             f"{', '.join(CONFIGS)}")
+        base = {**CONFIGS[named]["train"], **base}
+    bad = sorted(set(base) - fields)
+    if bad:
+        raise ValueError(f"unknown training config key(s) {bad} in [base]; allowed: config, "
+                         f"{', '.join(sorted(fields))}")
+    axes = data.get("axes", {})
+    if not isinstance(axes, dict):
+        raise ValueError("the spec's axes must be a table of config field -> list of values")
+    bad = sorted(set(axes) - fields)
+    if bad:
+        raise ValueError(f"unknown training config key(s) {bad} in [axes]; allowed: "
+                         f"{', '.join(sorted(fields))}")
+    for k, v in axes.items():
+        if k == "name":
+            raise ValueError("name cannot be an axis: sweep runs are labelled by their axes")
+        if not isinstance(v, list):
+            raise ValueError(f"axis {k!r} must be a list of values, got {v!r}")
+        if not v:
+            raise ValueError(f"axis {k!r} is empty: give at least one value")
+    study = data.get("name", name or default_name)
+    if not isinstance(study, str) or not study:
+        raise ValueError(f"the spec's name must be a non-empty string, got {study!r}")
+    return SweepSpec(study, base, dict(axes))
+
+
+def config_hash(fields: dict) -> str:
+    """A stable hash (16 hex digits of SHA-256) of resolved TrainConfig fields: their JSON
+    with sorted keys, so equal configs hash equally in any process or machine."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _value_text(key, value) -> str:
+    if key == "policy":
+        from fpsim.training.precision import policy_label
+        return policy_label(value)
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def expand(spec: SweepSpec) -> list[SweepRun]:
+    """The runs of the grid, in the axes' order (the last axis varies fastest); every config is
+    resolved and validated first, so a bad value fails before any run starts."""
+    from fpsim.training.loop import TrainConfig
+    keys = list(spec.axes)
+    runs, seen = [], set()
+    for combo in itertools.product(*(spec.axes[k] for k in keys)):
+        over = dict(zip(keys, combo))
+        label = ", ".join(f"{k}={_value_text(k, v)}" for k, v in over.items() if k != "seed")
+        try:
+            cfg = TrainConfig.from_dict({**spec.base, **over}).resolved()
+        except ValueError as err:
+            raise ValueError(f"sweep run {label or 'base'} (seed {over.get('seed', spec.base.get('seed', 0))}): {err}") from None
+        fields = dataclasses.asdict(cfg)
+        h = config_hash(fields)
+        if h in seen:
+            raise ValueError(f"the sweep holds the run {label or 'base'} twice (an axis repeats a "
+                             "value)")
+        seen.add(h)
+        runs.append(SweepRun(label, fields, h, cfg.seed))
+    return runs
+
+
+def run_in_worker(fields: dict) -> dict:
+    """Train ``fields`` into a private temporary database and return the run's rows
+    (:meth:`RunDB.export_run`, or None if it failed before the run was recorded), the error and
+    traceback if it raised, and where it ran. This is the function a Dask worker executes."""
+    import socket
+    import tempfile
+    import traceback
+
+    from fpsim.training.loop import train
+    from fpsim.training.records import RunDB
+    error = None
+    t0 = time.perf_counter()
+    # (in memory where the system has a RAM file system: the file is scratch)
+    scratch = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="fpsim-sweep-", dir=scratch) as tmp:
+        db = os.path.join(tmp, "run.sqlite")
+        try:
+            train(fields, db=db)
+        except Exception as e:  # recorded as a failed run; the sweep goes on
+            error = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        records = None
+        if os.path.exists(db):
+            with RunDB(db) as r:
+                ids = [x["id"] for x in r.runs()]
+                records = r.export_run(ids[0]) if ids else None
+    return {"records": records, "error": error, "host": socket.gethostname(), "pid": os.getpid(),
+            "seconds": time.perf_counter() - t0}
+
+
+def _store(rdb, run: SweepRun, result: dict, study: str) -> tuple[int, str]:
+    """Write one run's result into the study (one transaction each); returns (id, status)."""
+    from fpsim.training.loop import versions
+    error = result.get("error")
+    if result.get("records") is not None:  # the run's rows and its sweep row: one transaction
+        rid = rdb.import_run(result["records"], study, sweep_hash=run.hash)
+    else:  # it failed before its run row existed (e.g. the dataset did not load)
+        rid = rdb.new_run(run.fields.get("name", ""), run.fields, run.seed, versions(), study)
+        rdb.add_sweep_run(study, run.hash, rid)
+    status = rdb.run(rid)["status"]
+    if error is not None:
+        summary = dict(rdb.run(rid)["summary"] or {}, **error, host=result.get("host"))
+        rdb.set_status(rid, "failed", summary)
+        status = "failed"
+    return rid, status
+
+
+def _connect(workers: int | None, scheduler: str | None):
+    """``(client, cluster or None)``: a Client of the scheduler at ``scheduler``, or of a new
+    LocalCluster of ``workers`` one-thread processes (default: the CPU count) on the loopback
+    interface, each with its BLAS / OpenMP / Numba thread pools at 1."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("fpsim sweep runs on Dask distributed, which is not installed: "
+                         "pip install 'dask[distributed]' (or fpsim's [sweep] extra)") from None
+    import dask
+    # Dask's statistical profiler samples every worker thread's stack every 10 ms: on training
+    # loops of many small numpy calls it cost about a third of each run's time here.
+    dask.config.set({"distributed.worker.profile.enabled": False})
+    if scheduler:
+        return Client(scheduler), None
+    n = workers or os.cpu_count() or 1
+    single = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                               "MKL_NUM_THREADS")}
+    import importlib.util
+    dashboard = ":0" if importlib.util.find_spec("bokeh") else None  # (needs bokeh)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=dashboard, env=single, silence_logs=40)
+    return Client(cluster), cluster
+
+
+def run_sweep(spec, db: str, *, workers: int | None = None, scheduler: str | None = None,
+              progress: bool = False, log=None) -> dict:
+    """Run the sweep ``spec`` (a :func:`load_spec` argument or a :class:`SweepSpec`) into the
+    run-record database ``db``.
+
+    Args:
+        workers: LocalCluster worker processes (default: the CPU count).
+        scheduler: a Dask scheduler address (``tcp://host:8786``) to attach to instead.
+        progress: a tqdm bar over runs; log: a callable for one line per finished run.
+    Returns:
+        ``study``, ``db``, ``runs`` (in the grid), ``finished`` (completed by this call),
+        ``skipped`` (already finished in the study), ``failed``, ``interrupted`` (Ctrl-C),
+        ``seconds``, ``write_seconds`` (the client's database writing) and ``dashboard``.
+    """
+    from fpsim.training.records import RunDB
+    if workers is not None and scheduler is not None:
+        raise ValueError("give --workers or --scheduler, not both")
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    sp = spec if isinstance(spec, SweepSpec) else load_spec(spec)
+    plan = expand(sp)
+    t0 = time.perf_counter()
+    with RunDB(db) as rdb:
+        done = rdb.sweep_runs(sp.name)  # (the same config in another study is its own run)
+    todo = [r for r in plan if done.get(r.hash, (None, None))[1] != "finished"]
+    out = dict(study=sp.name, db=os.fspath(db), runs=len(plan), finished=0,
+               skipped=len(plan) - len(todo), failed=0, interrupted=False, seconds=0.0,
+               write_seconds=0.0, dashboard=None)
+    if not todo:
+        return out
+    from distributed import as_completed
+    from tqdm import tqdm
+    client, cluster = _connect(workers, scheduler)
+    try:
+        out["dashboard"] = client.dashboard_link if (scheduler or cluster.dashboard_link) else None
+    except Exception:  # no dashboard is running
+        out["dashboard"] = None
+    if log and out["dashboard"]:
+        log(f"Dask dashboard: {out['dashboard']}")
+    futures = {}
+    bar = tqdm(total=len(todo), disable=not progress, unit="run", desc=sp.name)
+    try:
+        with RunDB(db) as rdb:
+            for r in todo:
+                futures[client.submit(run_in_worker, r.fields, pure=False,
+                                      key=f"fpsim-run-{r.hash}-{time.time_ns()}")] = r
+            try:
+                for fut in as_completed(futures):
+                    r = futures[fut]
+                    try:
+                        result = fut.result()
+                    except Exception as e:  # the worker died (KilledWorker) or the task broke
+                        result = {"records": None, "error": {
+                            "error": f"{type(e).__name__}: {e}", "traceback": ""}}
+                    w0 = time.perf_counter()
+                    rid, status = _store(rdb, r, result, sp.name)
+                    out["write_seconds"] += time.perf_counter() - w0
+                    out["failed" if status == "failed" else "finished"] += 1
+                    bar.update(1)
+                    if log:
+                        log(f"run {rid} {status}: {r.label or 'base'} seed {r.seed}"
+                            + (f" ({result['error']['error']})" if result.get("error") else ""))
+            except KeyboardInterrupt:
+                out["interrupted"] = True
+                client.cancel(list(futures))
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
