@@ -23,7 +23,8 @@ from fpsim.training import sweep  # noqa: E402
 from fpsim.training.loop import train  # noqa: E402
 from fpsim.training.records import RunDB  # noqa: E402
 
-BASE = {"config": "digits-mlp-fp16", "epochs": 1, "shadow_every": 4, "hist_every": 5}
+BASE = {"config": "digits-mlp-fp16", "epochs": 1, "shadow_every": 4, "hist_every": 5,
+        "lca": True}
 SPEC = {"name": "grid", "base": BASE, "axes": {"seed": [0, 1], "scaler": ["none", "dynamic"]}}
 #: Columns holding wall time or the moment a row was written: not part of a run's results.
 TIMES = {"seconds", "created", "finished"}
@@ -47,6 +48,10 @@ def test_spec_errors_name_the_problem(tmp_path):
         sweep.expand(sweep.load_spec({"axes": {"optimizer": ["sgd", "foo"]}}))
     with pytest.raises(ValueError, match="twice"):
         sweep.expand(sweep.load_spec({"axes": {"seed": [1, 1]}}))
+    with pytest.raises(ValueError, match="twice"):  # 1 and 1.0 are one value of a float field
+        sweep.expand(sweep.load_spec({"axes": {"loss_weight": [1, 1.0]}}))
+    with pytest.raises(ValueError, match="base must be a table"):
+        sweep.load_spec({"base": "abc"})
     path = tmp_path / "bad.toml"
     path.write_text("[axes]\nseed = [\n")
     with pytest.raises(ValueError, match="not valid TOML"):
@@ -87,7 +92,8 @@ def _rows(rdb, table, run_id):
 
 def _same_records(db_a, id_a, db_b, id_b):
     with RunDB(db_a) as a, RunDB(db_b) as b:
-        for table in ("steps", "site_events", "histograms", "scales", "epochs", "notes"):
+        for table in ("steps", "site_events", "histograms", "scales", "epochs", "notes",
+                      "tensor_scales", "params"):
             assert _rows(a, table, id_a) == _rows(b, table, id_b), table
         ca, cb = a.load_checkpoint(id_a), b.load_checkpoint(id_b)
         assert ca[0] == cb[0] and sorted(ca[1]) == sorted(cb[1])
@@ -171,8 +177,12 @@ def _spec_file(tmp_path, seeds):
     return path
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_killed_client_resumes_with_no_duplicate_and_no_loss(tmp_path, sig):
+@pytest.mark.parametrize("sig, group", [(signal.SIGINT, False), (signal.SIGINT, True),
+                                        (signal.SIGKILL, False)],
+                         ids=["sigint-client", "ctrl-c-group", "sigkill-client"])
+def test_killed_client_resumes_with_no_duplicate_and_no_loss(tmp_path, sig, group):
+    """SIGINT to the client, SIGINT to its whole process group (a terminal's Ctrl-C reaches
+    the workers too) and SIGKILL; then the same command finishes the grid."""
     path, db = _spec_file(tmp_path, range(8)), str(tmp_path / "killed.sqlite")
     cmd = [sys.executable, "-m", "fpsim", "sweep", str(path), "--db", db, "--workers", "2",
            "--json"]
@@ -192,7 +202,10 @@ def test_killed_client_resumes_with_no_duplicate_and_no_loss(tmp_path, sig):
     else:
         proc.kill()
         pytest.fail("no run finished within 180 s")
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     if sig == signal.SIGKILL:
         os.killpg(proc.pid, signal.SIGKILL)  # the orphaned worker processes

@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS tensor_scales (run_id INTEGER, step INTEGER, site TEX
 CREATE TABLE IF NOT EXISTS params (run_id INTEGER, step INTEGER, blob BLOB,
     PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS sweep_runs (study TEXT, config_hash TEXT, run_id INTEGER);
+CREATE INDEX IF NOT EXISTS sweep_runs_by_hash ON sweep_runs (study, config_hash);
 CREATE TABLE checkpoints (run_id INTEGER PRIMARY KEY, step INTEGER, epoch INTEGER,
     created TEXT, state BLOB);
 """
@@ -382,6 +383,14 @@ class RunDB:
             run = dict(zip(data["runs"]["columns"], data["runs"]["rows"][0]))
             if study is not None:
                 run["study"] = study
+            if sweep_hash is not None and run.get("status") == "finished":
+                # another client finished the same run of the study meanwhile: keep one
+                row = self.con.execute(
+                    "SELECT s.run_id FROM sweep_runs s JOIN runs r ON r.id = s.run_id WHERE "
+                    "s.study IS ? AND s.config_hash = ? AND r.status = 'finished'",
+                    (run.get("study"), sweep_hash)).fetchone()
+                if row is not None:
+                    return row[0]
             cols = list(run)
             cur = self.con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES "
                                    f"({', '.join('?' * len(cols))})", [run[c] for c in cols])
@@ -399,12 +408,21 @@ class RunDB:
                                  (run.get("study"), sweep_hash, run_id))
         return run_id
 
-    def add_sweep_run(self, study: str, config_hash: str, run_id: int) -> None:
-        """Record (and commit) that run ``run_id`` is the sweep ``study``'s run of the config
-        with hash ``config_hash``."""
+    def add_failed_run(self, name: str, config: dict, seed: int, versions: dict,
+                       study: str | None, summary: dict, sweep_hash: str | None = None) -> int:
+        """Insert a run that failed before it recorded anything (status ``failed``, the error
+        in ``summary``) and, with ``sweep_hash``, its ``sweep_runs`` row, in one transaction;
+        returns its id."""
         with self.con:
-            self.con.execute("INSERT INTO sweep_runs VALUES (?, ?, ?)",
-                             (study, config_hash, run_id))
+            cur = self.con.execute(
+                "INSERT INTO runs (name, config, seed, versions, status, created, summary, "
+                "study) VALUES (?, ?, ?, ?, 'failed', ?, ?, ?)",
+                (name, json.dumps(config, sort_keys=True, default=_python_object), seed,
+                 json.dumps(versions), _now(), json.dumps(summary), study))
+            if sweep_hash is not None:
+                self.con.execute("INSERT INTO sweep_runs VALUES (?, ?, ?)",
+                                 (study, sweep_hash, cur.lastrowid))
+        return cur.lastrowid
 
     def sweep_runs(self, study: str | None = None) -> dict:
         """``{config hash: (run id, status)}`` of the sweep runs (of ``study``, if given); for a

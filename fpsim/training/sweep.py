@@ -79,9 +79,10 @@ def load_spec(spec, name: str | None = None) -> SweepSpec:
     if unknown:
         raise ValueError(f"unknown sweep spec key(s) {unknown}: a spec has {', '.join(SPEC_KEYS)}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    base = dict(data.get("base", {}))
+    base = data.get("base", {})
     if not isinstance(base, dict):
         raise ValueError("the spec's base must be a table of training config fields")
+    base = dict(base)
     if "config" in base:
         from fpsim.models.configs import CONFIGS
         named = base.pop("config")
@@ -113,10 +114,19 @@ def load_spec(spec, name: str | None = None) -> SweepSpec:
     return SweepSpec(study, base, dict(axes))
 
 
+#: TrainConfig fields that are numbers: 1 and 1.0 are one value (and one hash).
+FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "loss_weight")
+
+
+def _not_json(value):
+    raise ValueError(f"a sweep config value must be a string, number, boolean, list or table, "
+                     f"got {type(value).__name__} {value!r}")
+
+
 def config_hash(fields: dict) -> str:
     """A stable hash (16 hex digits of SHA-256) of resolved TrainConfig fields: their JSON
     with sorted keys, so equal configs hash equally in any process or machine."""
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_not_json)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -141,6 +151,9 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
         except ValueError as err:
             raise ValueError(f"sweep run {label or 'base'} (seed {over.get('seed', spec.base.get('seed', 0))}): {err}") from None
         fields = dataclasses.asdict(cfg)
+        for k in FLOAT_FIELDS:
+            if isinstance(fields[k], int) and not isinstance(fields[k], bool):
+                fields[k] = float(fields[k])
         h = config_hash(fields)
         if h in seen:
             raise ValueError(f"the sweep holds the run {label or 'base'} twice (an axis repeats a "
@@ -186,39 +199,61 @@ def _store(rdb, run: SweepRun, result: dict, study: str) -> tuple[int, str]:
     if result.get("records") is not None:  # the run's rows and its sweep row: one transaction
         rid = rdb.import_run(result["records"], study, sweep_hash=run.hash)
     else:  # it failed before its run row existed (e.g. the dataset did not load)
-        rid = rdb.new_run(run.fields.get("name", ""), run.fields, run.seed, versions(), study)
-        rdb.add_sweep_run(study, run.hash, rid)
-    status = rdb.run(rid)["status"]
+        return rdb.add_failed_run(run.fields.get("name", ""), run.fields, run.seed, versions(),
+                                  study, dict(error or {}, host=result.get("host")),
+                                  sweep_hash=run.hash), "failed"
+    info = rdb.run(rid)
+    summary = dict(info["summary"] or {}, run_id=rid, db=rdb.path)  # (not the worker's)
     if error is not None:
-        summary = dict(rdb.run(rid)["summary"] or {}, **error, host=result.get("host"))
-        rdb.set_status(rid, "failed", summary)
-        status = "failed"
-    return rid, status
+        summary.update(error, host=result.get("host"))
+    rdb.set_status(rid, "failed" if error is not None else info["status"], summary)
+    return rid, "failed" if error is not None else info["status"]
 
 
 def _connect(workers: int | None, scheduler: str | None):
-    """``(client, cluster or None)``: a Client of the scheduler at ``scheduler``, or of a new
-    LocalCluster of ``workers`` one-thread processes (default: the CPU count) on the loopback
-    interface, each with its BLAS / OpenMP / Numba thread pools at 1."""
+    """``(client, cluster or None)``: a Client of the scheduler at ``scheduler`` (waiting up to
+    60 s for a worker), or of a new LocalCluster of ``workers`` one-thread processes (default:
+    the CPU count) on the loopback interface, each with its BLAS / OpenMP / Numba thread pools
+    at 1 and Dask's worker profiler off."""
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise ValueError("fpsim sweep runs on Dask distributed, which is not installed: "
                          "pip install 'dask[distributed]' (or fpsim's [sweep] extra)") from None
-    import dask
-    # Dask's statistical profiler samples every worker thread's stack every 10 ms: on training
-    # loops of many small numpy calls it cost about a third of each run's time here.
-    dask.config.set({"distributed.worker.profile.enabled": False})
     if scheduler:
-        return Client(scheduler), None
+        client = Client(scheduler)
+        try:
+            client.wait_for_workers(1, timeout=60)
+        except Exception:
+            client.close()
+            raise ValueError(f"the Dask scheduler at {scheduler} has no worker after 60 s: "
+                             "start workers (dask worker ADDRESS) and run again") from None
+        return client, None
     n = workers or os.cpu_count() or 1
-    single = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                               "MKL_NUM_THREADS")}
     import importlib.util
     dashboard = ":0" if importlib.util.find_spec("bokeh") else None  # (needs bokeh)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=dashboard, env=single, silence_logs=40)
-    return Client(cluster), cluster
+    single = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                               "MKL_NUM_THREADS")}
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **single}
+    # Set before the worker processes start (a spawned worker imports numba while it loads the
+    # parent's main module, before Dask's later ``env`` would apply). The statistical profiler
+    # samples every worker thread's stack every 10 ms: on training loops of many small numpy
+    # calls it cost about a third of each run's time here. Scoped: the caller's Dask config
+    # is left as it was.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
+                          "distributed.worker.profile.enabled": False}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=dashboard, silence_logs=40)
+        return Client(cluster), cluster
+
+
+def _dashboard(client, cluster, scheduler) -> str | None:
+    """The Dask dashboard's address, or None when none is running."""
+    try:
+        return client.dashboard_link if (scheduler or cluster.dashboard_link) else None
+    except Exception:
+        return None
 
 
 def run_sweep(spec, db: str, *, workers: int | None = None, scheduler: str | None = None,
@@ -233,7 +268,8 @@ def run_sweep(spec, db: str, *, workers: int | None = None, scheduler: str | Non
     Returns:
         ``study``, ``db``, ``runs`` (in the grid), ``finished`` (completed by this call),
         ``skipped`` (already finished in the study), ``failed``, ``interrupted`` (Ctrl-C),
-        ``seconds``, ``write_seconds`` (the client's database writing) and ``dashboard``.
+        ``seconds``, ``write_seconds`` (the client's database writing), ``dashboard`` and
+        ``stale`` (runs of the study whose configs are not in this grid).
     """
     from fpsim.training.records import RunDB
     if workers is not None and scheduler is not None:
@@ -249,47 +285,55 @@ def run_sweep(spec, db: str, *, workers: int | None = None, scheduler: str | Non
     out = dict(study=sp.name, db=os.fspath(db), runs=len(plan), finished=0,
                skipped=len(plan) - len(todo), failed=0, interrupted=False, seconds=0.0,
                write_seconds=0.0, dashboard=None)
+    stale = sorted(set(done) - {r.hash for r in plan})
+    if stale and log:
+        log(f"note: study {sp.name} holds {len(stale)} run(s) of configs this spec no longer "
+            "has (a changed spec or fpsim version); the report averages whatever shares a "
+            "label, so use a new study name for a changed grid")
+    out["stale"] = len(stale)
     if not todo:
         return out
     from distributed import as_completed
     from tqdm import tqdm
-    client, cluster = _connect(workers, scheduler)
-    try:
-        out["dashboard"] = client.dashboard_link if (scheduler or cluster.dashboard_link) else None
-    except Exception:  # no dashboard is running
-        out["dashboard"] = None
-    if log and out["dashboard"]:
-        log(f"Dask dashboard: {out['dashboard']}")
+    client = cluster = bar = None
     futures = {}
-    bar = tqdm(total=len(todo), disable=not progress, unit="run", desc=sp.name)
-    try:
+    try:  # (Ctrl-C anywhere from here on: cancel, close, report what arrived)
+        client, cluster = _connect(workers, scheduler)
+        out["dashboard"] = _dashboard(client, cluster, scheduler)
+        if log and out["dashboard"]:
+            log(f"Dask dashboard: {out['dashboard']}")
+        bar = tqdm(total=len(todo), disable=not progress, unit="run", desc=sp.name)
         with RunDB(db) as rdb:
             for r in todo:
                 futures[client.submit(run_in_worker, r.fields, pure=False,
                                       key=f"fpsim-run-{r.hash}-{time.time_ns()}")] = r
-            try:
-                for fut in as_completed(futures):
-                    r = futures[fut]
-                    try:
-                        result = fut.result()
-                    except Exception as e:  # the worker died (KilledWorker) or the task broke
-                        result = {"records": None, "error": {
-                            "error": f"{type(e).__name__}: {e}", "traceback": ""}}
-                    w0 = time.perf_counter()
-                    rid, status = _store(rdb, r, result, sp.name)
-                    out["write_seconds"] += time.perf_counter() - w0
-                    out["failed" if status == "failed" else "finished"] += 1
-                    bar.update(1)
-                    if log:
-                        log(f"run {rid} {status}: {r.label or 'base'} seed {r.seed}"
-                            + (f" ({result['error']['error']})" if result.get("error") else ""))
-            except KeyboardInterrupt:
-                out["interrupted"] = True
-                client.cancel(list(futures))
+            for fut in as_completed(futures):
+                r = futures[fut]
+                try:
+                    result = fut.result()
+                except Exception as e:  # the worker died (KilledWorker) or the task broke
+                    result = {"records": None, "error": {
+                        "error": f"{type(e).__name__}: {e}", "traceback": ""}}
+                w0 = time.perf_counter()
+                rid, status = _store(rdb, r, result, sp.name)
+                out["write_seconds"] += time.perf_counter() - w0
+                out[{"finished": "finished", "failed": "failed"}.get(status, "failed")] += 1
+                bar.update(1)
+                if log:
+                    log(f"run {rid} {status}: {r.label or 'base'} seed {r.seed}"
+                        + (f" ({result['error']['error']})" if result.get("error") else ""))
+    except KeyboardInterrupt:
+        out["interrupted"] = True
     finally:
-        bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if bar is not None:
+            bar.close()
+        try:
+            if client is not None:
+                if futures:
+                    client.cancel(list(futures))
+                client.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
