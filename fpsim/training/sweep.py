@@ -171,8 +171,11 @@ def run_in_worker(fields: dict) -> dict:
     import tempfile
     import traceback
 
+    import numba
+
     from fpsim.training.loop import train
     from fpsim.training.records import RunDB
+    numba.set_num_threads(1)  # one thread per worker process (the sweep's unit is a process)
     error = None
     t0 = time.perf_counter()
     # (in memory where the system has a RAM file system: the file is scratch)
@@ -233,14 +236,15 @@ def _connect(workers: int | None, scheduler: str | None):
     n = workers or os.cpu_count() or 1
     import importlib.util
     dashboard = ":0" if importlib.util.find_spec("bokeh") else None  # (needs bokeh)
-    single = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                               "MKL_NUM_THREADS")}
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **single}
-    # Set before the worker processes start (a spawned worker imports numba while it loads the
-    # parent's main module, before Dask's later ``env`` would apply). The statistical profiler
+    # BLAS / OpenMP pools at 1 before the workers spawn (Dask applies these in the parent's
+    # environment while it spawns, so Numba's variable is not among them: a parent that has
+    # started Numba's threads would then refuse its own config; the worker task sets Numba's
+    # thread count itself). The statistical profiler
     # samples every worker thread's stack every 10 ms: on training loops of many small numpy
     # calls it cost about a third of each run's time here. Scoped: the caller's Dask config
     # is left as it was.
+    single = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **single}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
                           "distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
