@@ -296,8 +296,7 @@ class RunDB:
 
     def tensor_scales(self, run_id: int) -> list[dict]:
         """The run's scale rows of scaled casts, in step order."""
-        if not self.con.execute(
-                "SELECT name FROM sqlite_master WHERE name = 'tensor_scales'").fetchone():
+        if not self._has_table("tensor_scales"):
             return []
         return self._dicts("tensor_scales", run_id, "step, rowid")
 
@@ -487,7 +486,7 @@ class RunDB:
 
     def notes(self, run_id: int) -> list[dict]:
         """The run's notes (see :meth:`add_note`), in step order."""
-        if not self.con.execute("SELECT name FROM sqlite_master WHERE name = 'notes'").fetchone():
+        if not self._has_table("notes"):
             return []
         return self._dicts("notes", run_id, "step, rowid")
 
