@@ -106,6 +106,44 @@ def _same_records(db_a, id_a, db_b, id_b):
             assert ra["summary"][k] == rb["summary"][k], k
 
 
+def test_copy_run_moves_every_row_and_refuses_what_it_cannot_copy(tmp_path):
+    import sqlite3
+
+    from fpsim.training.records import RecordError
+    src, dst = str(tmp_path / "src.sqlite"), str(tmp_path / "dst.sqlite")
+    fields = sweep.expand(sweep.load_spec({"base": BASE}))[0].fields
+    first = train(fields, db=src)["run_id"]
+    second = train(dict(fields, seed=1), db=src)["run_id"]
+    with RunDB(dst) as d:
+        with pytest.raises(RecordError, match="holds 2 runs"):
+            d.copy_run(src)
+        with pytest.raises(RecordError, match="no run 7"):
+            d.copy_run(src, run_id=7)
+        with pytest.raises(RecordError, match="into itself"):
+            d.copy_run(dst)
+        new = d.copy_run(src, run_id=second, study="merged", sweep_hash="h")
+        assert d.run(new)["study"] == "merged" and d.sweep_runs("merged") == {
+            "h": (new, "finished")}
+        # a second copy of a finished sweep run is not stored twice
+        assert d.copy_run(src, run_id=second, study="merged", sweep_hash="h") == new
+        assert len(d.runs()) == 1
+    _same_records(src, second, dst, new)
+    foreign = str(tmp_path / "foreign.sqlite")
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()
+    newer = str(tmp_path / "newer.sqlite")
+    with RunDB(newer) as r:  # a run whose database has a column this fpsim lacks
+        r.copy_run(src, run_id=first)
+        r.con.execute("ALTER TABLE steps ADD COLUMN gpu_temp REAL")
+        r.con.commit()
+    with RunDB(dst) as d:
+        with pytest.raises(RecordError, match="another application"):
+            d.copy_run(foreign)
+        with pytest.raises(RecordError, match="steps table has columns this fpsim does not "
+                                               "know: gpu_temp"):
+            d.copy_run(newer)
+        assert len(d.runs()) == 1  # (nothing of the refused copy is left behind)
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     db = str(tmp_path_factory.mktemp("sweep") / "study.sqlite")
@@ -154,20 +192,31 @@ def test_report_aggregates_seeds_like_numpy(swept, tmp_path):
 
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path):
     db = str(tmp_path / "fail.sqlite")
-    # mnist without its files: the config resolves, the run raises in the worker
-    spec = {"name": "fails", "base": {"model": "mlp", "epochs": 1, "instrument": False},
-            "axes": {"dataset": ["digits", "mnist"]}}
+    # mnist without its files: the config resolves, the run raises in the worker before its
+    # run row exists; weights in q2.5 with overflow=error at lr 3: it raises a few steps in
+    error_policy = "weights=q2.5:rne:error"
+    spec = {"name": "fails", "base": {"model": "mlp", "epochs": 1, "lr": 3.0,
+                                      "instrument": False},
+            "axes": {"dataset": ["digits", "mnist"], "policy": ["fp32", error_policy]}}
     out = sweep.run_sweep(spec, db, workers=2)
-    assert (out["finished"], out["failed"]) == (1, 1)
+    assert (out["finished"], out["failed"]) == (1, 3)
     with RunDB(db) as r:
-        runs = {x["config"]["dataset"]: x for x in r.runs()}
-    assert runs["digits"]["status"] == "finished"
-    failed = runs["mnist"]
-    assert failed["status"] == "failed" and "mnist" in failed["summary"]["error"].lower()
-    assert "Traceback" in failed["summary"]["traceback"]
-    # the failed run is retried by the next call, the finished one is not
+        runs = {(x["config"]["dataset"], x["config"]["policy"]): x for x in r.runs()}
+        partway = runs["digits", error_policy]
+        steps = len(r.steps(partway["id"])["loss"])
+    assert runs["digits", "fp32"]["status"] == "finished"
+    for policy in ("fp32", error_policy):
+        failed = runs["mnist", policy]
+        assert failed["status"] == "failed" and "mnist" in failed["summary"]["error"].lower()
+        assert "Traceback" in failed["summary"]["traceback"]
+    # the run that failed partway keeps the steps it did, its error and where it ran
+    assert partway["status"] == "failed" and steps > 0
+    assert "outside the range" in partway["summary"]["error"]
+    assert "Traceback" in partway["summary"]["traceback"] and partway["summary"]["host"]
+    assert partway["summary"]["run_id"] == partway["id"]
+    # the failed runs are retried by the next call, the finished one is not
     again = sweep.run_sweep(spec, db, workers=2)
-    assert (again["skipped"], again["failed"]) == (1, 1)
+    assert (again["skipped"], again["failed"]) == (1, 3)
 
 
 def _spec_file(tmp_path, seeds):

@@ -15,8 +15,8 @@ A spec (TOML, or the same as a dict)::
 (:func:`config_hash`). :func:`run_sweep` sends the runs that the database does not hold finished
 to Dask workers (a ``LocalCluster`` of one-thread processes by default, or the scheduler at an
 address). A worker trains into a private temporary database with the same :func:`train` that
-``fpsim train`` runs and returns the run's rows as data (:meth:`RunDB.export_run`); the client
-inserts them into the study (:meth:`RunDB.import_run`) as each run completes, so a crash or
+``fpsim train`` runs and returns that database file as data (bytes); the client copies its rows
+into the study (:meth:`RunDB.copy_run`) as each run completes, so a crash or
 Ctrl-C of the client loses no finished run, and the same command finishes the grid. A run that
 raises is recorded ``failed`` with its error and traceback; the others go on.
 """
@@ -164,9 +164,10 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
 
 
 def run_in_worker(fields: dict) -> dict:
-    """Train ``fields`` into a private temporary database and return the run's rows
-    (:meth:`RunDB.export_run`, or None if it failed before the run was recorded), the error and
-    traceback if it raised, and where it ran. This is the function a Dask worker executes."""
+    """Train ``fields`` into a private temporary database and return its file's bytes
+    (``database``: the run's every row, or None if it failed before the run was recorded), the
+    error and traceback if it raised, and where it ran. This is the function a Dask worker
+    executes."""
     import socket
     import tempfile
     import traceback
@@ -174,33 +175,55 @@ def run_in_worker(fields: dict) -> dict:
     import numba
 
     from fpsim.training.loop import train
-    from fpsim.training.records import RunDB
     numba.set_num_threads(1)  # one thread per worker process (the sweep's unit is a process)
     error = None
     t0 = time.perf_counter()
-    # (in memory where the system has a RAM file system: the file is scratch)
-    scratch = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="fpsim-sweep-", dir=scratch) as tmp:
+    with tempfile.TemporaryDirectory(prefix="fpsim-sweep-", dir=_scratch()) as tmp:
         db = os.path.join(tmp, "run.sqlite")
         try:
             train(fields, db=db)
         except Exception as e:  # recorded as a failed run; the sweep goes on
             error = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-        records = None
-        if os.path.exists(db):
-            with RunDB(db) as r:
-                ids = [x["id"] for x in r.runs()]
-                records = r.export_run(ids[0]) if ids else None
-    return {"records": records, "error": error, "host": socket.gethostname(), "pid": os.getpid(),
-            "seconds": time.perf_counter() - t0}
+        # (the last connection to close folds the write-ahead log into the file: train's,
+        # or failing that the check's)
+        database = None
+        if os.path.exists(db) and _holds_a_run(db):
+            with open(db, "rb") as f:
+                database = f.read()
+    return {"database": database, "error": error, "host": socket.gethostname(),
+            "pid": os.getpid(), "seconds": time.perf_counter() - t0}
+
+
+def _holds_a_run(path: str) -> bool:
+    """Whether the worker's database got as far as its run row (closing it last, which
+    checkpoints its write-ahead log into the file)."""
+    import sqlite3
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+    except sqlite3.DatabaseError:  # (created, but not even its tables)
+        return False
+    finally:
+        con.close()
+
+
+def _scratch() -> str | None:
+    """A directory for scratch databases: the RAM file system where there is one."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _store(rdb, run: SweepRun, result: dict, study: str) -> tuple[int, str]:
     """Write one run's result into the study (one transaction each); returns (id, status)."""
+    import tempfile
+
     from fpsim.training.loop import versions
     error = result.get("error")
-    if result.get("records") is not None:  # the run's rows and its sweep row: one transaction
-        rid = rdb.import_run(result["records"], study, sweep_hash=run.hash)
+    if result.get("database") is not None:  # the run's rows and its sweep row: one transaction
+        with tempfile.TemporaryDirectory(prefix="fpsim-sweep-", dir=_scratch()) as tmp:
+            path = os.path.join(tmp, "run.sqlite")
+            with open(path, "wb") as f:
+                f.write(result["database"])
+            rid = rdb.copy_run(path, study=study, sweep_hash=run.hash)
     else:  # it failed before its run row existed (e.g. the dataset did not load)
         return rdb.add_failed_run(run.fields.get("name", ""), run.fields, run.seed, versions(),
                                   study, dict(error or {}, host=result.get("host")),
@@ -234,28 +257,60 @@ def _connect(workers: int | None, scheduler: str | None):
                              "start workers (dask worker ADDRESS) and run again") from None
         return client, None
     n = workers or os.cpu_count() or 1
-    import importlib.util
-    dashboard = ":0" if importlib.util.find_spec("bokeh") else None  # (needs bokeh)
     # BLAS / OpenMP pools at 1 before the workers spawn (Dask applies these in the parent's
     # environment while it spawns, so Numba's variable is not among them: a parent that has
     # started Numba's threads would then refuse its own config; the worker task sets Numba's
-    # thread count itself). The statistical profiler
-    # samples every worker thread's stack every 10 ms: on training loops of many small numpy
-    # calls it cost about a third of each run's time here. Scoped: the caller's Dask config
-    # is left as it was.
+    # thread count itself). Dask's default MALLOC_TRIM_THRESHOLD_ (hand freed memory back to
+    # the system at once) is left out: a training loop allocates and frees small arrays all
+    # the time, and with it a run took ten times the page faults and three times the system
+    # time here. The statistical profiler samples every worker thread's stack every 10 ms: on
+    # training loops of many small numpy calls it cost about a third of each run's time here.
+    # The admin tick (20 ms), system monitor (0.5 s) and memory monitor (0.1 s) together kept
+    # an idle worker 2.7% and the client 4.7% busy, on cores the runs need; at 1-2 s they cost
+    # 0.6% and 1%. A saturation of 1 hands a run to a worker only when it is free, so the last
+    # runs go to whichever worker finishes first. Scoped: the caller's Dask config is left as
+    # it was.
     single = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **single}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
-                          "distributed.worker.profile.enabled": False}):
+    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ",
+                                                {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {**environ, **single},
+                          "distributed.worker.profile.enabled": False,
+                          "distributed.admin.tick.interval": "1s",
+                          "distributed.admin.system-monitor.interval": "2s",
+                          "distributed.worker.memory.monitor-interval": "1s",
+                          "distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=dashboard, silence_logs=40)
-        return Client(cluster), cluster
+                               host="127.0.0.1", dashboard_address=":0", silence_logs=40)
+        client = Client(cluster)
+    client.register_plugin(_lower_priority_plugin(), name="fpsim-lower-priority")
+    return client, cluster
 
 
-def _dashboard(client, cluster, scheduler) -> str | None:
-    """The Dask dashboard's address, or None when none is running."""
+def _lower_priority_plugin():
+    """A Dask worker plugin that lowers its worker's CPU priority (niceness 5) when it starts
+    (and so in a worker that the nanny restarts): on a machine whose cores the local workers
+    fill, the client (Dask's scheduler, the study's writes) then runs the moment it has work,
+    instead of waiting behind a training run for its share of a core. Workers still take every
+    cycle the client leaves."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class LowerPriority(WorkerPlugin):
+        def setup(self, worker):
+            try:  # (at least 5: idempotent, should the plugin be set up twice)
+                os.setpriority(os.PRIO_PROCESS, 0, max(5, os.getpriority(os.PRIO_PROCESS, 0)))
+            except (OSError, AttributeError):  # (not allowed, or no such call here)
+                pass
+    return LowerPriority()
+
+
+def _dashboard(client, cluster) -> str | None:
+    """The Dask dashboard's address, or None when none is running (a LocalCluster's scheduler
+    serves its HTTP port, on a free port, either way; the dashboard's pages need bokeh)."""
+    import importlib.util
+    if cluster is not None and importlib.util.find_spec("bokeh") is None:
+        return None
     try:
-        return client.dashboard_link if (scheduler or cluster.dashboard_link) else None
+        return client.dashboard_link
     except Exception:
         return None
 
@@ -303,7 +358,7 @@ def run_sweep(spec, db: str, *, workers: int | None = None, scheduler: str | Non
     futures = {}
     try:  # (Ctrl-C anywhere from here on: cancel, close, report what arrived)
         client, cluster = _connect(workers, scheduler)
-        out["dashboard"] = _dashboard(client, cluster, scheduler)
+        out["dashboard"] = _dashboard(client, cluster)
         if log and out["dashboard"]:
             log(f"Dask dashboard: {out['dashboard']}")
         bar = tqdm(total=len(todo), disable=not progress, unit="run", desc=sp.name)
@@ -316,7 +371,7 @@ def run_sweep(spec, db: str, *, workers: int | None = None, scheduler: str | Non
                 try:
                     result = fut.result()
                 except Exception as e:  # the worker died (KilledWorker) or the task broke
-                    result = {"records": None, "error": {
+                    result = {"database": None, "error": {
                         "error": f"{type(e).__name__}: {e}", "traceback": ""}}
                 w0 = time.perf_counter()
                 rid, status = _store(rdb, r, result, sp.name)
