@@ -82,6 +82,19 @@ def test_expansion_labels_and_hashes(tmp_path):
     assert a == b
 
 
+def test_scratch_of_dead_processes_is_cleared(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)
+    stale = tmp_path / f"fpsim-sweep-{int(dead.stdout)}-abc_1"
+    live = tmp_path / f"fpsim-sweep-{os.getpid()}-abc_2"
+    other = tmp_path / "fpsim-sweep-notapid"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "run.sqlite").write_bytes(b"x")
+    sweep._clear_stale_scratch(str(tmp_path))
+    assert not stale.exists() and live.exists() and other.exists()
+
+
 # ----------------------------------------------------------------------------- on a cluster
 def _rows(rdb, table, run_id):
     cur = rdb.con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", (run_id,))

@@ -178,7 +178,10 @@ def run_in_worker(fields: dict) -> dict:
     numba.set_num_threads(1)  # one thread per worker process (the sweep's unit is a process)
     error = None
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fpsim-sweep-", dir=_scratch()) as tmp:
+    scratch = _scratch()
+    _clear_stale_scratch(scratch)
+    with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-",
+                                     dir=scratch) as tmp:
         db = os.path.join(tmp, "run.sqlite")
         try:
             train(fields, db=db)
@@ -207,6 +210,36 @@ def _holds_a_run(path: str) -> bool:
         con.close()
 
 
+#: Scratch directories are named ``fpsim-sweep-<pid>-<random>``: the pid tells whose they are.
+_SCRATCH_PREFIX = "fpsim-sweep-"
+
+
+def _clear_stale_scratch(scratch: str | None) -> None:
+    """Remove scratch directories of sweep processes that no longer run (a worker or client
+    killed mid-run leaves its database behind; in ``/dev/shm`` that holds memory until a
+    reboot). Directories of live processes, of other users, or not named by a pid are left."""
+    import re
+    import shutil
+    import tempfile
+    scratch = scratch or tempfile.gettempdir()
+    try:
+        names = os.listdir(scratch)
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(re.escape(_SCRATCH_PREFIX) + r"(\d+)-\w+", name)
+        if m is None:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # (alive, or someone else's: left alone)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, OSError):
+            continue
+        shutil.rmtree(os.path.join(scratch, name), ignore_errors=True)
+
+
 def _scratch() -> str | None:
     """A directory for scratch databases: the RAM file system where there is one."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -219,7 +252,8 @@ def _store(rdb, run: SweepRun, result: dict, study: str) -> tuple[int, str]:
     from fpsim.training.loop import versions
     error = result.get("error")
     if result.get("database") is not None:  # the run's rows and its sweep row: one transaction
-        with tempfile.TemporaryDirectory(prefix="fpsim-sweep-", dir=_scratch()) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-",
+                                         dir=_scratch()) as tmp:
             path = os.path.join(tmp, "run.sqlite")
             with open(path, "wb") as f:
                 f.write(result["database"])
