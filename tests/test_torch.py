@@ -1,0 +1,272 @@
+"""The PyTorch bridge: tensor results equal the numpy path's bit for bit (every function, format
+kind and rounding mode, CPU tensors), dtypes kept where exact and refused where not, the cast's
+backward equals a hand-written straight-through rounding of the gradient (stochastic rounding
+keyed as documented, independent of torch's generator), per-site Stats of a hooked model equal
+numpy recounts, policies come off cleanly, and bad input is refused with a message."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the PyTorch bridge needs torch (the [torch] extra)")
+
+import fpsim  # noqa: E402
+import fpsim.torch as ft  # noqa: E402
+
+MODES = ("rne", "rna", "rtz", "rup", "rdn", "rto", "sr")
+FORMATS = ("fp16", "bfloat16", "e4m3", "e5m2", "e3m2", "e2m1", "e5m10b20", "int8", "q3.4",
+           "mxfp8_e4m3")
+
+
+def _inputs(dtype=torch.float32, n=4096, seed=0):
+    """Values across the binades of every tested format, with zeros, specials and ties."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n) * np.exp2(rng.integers(-30, 20, n))
+    x[:8] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.5, 2.5, 65520.0]
+    return torch.from_numpy(x.astype(np.float64)).to(dtype).reshape(64, -1)
+
+
+def _bits(a) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint64 if a.dtype == np.float64 else np.uint32)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """``t``'s values as numpy holds them, converted exactly by numpy (torch's own float16 to
+    float32 conversion rewrites NaN payloads)."""
+    if t.dtype == torch.bfloat16:  # (the top half of a float32)
+        return (t.view(torch.int16).numpy().astype(np.uint16).astype(np.uint32) << 16).view(
+            np.float32)
+    return t.numpy()
+
+
+def _same(t: torch.Tensor, ref: np.ndarray):
+    """``t`` holds exactly ``ref``'s values: both widened by numpy to the wider dtype, the same
+    bits (NaN signs included)."""
+    got = _host(t)
+    wide = np.float64 if np.float64 in (got.dtype, np.asarray(ref).dtype) else np.float32
+    np.testing.assert_array_equal(_bits(got.astype(wide)), _bits(np.asarray(ref).astype(wide)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantize_equals_the_numpy_path_bit_for_bit(fmt):
+    # (scaled formats scale float32 tensors: the numpy path refuses float64, and so does this)
+    for dtype in (torch.float32,) if fmt == "mxfp8_e4m3" else (torch.float32, torch.float64):
+        x = _inputs(dtype)
+        for mode in MODES:
+            for overflow in (None, "saturate"):
+                got = ft.quantize(x, fmt, rounding=mode, overflow=overflow, seed=7, stream=3)
+                ref = fpsim.quantize(x.numpy(), fmt, mode, overflow, seed=7, stream=3)
+                assert got.dtype == dtype and got.shape == x.shape
+                _same(got, ref)
+
+
+def test_stats_and_codes_equal_the_numpy_path():
+    x = _inputs()
+    for fmt in ("fp16", "e4m3", "e2m1"):
+        got, st = ft.quantize(x, fmt, rounding="sr", seed=1, stats=True)
+        ref, rst = fpsim.quantize(x.numpy(), fmt, "sr", seed=1, stats=True)
+        _same(got, ref)
+        assert st == rst
+        codes = ft.encode(x, fmt, rounding="rna")
+        ref_codes = fpsim.encode(x.numpy(), fmt, "rna")
+        assert codes.dtype == {1: torch.uint8, 2: torch.uint16}[ref_codes.itemsize]
+        np.testing.assert_array_equal(codes.to(torch.int64).numpy(), ref_codes.astype(np.int64))
+        values = ft.decode(codes, fmt)
+        assert values.dtype == torch.float64
+        _same(values, fpsim.decode(ref_codes, fmt))
+    enc = ft.encode(x, "mxfp8_e4m3")  # a scaled format: (element codes, scale codes)
+    ref = fpsim.encode(x.numpy(), "mxfp8_e4m3")
+    for a, b in zip(enc, ref):
+        np.testing.assert_array_equal(a.to(torch.int64).numpy(), np.asarray(b, np.int64))
+
+
+@pytest.mark.parametrize("op, arity", [("add", 2), ("sub", 2), ("mul", 2), ("div", 2),
+                                       ("fma", 3), ("sqrt", 1)])
+def test_arithmetic_equals_the_numpy_path(op, arity):
+    for fmt in ("fp16", "e4m3", "bfloat16"):
+        args = [ft.quantize(_inputs(seed=i).abs() if op == "sqrt" else _inputs(seed=i), fmt)
+                for i in range(arity)]
+        for mode in MODES:
+            got, flags, st = getattr(ft, op)(*args, fmt, rounding=mode, seed=2, flags=True,
+                                             stats=True)
+            ref, rflags, rst = getattr(fpsim, op)(*[a.numpy() for a in args], fmt, mode,
+                                                  seed=2, flags=True, stats=True)
+            assert got.dtype == torch.float32
+            _same(got, ref)
+            np.testing.assert_array_equal(flags.numpy(), rflags)
+            assert st == rst
+
+
+def test_narrow_dtypes_kept_where_exact_and_refused_where_not():
+    x = _inputs(torch.float16)
+    for fmt in ("e4m3", "e5m2", "e2m1", "float16"):
+        got = ft.quantize(x, fmt)
+        assert got.dtype == torch.float16
+        _same(got, fpsim.quantize(x.numpy(), fmt))
+    b = _inputs(torch.bfloat16)
+    got = ft.quantize(b, "e4m3", rounding="sr")
+    assert got.dtype == torch.bfloat16
+    _same(got, fpsim.quantize(b.float().numpy(), "e4m3", "sr"))
+    with pytest.raises(ValueError, match="bfloat16 do not all fit torch.float16"):
+        ft.quantize(x, "bfloat16")
+    with pytest.raises(ValueError, match="do not all fit torch.bfloat16"):
+        ft.quantize(b, "fp16")  # (fp16 has 10 fraction bits, bfloat16 7)
+    with pytest.raises(ValueError, match="float64.*torch.float32"):
+        ft.quantize(_inputs(), "float64")
+    # a fixed-point grid is checked value by value: int8 codes fit float16, a fine grid not
+    _same(ft.quantize(x, "int8"), fpsim.quantize(x.numpy(), "int8"))
+    with pytest.raises(ValueError, match="is not a torch.float16 value"):
+        ft.quantize(torch.full((4,), 0.3, dtype=torch.float16), "int8*0.0001")
+
+
+def test_bad_input_is_refused_with_a_message():
+    x = _inputs()
+    with pytest.raises(TypeError, match="requires grad.*fpsim.torch.cast"):
+        ft.quantize(x.clone().requires_grad_(), "fp16")
+    with pytest.raises(TypeError, match="dtype torch.int32"):
+        ft.quantize(torch.ones(3, dtype=torch.int32), "fp16")
+    with pytest.raises(TypeError, match="dtype torch.complex64"):
+        ft.quantize(torch.ones(3, dtype=torch.complex64), "fp16")
+    with pytest.raises(TypeError, match="must be a torch.Tensor, got ndarray"):
+        ft.quantize(x.numpy(), "fp16")
+    with pytest.raises(TypeError, match="codes, which are integers"):
+        ft.decode(x, "fp16")
+    with pytest.raises(TypeError, match="takes 2 tensor"):
+        ft.add(x, "fp16")
+    with pytest.raises(ValueError, match="forward cast 'e9m9x'"):
+        ft.cast(x, "e9m9x")
+
+
+# ----------------------------------------------------------------------------- autograd
+def _stream(site, role, step):
+    """The documented key of a cast site's stochastic rounding (fpsim.training.casts)."""
+    return zlib.crc32(f"{site}|{role}".encode()) | (step << 32)
+
+
+def test_cast_backward_is_straight_through_rounding_of_the_gradient():
+    x = _inputs().clone().requires_grad_()
+    upstream = _inputs(seed=5)
+    for fwd, bwd in (("fp16", "e5m2"), ("e4m3:sr", "e5m2:sr:saturate"), (None, "bf16:rtz")):
+        x.grad = None
+        torch.manual_seed(0)
+        y = ft.cast(x, fwd, bwd, site="blk", role="activation", step=3, seed=11)
+        y.backward(upstream)
+        f = fwd and fwd.split(":")
+        b = bwd.split(":")
+        want_y = x.detach().numpy() if f is None else fpsim.quantize(
+            x.detach().numpy(), f[0], *(f[1:] or ["rne"]), seed=11,
+            stream=_stream("blk", "activation", 3))
+        want_g = fpsim.quantize(upstream.numpy(), b[0], *(b[1:] or ["rne"]), seed=11,
+                                stream=_stream("blk", "activation-grad", 3))
+        _same(y.detach(), np.asarray(want_y))
+        _same(x.grad, want_g)
+        # torch's generator plays no part in the bits
+        torch.manual_seed(12345)
+        again = ft.cast(x, fwd, bwd, site="blk", role="activation", step=3, seed=11)
+        _same(again.detach(), np.asarray(want_y))
+
+
+def test_cast_module_counts_steps_and_passes_gradients_in_dtype():
+    m = ft.Cast("e4m3:sr", "e5m2:sr", site="c")
+    x = _inputs().clone().requires_grad_()
+    first = m(x).detach().clone()
+    second = m(x).detach()
+    assert m.context.step == 1 and not torch.equal(first, second)
+    _same(first, fpsim.quantize(x.detach().numpy(), "e4m3", "sr",
+                                stream=_stream("c", "activation", 0)))
+    _same(second, fpsim.quantize(x.detach().numpy(), "e4m3", "sr",
+                                 stream=_stream("c", "activation", 1)))
+    m.eval()
+    m(x)
+    assert m.context.step == 1  # (evaluation passes reuse the step)
+    h = _inputs(torch.float16).clone().requires_grad_()
+    out = ft.cast(h, "e4m3", "e5m2")
+    out.sum().backward()
+    assert out.dtype == h.grad.dtype == torch.float16
+
+
+# ----------------------------------------------------------------------------- policies
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def test_apply_policy_sites_stats_and_removal():
+    model = _mlp()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((8, 16), np.float32) * 1e-3)
+    plain = model(x).detach()
+    pol = fpsim.Policy("p", activations="fp16", weights="fp16", weight_grads="e5m2")
+    sites = ft.apply_policy(model, pol)
+    assert list(sites) == ["input", "0", "0.weight", "0.bias", "2", "2.weight", "2.bias"]
+    rec = fpsim.Recorder()
+    with fpsim.recording(rec):
+        out = model(x)
+        out.sum().backward()
+    summary = rec.end_step()
+    # recount by hand: the input, layer 0's rounded weights, its output, its weight gradient
+    q = lambda a, f="fp16": fpsim.quantize(a, f, stats=True)  # noqa: E731
+    xq, st_in = q(x.numpy())
+    w0q, st_w0 = q(before["0.weight"].numpy())
+    b0q, _ = q(before["0.bias"].numpy())
+    h = torch.nn.functional.linear(torch.from_numpy(xq), torch.from_numpy(w0q),
+                                   torch.from_numpy(b0q))
+    hq, st_h = q(h.numpy())
+    assert summary.sites["input", "input", "forward"] == st_in
+    assert summary.sites["0.weight", "weight", "forward"] == st_w0
+    assert summary.sites["0", "activation", "forward"] == st_h
+    # d(sum)/d(weight 0): the activation gradients pass unrounded, so it is g1^T xq with
+    # g1 the gradient at layer 0's output, recomputed in torch from the rounded tensors
+    w2q, _ = q(before["2.weight"].numpy())
+    relu_mask = torch.from_numpy(hq) > 0
+    g1 = (torch.ones(8, 4) @ torch.from_numpy(w2q)) * relu_mask
+    dw0 = (g1.T @ torch.from_numpy(xq)).numpy()
+    _, st_dw0 = fpsim.quantize(dw0, "e5m2", stats=True)
+    assert st_dw0.inexact > 0 and st_dw0.underflow > 0 and st_h.inexact > 0  # (not trivial)
+    assert summary.sites["0.weight", "weight-grad", "backward"] == st_dw0
+    assert sites.context.step == 0
+    # the master weights got the rounded gradient; take the policy off: the model is as before
+    got = model[0].parametrizations.weight.original.grad.numpy()
+    np.testing.assert_array_equal(_bits(got), _bits(fpsim.quantize(dw0, "e5m2")))
+    sites.remove()
+    assert not hasattr(model[0], "parametrizations")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(model(x), plain)
+    ft.apply_policy(model, "mixed_bf16").remove()  # (a second policy after removal is fine)
+
+
+def test_apply_policy_refusals():
+    model = _mlp()
+    sites = ft.apply_policy(model, "mixed_fp16")
+    with pytest.raises(ValueError, match="already carries a policy"):
+        ft.apply_policy(model, "mixed_bf16")
+    sites.remove()
+    with pytest.raises(ValueError, match=r"override 'head\*' matches no site; sites: 0, "):
+        ft.apply_policy(model, fpsim.Policy("p", activations="fp16",
+                                            overrides={"head*": {"activations": "e4m3"}}))
+    assert not hasattr(model[0], "parametrizations")  # (a refused policy leaves nothing)
+    with pytest.raises(ValueError, match="GEMM accumulation model"):
+        ft.apply_policy(model, fpsim.Policy("p", matmul={"preset": "fp16 accumulate"}))
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        ft.apply_policy(object(), "mixed_fp16")
+    # an override that matches applies to its sites only
+    sites = ft.apply_policy(model, fpsim.Policy("p", activations="fp16",
+                                                overrides={"2": {"activations": "e2m1"}}))
+    x = _inputs(n=4 * 16).reshape(4, 16).clamp(-4, 4)
+    out = model(x).detach().numpy()
+    np.testing.assert_array_equal(out, fpsim.quantize(out, "e2m1"))
+    sites.remove()
+
+
+def test_import_fpsim_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys, fpsim; fpsim.quantize; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
