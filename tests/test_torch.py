@@ -263,6 +263,49 @@ def test_apply_policy_refusals():
     sites.remove()
 
 
+# ----------------------------------------------------------------------------- loss scaling
+def test_dynamic_scaling_matches_torch_gradscaler_step_for_step():
+    """fpsim's dynamic scaler (GradScaler's rule) against torch.amp.GradScaler itself: the same
+    scales, the same skipped steps, and the same parameters bit for bit."""
+    import copy
+    ours = _mlp()
+    theirs = copy.deepcopy(ours)
+    opt_a = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    opt_b = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    scaling = ft.LossScaling({"name": "dynamic", "init_scale": 2.0 ** 10,
+                              "growth_interval": 3}, opt_a)
+    grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((8, 16), np.float32))
+    overflow_steps = {2, 5, 6}
+    scales, applied = [], []
+    for step in range(12):
+        for model, opt, scale in ((ours, opt_a, scaling.scale),
+                                  (theirs, opt_b, grad_scaler.scale)):
+            opt.zero_grad()
+            scale(model(x).square().mean()).backward()
+            if step in overflow_steps:  # (a gradient overflowed the format)
+                next(model.parameters()).grad[0, 0] = float("inf")
+        scales.append((scaling.loss_scale(), float(grad_scaler.get_scale())))
+        applied.append(scaling.step())
+        grad_scaler.step(opt_b)
+        grad_scaler.update()
+    assert all(a == b for a, b in scales), scales
+    assert [not a for a in applied] == [s in overflow_steps for s in range(12)]
+    assert scaling.skipped == 3 and scaling.steps == 9
+    for pa, pb in zip(ours.parameters(), theirs.parameters()):
+        np.testing.assert_array_equal(_bits(pa.detach().numpy()), _bits(pb.detach().numpy()))
+
+
+def test_loss_scaling_refusals():
+    opt = torch.optim.SGD(_mlp().parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="adaptive .per-site. loss scaling"):
+        ft.LossScaling("adaptive", opt)
+    with pytest.raises(TypeError, match="must be a torch.optim.Optimizer"):
+        ft.LossScaling("dynamic", object())
+    with pytest.raises(ValueError, match="unknown loss scaler"):
+        ft.LossScaling("dynamc", opt)
+
+
 def test_import_fpsim_does_not_import_torch():
     import subprocess
     import sys

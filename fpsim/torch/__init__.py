@@ -10,6 +10,8 @@ modules (the optional extra ``fpsim[torch]``; ``import fpsim`` never imports tor
 - :func:`apply_policy`: a precision policy's cast sites placed on a ``torch.nn.Module`` with
   hooks and parametrizations; with :func:`fpsim.recording` the same per-site Stats as fpsim's
   own engine (:mod:`fpsim.torch.policy`).
+- :class:`LossScaling`: fpsim's global loss scalers (static, dynamic and its variants) driving a
+  torch optimizer over float32 master weights (:mod:`fpsim.torch.scaling`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ except ImportError:  # pragma: no cover - exercised where torch is absent
 
 from fpsim.torch.autograd import Cast, cast
 from fpsim.torch.policy import PolicySites, apply_policy, remove_policy
+from fpsim.torch.scaling import LossScaling
 from fpsim.torch.tensors import add, decode, div, encode, fma, mul, quantize, sqrt, sub
 
-__all__ = ["Cast", "PolicySites", "add", "apply_policy", "cast", "decode", "div", "encode",
+__all__ = ["Cast", "LossScaling", "PolicySites", "add", "apply_policy", "cast", "decode", "div", "encode",
            "fma", "mul", "quantize", "remove_policy", "sqrt", "sub"]
