@@ -930,8 +930,10 @@ def _draw_cell_histograms(r: RunData, label: str, name: str, hists):
     # One x range for every panel: the bars and the outline, one binade of margin, and each
     # threshold line within REACH binades of them (a farther one would squash the bars; it is
     # marked by an arrow at the edge instead).
-    lo = min(min(float(d["k"][0]), *(p[0] for p in d["pieces"][:1])) for d in hists.values())
-    hi = max(max(float(d["k"][-1]), *(p[0] for p in d["pieces"][-1:])) + 1
+    # (a list for min / max: a site with no scaled pieces leaves one number, which min() alone
+    # would take for an iterable)
+    lo = min(min([float(d["k"][0]), *(p[0] for p in d["pieces"][:1])]) for d in hists.values())
+    hi = max(max([float(d["k"][-1]), *(p[0] for p in d["pieces"][-1:])]) + 1
              for d in hists.values())
     lo, hi = lo - 1, hi + 1
     for _, _, x, _, _ in lines:

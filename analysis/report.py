@@ -213,8 +213,9 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
                         for r in runs})
     title = f"fpsim compare: {study}" if study else f"fpsim runs in {_shown(db_path)}"
     md = [f"# {title}", "",
-          f"Model `{cfg['model']}` on `{cfg['dataset']}`, {cfg['epochs']} epochs, batch "
-          f"{cfg['batch_size']}, optimizer {cfg['optimizer']} (lr {cfg['lr']})"
+          f"Model `{cfg.get('model', '?')}` on `{cfg.get('dataset', '?')}`, "
+          f"{cfg.get('epochs', '?')} epochs, batch {cfg.get('batch_size', '?')}, optimizer "
+          f"{cfg.get('optimizer', '?')} (lr {cfg.get('lr', '?')})"
           + (f", loss weight {cfg['loss_weight']}" if cfg.get("loss_weight", 1) != 1 else "")
           + f"; gradient formats {', '.join(f'`{n}`' for n in fmt_names)}; seeds {_seeds(runs)}; "
           f"{len(runs)} runs in `{_shown(db_path)}`.", "",

@@ -306,6 +306,59 @@ def test_loss_scaling_refusals():
         ft.LossScaling("dynamc", opt)
 
 
+# ----------------------------------------------------------------------------- run records
+def test_run_record_of_a_torch_run_is_read_by_fpsim_report(tmp_path):
+    from fpsim import cli
+    from fpsim.training.records import RunDB
+    db = str(tmp_path / "torch.sqlite")
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((32, 16), np.float32))
+    y = torch.from_numpy(np.random.default_rng(3).integers(0, 4, 32))
+    summaries = []
+    for scaler in ("none", "dynamic"):
+        model = _mlp()
+        sites = ft.apply_policy(model, "mixed_fp16")
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        scaling = ft.LossScaling(scaler, opt, sites=sites)
+        with ft.RunRecord(db, policy="mixed_fp16", scaler=scaler, dataset="random",
+                          model="mlp", hist_every=2, study="bridge", epochs=2,
+                          batch_size=32, optimizer="SGD", lr=0.05) as record:
+            for epoch in range(2):
+                for i in range(4):
+                    rec = fpsim.Recorder()
+                    with fpsim.recording(rec):
+                        opt.zero_grad()
+                        loss = torch.nn.functional.cross_entropy(model(x), y)
+                        scaling.scale(loss).backward()
+                    summary = rec.end_step()
+                    summaries.append(summary)
+                    record.step(summary, loss=loss.item(), lr=0.05,
+                                loss_scale=scaling.loss_scale(), skipped=not scaling.step())
+                with torch.no_grad():
+                    acc = float((model(x).argmax(1) == y).float().mean())
+                record.epoch(test_loss=loss.item(), test_accuracy=acc)
+    with RunDB(db) as r:
+        runs = r.runs("bridge")
+        assert [x_["status"] for x_ in runs] == ["finished", "finished"]
+        assert runs[0]["config"]["framework"] == "torch"
+        events = r.site_events(runs[1]["id"])
+        assert len(r.histograms(runs[1]["id"])) == 4 * len(summaries[8].sites)  # steps 0,2,4,6
+    # the recorded events are the recorder's Stats, step by step
+    got = {(e["step"], e["site"], e["role"], e["direction"]): e for e in events}
+    for step, summary in enumerate(summaries[8:]):
+        for (site, role, d), st in summary.sites.items():
+            e = got[step, site, role, d]
+            assert (e["total"], e["underflow"], e["overflow"], e["inexact"]) == (
+                st.total, st.underflow, st.overflow, st.inexact)
+            # backward roundings carry the loss scale (2^16 while dynamic scaling has not
+            # changed it), forward ones none
+            assert e["scale"] == (2.0 ** 16 if d == "backward" else None)
+    out = tmp_path / "report"
+    assert cli.main(["report", db, "--study", "bridge", "--out", str(out), "--images",
+                     "png"]) == 0
+    text = (out / "report.md").read_text()
+    assert "mixed_fp16 / dynamic" in text and "mixed_fp16 / none" in text
+
+
 def test_import_fpsim_does_not_import_torch():
     import subprocess
     import sys

@@ -12,6 +12,8 @@ modules (the optional extra ``fpsim[torch]``; ``import fpsim`` never imports tor
   own engine (:mod:`fpsim.torch.policy`).
 - :class:`LossScaling`: fpsim's global loss scalers (static, dynamic and its variants) driving a
   torch optimizer over float32 master weights (:mod:`fpsim.torch.scaling`).
+- :class:`RunRecord`: a torch run's steps, per-site Stats and epochs written into an fpsim
+  run-record database that ``fpsim report`` reads (:mod:`fpsim.torch.record`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ except ImportError:  # pragma: no cover - exercised where torch is absent
 
 from fpsim.torch.autograd import Cast, cast
 from fpsim.torch.policy import PolicySites, apply_policy, remove_policy
+from fpsim.torch.record import RunRecord
 from fpsim.torch.scaling import LossScaling
 from fpsim.torch.tensors import add, decode, div, encode, fma, mul, quantize, sqrt, sub
 
-__all__ = ["Cast", "LossScaling", "PolicySites", "add", "apply_policy", "cast", "decode", "div", "encode",
+__all__ = ["Cast", "LossScaling", "PolicySites", "RunRecord", "add", "apply_policy", "cast", "decode", "div", "encode",
            "fma", "mul", "quantize", "remove_policy", "sqrt", "sub"]

@@ -29,6 +29,17 @@ GRAD_ROLE = {"input": "activation-grad", "activation": "activation-grad",
              "weight": "weight-grad"}
 
 
+class TorchRunContext(RunContext):
+    """A :class:`~fpsim.training.context.RunContext` that also knows the loss scale the
+    gradients of the current backward pass carry (:attr:`loss_scale`, set by
+    :class:`fpsim.torch.LossScaling`; None: unscaled or unknown). Backward roundings report it
+    with their Stats, so recorded gradient histograms can be read at true magnitude."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.loss_scale: float | None = None
+
+
 def parse_cast(spec, what: str):
     """An fpsim cast object (or None) from a spec :meth:`fpsim.training.casts.Cast.parse`
     takes; the error names ``what``."""
@@ -38,11 +49,12 @@ def parse_cast(spec, what: str):
         raise type(e)(f"fpsim.torch: {what} cast {spec!r}: {e}") from None
 
 
-def round_tensor(x: torch.Tensor, cast, site: str, role: str, direction: str, key: tuple):
+def round_tensor(x: torch.Tensor, cast, site: str, role: str, direction: str, key: tuple,
+                 scale: float | None = None):
     """``x`` rounded by the cast object ``cast`` at ``site`` (None: ``x`` itself), its Stats
     emitted to the active recorders; the result in ``x``'s dtype (refused where inexact).
     ``key`` is ``(step, seed, training, bypass)`` of the run context when the forward pass
-    ran (the backward rounding uses the same step)."""
+    ran (the backward rounding uses the same step); ``scale`` the loss scale ``x`` carries."""
     step, seed, training, bypass = key
     if cast is None or bypass:
         return x
@@ -51,7 +63,7 @@ def round_tensor(x: torch.Tensor, cast, site: str, role: str, direction: str, ke
     ctx = CastContext(site, role, direction, step, seed, instrument.wants_stats(), training)
     y, st = cast.round(to_array(x.detach()), ctx)
     if st is not None:
-        instrument.emit(site, role, direction, st)
+        instrument.emit(site, role, direction, st, scale)
     element = cast.format if isinstance(cast, _ElementCast) and isinstance(
         cast.format, Format) else None
     return as_dtype(from_array(y, x), x.dtype, element, f"cast at {site}")
@@ -63,13 +75,14 @@ class _CastFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, forward, backward, site, role, context):
         key = (context.step, context.seed, context.training, context.bypass)
-        ctx.rounding = (backward, site, GRAD_ROLE.get(role, f"{role}-grad"), key)
+        ctx.rounding = (backward, site, GRAD_ROLE.get(role, f"{role}-grad"), key, context)
         return round_tensor(x, forward, site, role, "forward", key)
 
     @staticmethod
     def backward(ctx, grad):
-        backward, site, role, key = ctx.rounding
-        return (round_tensor(grad, backward, site, role, "backward", key),
+        backward, site, role, key, context = ctx.rounding
+        scale = getattr(context, "loss_scale", None)  # (read now: set after the forward pass)
+        return (round_tensor(grad, backward, site, role, "backward", key, scale),
                 None, None, None, None, None)
 
 
@@ -94,7 +107,7 @@ def cast(x: torch.Tensor, forward=None, backward=None, *, site: str = "cast",
     fwd, bwd = parse_cast(forward, "forward"), parse_cast(backward, "backward")
     if context is not None:
         return _CastFunction.apply(x, fwd, bwd, site, role, context)
-    context = RunContext(seed)
+    context = TorchRunContext(seed)
     with context.at_step(step):
         return _CastFunction.apply(x, fwd, bwd, site, role, context)
 
@@ -114,7 +127,7 @@ class Cast(torch.nn.Module):
         self.forward_cast = parse_cast(forward, "forward")
         self.backward_cast = parse_cast(backward, "backward")
         self.site, self.role = site, role
-        self.context = RunContext(seed)
+        self.context = TorchRunContext(seed)
 
     def forward(self, x):
         self.context.forward_started(self)

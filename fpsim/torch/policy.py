@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 
 from fpsim.training.context import RunContext
 from fpsim.training.precision import Policy, policy as make_policy
-from fpsim.torch.autograd import _CastFunction
+from fpsim.torch.autograd import TorchRunContext, _CastFunction
 
 #: Leaf modules whose outputs are values of their inputs (no rounding can change them).
 VALUE_PRESERVING = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Flatten, torch.nn.Unflatten,
@@ -94,7 +94,7 @@ def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) ->
             "optimizer_state" in f for _, f in pol.overrides):
         raise ValueError("fpsim.torch.apply_policy: optimizer-state casts round fpsim's own "
                          "optimizers' state; a torch optimizer's state is not reached")
-    context = RunContext(pol.seed if seed is None else seed)
+    context = TorchRunContext(pol.seed if seed is None else seed)
     names, undo, site_names, module_names = [], [], set(), set()
 
     def add(name):

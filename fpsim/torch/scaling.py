@@ -34,12 +34,15 @@ class LossScaling:
             ``"static:1024"``, ``{"name": "dynamic", "growth_interval": 100}``, ...) or a
             scaler object.
         optimizer: the ``torch.optim.Optimizer`` over the master parameters.
+        sites: the cast sites whose gradients carry the scale (what
+            :func:`fpsim.torch.apply_policy` returned, a :class:`fpsim.torch.Cast`, or a list
+            of them): their backward Stats are then reported with the scale.
 
     Attributes:
         scaler: the fpsim scaler; steps / skipped: counts of steps applied and skipped.
     """
 
-    def __init__(self, scaler, optimizer: torch.optim.Optimizer):
+    def __init__(self, scaler, optimizer: torch.optim.Optimizer, sites=None):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError("fpsim.torch.LossScaling: optimizer must be a "
                             f"torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -51,6 +54,15 @@ class LossScaling:
                              "static, dynamic) or train with fpsim's engine")
         self.optimizer = optimizer
         self.steps = self.skipped = 0
+        many = sites if isinstance(sites, (list, tuple)) and not hasattr(sites, "context") \
+            else ([] if sites is None else [sites])
+        self._contexts = []
+        for s in many:
+            ctx = getattr(s, "context", None)
+            if not hasattr(ctx, "loss_scale"):
+                raise TypeError("fpsim.torch.LossScaling: sites= takes what apply_policy "
+                                f"returned or fpsim.torch.Cast modules, got {type(s).__name__}")
+            self._contexts.append(ctx)
 
     def loss_scale(self) -> float:
         """The scale ``S`` of this step's loss."""
@@ -59,7 +71,10 @@ class LossScaling:
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """``loss * S`` (S is exact in the loss's dtype for the power-of-two scales of every
         scaler; others round once, as ``loss * S`` does anywhere)."""
-        return loss * self.loss_scale()
+        scale = self.loss_scale()
+        for ctx in self._contexts:  # (the backward pass this loss starts carries it)
+            ctx.loss_scale = scale
+        return loss * scale
 
     def step(self, summary=None) -> bool:
         """Unscale the gradients in place, then let the scaler decide: apply
