@@ -240,6 +240,33 @@ def test_apply_policy_sites_stats_and_removal():
     ft.apply_policy(model, "mixed_bf16").remove()  # (a second policy after removal is fine)
 
 
+def test_placement_rounds_nothing_and_attention_is_one_site():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    pol = fpsim.Policy("d", weights="fp8_delayed")
+    rec = fpsim.Recorder()
+    with fpsim.recording(rec):  # (torch's parametrization check would round every weight)
+        ft.apply_policy(model, pol)
+    assert rec.peek().sites == {} and pol.state_dict() == {"weights": {}}
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+    model = Attention()
+    sites = ft.apply_policy(model, "mixed_fp16")
+    # torch's attention calls F.linear on out_proj's weight: no site on out_proj's output,
+    # which would never run; the attention's output is the site
+    assert list(sites) == ["input", "attn", "attn.in_proj_weight", "attn.in_proj_bias",
+                           "attn.out_proj.weight", "attn.out_proj.bias"]
+    rec = fpsim.Recorder()
+    with fpsim.recording(rec):
+        model(torch.randn(2, 5, 8)).sum().backward()
+    assert {site for site, _, _ in rec.peek().sites} == set(sites)
+
+
 def test_apply_policy_refusals():
     model = _mlp()
     sites = ft.apply_policy(model, "mixed_fp16")

@@ -8,8 +8,8 @@ modules (the optional extra ``fpsim[torch]``; ``import fpsim`` never imports tor
 - :func:`cast` and :class:`Cast`: a rounding with a gradient: the forward value rounded, the
   incoming gradient rounded, straight through otherwise (:mod:`fpsim.torch.autograd`).
 - :func:`apply_policy`: a precision policy's cast sites placed on a ``torch.nn.Module`` with
-  hooks and parametrizations; with :func:`fpsim.recording` the same per-site Stats as fpsim's
-  own engine (:mod:`fpsim.torch.policy`).
+  hooks and parametrizations; with :func:`fpsim.recording` the per-site Stats fpsim's own
+  engine records at the same sites (:mod:`fpsim.torch.policy`).
 - :class:`LossScaling`: fpsim's global loss scalers (static, dynamic and its variants) driving a
   torch optimizer over float32 master weights (:mod:`fpsim.torch.scaling`).
 - :class:`RunRecord`: a torch run's steps, per-site Stats and epochs written into an fpsim

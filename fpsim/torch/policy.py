@@ -8,8 +8,11 @@ Sites (names as ``named_modules`` gives them):
 - ``<module>``: the output of every leaf module that can create new values, rounded forward to
   the activation format and, on the way back, its gradient to the activation-gradient format
   (a forward hook). Leaves that only move or select values (ReLU, max pooling, flatten,
-  identity, dropout in eval mode aside) are left out, as fpsim's engine leaves out its exact
-  modules.
+  identity) are left out, as fpsim's engine leaves out its exact modules. An attention module
+  (``nn.MultiheadAttention``) counts as a leaf: its output is rounded, not the values inside
+  it. Values computed in a non-leaf module's own ``forward`` (a residual sum written as
+  ``x + f(x)``) are not rounded: make such an operation a module of its own to give it a
+  site.
 - ``<module>.<parameter>``: every parameter, rounded forward to the weight format and its
   gradient to the weight-gradient format, through a parametrization
   (``torch.nn.utils.parametrize``): the optimizer still updates the float32 master
@@ -32,6 +35,11 @@ from fpsim.training.context import RunContext
 from fpsim.training.precision import Policy, policy as make_policy
 from fpsim.torch.autograd import TorchRunContext, _CastFunction
 
+#: Modules treated as leaves: their forward computes with their children's parameters without
+#: calling the children (torch's attention calls F.linear on ``out_proj.weight``), so a site
+#: on a child's output would never run. The module's output (the first element of a tuple) is
+#: the site; what it computes inside (scores, probabilities) is not rounded.
+OPAQUE = (torch.nn.MultiheadAttention,)
 #: Leaf modules whose outputs are values of their inputs (no rounding can change them).
 VALUE_PRESERVING = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Flatten, torch.nn.Unflatten,
                     torch.nn.Identity, torch.nn.MaxPool1d, torch.nn.MaxPool2d,
@@ -106,9 +114,13 @@ def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) ->
         undo.append(module.register_forward_pre_hook(
             lambda m, args: _round_args(args, fwd, context)).remove)
         add("input")
-    tree = [(mname, m, next(iter(m.children()), None) is None)  # (before parametrizations
-            for mname, m in module.named_modules()]                 # add modules of their own)
+    # (listed before parametrizations add modules of their own)
+    tree = [(mname, m, isinstance(m, OPAQUE) or next(iter(m.children()), None) is None)
+            for mname, m in module.named_modules()]
+    opaque = [mname for mname, m, _ in tree if isinstance(m, OPAQUE)]
     for mname, m, leaf in tree:
+        if any(mname.startswith(f"{o}.") for o in opaque):
+            leaf = False  # (inside an opaque module: its parameters only)
         module_names.add(mname)
         site = mname or "output"
         if leaf and not isinstance(m, VALUE_PRESERVING):
@@ -123,8 +135,12 @@ def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) ->
             fwd, bwd = pol.cast_for("weights", s), pol.cast_for("weight_grads", s)
             if fwd is None and bwd is None:
                 continue
+            # unsafe=True: torch would otherwise call the parametrization once to check it,
+            # rounding every weight at placement (Stats to a listening recorder, a step of
+            # a stateful cast such as delayed scaling) before any training step
             parametrize.register_parametrization(m, pname,
-                                                 _RoundedParameter(s, fwd, bwd, context))
+                                                 _RoundedParameter(s, fwd, bwd, context),
+                                                 unsafe=True)
             undo.append(lambda m=m, pname=pname: parametrize.remove_parametrizations(
                 m, pname, leave_parametrized=False))
             add(s)
@@ -160,4 +176,7 @@ def _round_args(args, cast, context):
 def _round_output(out, fwd, bwd, site, context):
     if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
         return _CastFunction.apply(out, fwd, bwd, site, "activation", context)
-    return out  # (tuples and other outputs are left alone)
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+        # (attention returns (output, weights): the output is the activation)
+        return (_round_output(out[0], fwd, bwd, site, context), *out[1:])
+    return out  # (other outputs are left alone)
