@@ -141,6 +141,27 @@ def test_bad_input_is_refused_with_a_message():
         ft.cast(x, "e9m9x")
 
 
+def test_nan_signs_and_small_float16_tensors():
+    """torch widens float16 NaNs element by element (small tensors, and the tail of large
+    ones) into positive NaNs; the bridge widens with numpy, which keeps the sign."""
+    for n in (3, 1027):
+        h = torch.full((n,), -1, dtype=torch.int16).view(torch.float16)  # 0xFFFF: -NaN
+        h[1] = 1.0
+        for fmt in ("fp16", "e4m3", "e5m2"):
+            _same(ft.quantize(h, fmt), fpsim.quantize(h.numpy(), fmt))
+        x = h.clone().requires_grad_()
+        y = ft.cast(x, "fp16", "fp16")
+        y.backward(h)
+        assert _host(y.detach()).view(np.uint16)[0] >> 15 == 1  # (still negative)
+        _same(x.grad, fpsim.quantize(h.numpy(), "fp16"))
+    b = torch.tensor([-float("nan"), 1.0]).to(torch.bfloat16)
+    _same(ft.quantize(b, "e4m3"), fpsim.quantize(_host(b), "e4m3"))
+    q = ft.quantize(_inputs(), "fp16")  # positional arguments as fpsim takes them
+    _same(ft.add(q, q, "fp16", "rtz"), fpsim.add(q.numpy(), q.numpy(), "fp16", "rtz"))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'roundng'"):
+        ft.add(q, q, "fp16", roundng="rtz")
+
+
 # ----------------------------------------------------------------------------- autograd
 def _stream(site, role, step):
     """The documented key of a cast site's stochastic rounding (fpsim.training.casts)."""
@@ -267,6 +288,41 @@ def test_placement_rounds_nothing_and_attention_is_one_site():
     assert {site for site, _, _ in rec.peek().sites} == set(sites)
 
 
+def test_removal_keeps_parameter_order_and_input_arguments():
+    model = _mlp()
+    order = [n for n, _ in model.named_parameters()]
+    sites = ft.apply_policy(model, fpsim.Policy("w", weights="fp16"))
+    sites.remove()
+    assert [n for n, _ in model.named_parameters()] == order  # (optimizer state still fits)
+
+    class TwoInputs(torch.nn.Module):
+        def forward(self, x, mask):
+            return x * mask
+    m = TwoInputs()  # (input cast only: the root is a leaf, its output site is turned off)
+    assert ft.apply_policy(m, fpsim.Policy("in", activations="fp16", overrides={
+        "output": {"activations": None}})) == ["input"]
+    mask = 1 + 2.0 ** -20  # (not an fp16 value)
+    out = m(torch.full((2,), 0.1), torch.full((2,), mask))
+    # the input (first argument) is rounded to fp16, the mask is not
+    x16 = np.float32(np.float16(0.1))
+    assert out[0].item() == x16 * np.float32(mask) != x16 * np.float32(np.float16(mask))
+
+
+def test_once_differentiable_and_nested_policies_refused():
+    x = torch.ones(3, requires_grad=True)
+    y = ft.cast(x, "fp16", "fp16")
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        g.sum().backward()
+    model = _mlp()
+    ft.apply_policy(model[0], "mixed_fp16")
+    with pytest.raises(ValueError, match="submodule '0' already carries a policy"):
+        ft.apply_policy(model, "mixed_fp16")
+    wn = torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 3)))
+    with pytest.raises(ValueError, match="already has a torch parametrization"):
+        ft.apply_policy(wn, "mixed_fp16")
+
+
 def test_apply_policy_refusals():
     model = _mlp()
     sites = ft.apply_policy(model, "mixed_fp16")
@@ -323,6 +379,26 @@ def test_dynamic_scaling_matches_torch_gradscaler_step_for_step():
         np.testing.assert_array_equal(_bits(pa.detach().numpy()), _bits(pb.detach().numpy()))
 
 
+def test_loss_scaling_float16_loss_unscale_and_one_step_per_loss():
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaling = ft.LossScaling("dynamic", opt)
+    scaled = scaling.scale(torch.tensor(1.0, dtype=torch.float16))
+    assert scaled.dtype == torch.float32 and scaled.item() == 2.0 ** 16  # (not Inf)
+    x = torch.ones(2, 16)
+    loss = model(x).sum()
+    scaling.scale(loss).backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    scaling.unscale_()  # (e.g. to clip the gradient norm)
+    for p, w in zip(model.parameters(), want):
+        np.testing.assert_array_equal(p.grad.numpy(), (w * np.float32(2.0 ** -16)).numpy())
+    with pytest.raises(RuntimeError, match="already called this step"):
+        scaling.unscale_()
+    assert scaling.step() and scaling.last_scale == 2.0 ** 16
+    with pytest.raises(RuntimeError, match="step.. was already called for this loss"):
+        scaling.step()
+
+
 def test_loss_scaling_refusals():
     opt = torch.optim.SGD(_mlp().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="adaptive .per-site. loss scaling"):
@@ -358,8 +434,9 @@ def test_run_record_of_a_torch_run_is_read_by_fpsim_report(tmp_path):
                         scaling.scale(loss).backward()
                     summary = rec.end_step()
                     summaries.append(summary)
+                    applied = scaling.step()
                     record.step(summary, loss=loss.item(), lr=0.05,
-                                loss_scale=scaling.loss_scale(), skipped=not scaling.step())
+                                loss_scale=scaling.last_scale, skipped=not applied)
                 with torch.no_grad():
                     acc = float((model(x).argmax(1) == y).float().mean())
                 record.epoch(test_loss=loss.item(), test_accuracy=acc)
@@ -384,6 +461,29 @@ def test_run_record_of_a_torch_run_is_read_by_fpsim_report(tmp_path):
                      "png"]) == 0
     text = (out / "report.md").read_text()
     assert "mixed_fp16 / dynamic" in text and "mixed_fp16 / none" in text
+
+
+def test_run_record_statuses(tmp_path):
+    from fpsim.training.records import RunDB
+    db = str(tmp_path / "s.sqlite")
+    with pytest.raises(ZeroDivisionError):
+        with ft.RunRecord(db, policy="mixed_fp16") as record:
+            record.step(None, loss=1.0)
+            record.epoch(test_loss=torch.tensor(0.5), test_accuracy=np.float32(0.75))
+            1 / 0
+    with pytest.raises(KeyboardInterrupt):
+        with ft.RunRecord(db, policy="mixed_fp16") as record:
+            raise KeyboardInterrupt
+    with ft.RunRecord(db, policy="fp32") as record:
+        record.close()  # (closing twice is harmless)
+    with RunDB(db) as r:
+        runs = r.runs()
+        assert [x["status"] for x in runs] == ["failed", "interrupted", "finished"]
+        assert "ZeroDivisionError" in runs[0]["summary"]["error"]
+        assert runs[0]["summary"]["test_accuracy"] == 0.75 and len(r.steps(runs[0]["id"])[
+            "loss"]) == 1
+    with pytest.raises(ValueError, match="unknown precision policy"):
+        ft.RunRecord(db, policy="fp99")
 
 
 def test_import_fpsim_does_not_import_torch():

@@ -16,6 +16,7 @@ under the site's name, role and direction, as fpsim's own cast sites do.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from fpsim.numerics.format import Format
 from fpsim.training import instrument
@@ -60,6 +61,9 @@ def round_tensor(x: torch.Tensor, cast, site: str, role: str, direction: str, ke
         return x
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"fpsim.torch: the cast at {site} rounds float tensors, got {x.dtype}")
+    if x.is_cuda:
+        raise TypeError(f"fpsim.torch: the cast at {site} got a CUDA tensor; cast sites round "
+                        "host tensors (the CUDA path serves fpsim.torch.quantize and friends)")
     ctx = CastContext(site, role, direction, step, seed, instrument.wants_stats(), training)
     y, st = cast.round(to_array(x.detach()), ctx)
     if st is not None:
@@ -79,6 +83,7 @@ class _CastFunction(torch.autograd.Function):
         return round_tensor(x, forward, site, role, "forward", key)
 
     @staticmethod
+    @once_differentiable  # (a rounding has no second derivative: refuse create_graph)
     def backward(ctx, grad):
         backward, site, role, key, context = ctx.rounding
         scale = getattr(context, "loss_scale", None)  # (read now: set after the forward pass)

@@ -89,10 +89,16 @@ def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) ->
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"fpsim.torch.apply_policy: module must be a torch.nn.Module, got "
                         f"{type(module).__name__}")
-    if getattr(module, _ATTR, None) is not None:
-        raise ValueError("fpsim.torch.apply_policy: this module already carries a policy; "
-                         "call .remove() on the returned sites (or fpsim.torch.remove_policy) "
-                         "before placing another")
+    for mname, m in module.named_modules():
+        if getattr(m, _ATTR, None) is not None:
+            raise ValueError("fpsim.torch.apply_policy: "
+                             + ("this module" if not mname else f"its submodule {mname!r}")
+                             + " already carries a policy; call .remove() on the returned "
+                             "sites (or fpsim.torch.remove_policy) before placing another")
+        if parametrize.is_parametrized(m):
+            raise ValueError(f"fpsim.torch.apply_policy: module {mname or '(root)'!r} already "
+                             "has a torch parametrization (weight_norm, spectral_norm, ...); "
+                             "cast sites on parametrized weights are not supported")
     pol = policy if isinstance(policy, Policy) else make_policy(policy)
     if pol.matmul is not None or any("matmul" in f for _, f in pol.overrides):
         raise ValueError("fpsim.torch.apply_policy: the policy sets a GEMM accumulation model "
@@ -109,10 +115,14 @@ def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) ->
         names.append(name)
         site_names.add(name)
 
+    # each module's parameter order, restored on removal (a removed parametrization registers
+    # its parameter again, last): optimizer state saved before the policy still fits after
+    orders = [(m, list(dict(m.named_parameters(recurse=False)))) for m in module.modules()]
+    undo.append(lambda: _restore_order(orders))
     if pol.cast_input and pol.cast_for("activations", "input") is not None:
         fwd = pol.cast_for("activations", "input")
         undo.append(module.register_forward_pre_hook(
-            lambda m, args: _round_args(args, fwd, context)).remove)
+            lambda m, args, f=fwd: _round_args(args, f, context)).remove)
         add("input")
     # (listed before parametrizations add modules of their own)
     tree = [(mname, m, isinstance(m, OPAQUE) or next(iter(m.children()), None) is None)
@@ -121,7 +131,7 @@ def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) ->
     for mname, m, leaf in tree:
         if any(mname.startswith(f"{o}.") for o in opaque):
             leaf = False  # (inside an opaque module: its parameters only)
-        module_names.add(mname)
+        module_names.add(mname or "output")  # (the root's site is named "output")
         site = mname or "output"
         if leaf and not isinstance(m, VALUE_PRESERVING):
             fwd, bwd = pol.cast_for("activations", site), pol.cast_for("activation_grads", site)
@@ -167,10 +177,24 @@ def remove_policy(module: torch.nn.Module, sites: PolicySites) -> None:
     sites.remove()
 
 
+def _restore_order(orders) -> None:
+    """Re-register each module's parameters in their order before the policy (public API)."""
+    for m, names in orders:
+        if list(dict(m.named_parameters(recurse=False))) == names:
+            continue
+        params = {n: p for n, p in m.named_parameters(recurse=False)}
+        for n in names:
+            delattr(m, n)
+        for n in names:
+            m.register_parameter(n, params[n])
+
+
 def _round_args(args, cast, context):
-    return tuple(_CastFunction.apply(a, cast, None, "input", "input", context)
-                 if isinstance(a, torch.Tensor) and a.dtype.is_floating_point else a
-                 for a in args)
+    """The model's input (its first argument) rounded, as fpsim's engine rounds it; further
+    arguments (masks, lengths) pass unchanged."""
+    if args and isinstance(args[0], torch.Tensor) and args[0].dtype.is_floating_point:
+        return (_CastFunction.apply(args[0], cast, None, "input", "input", context), *args[1:])
+    return args
 
 
 def _round_output(out, fwd, bwd, site, context):

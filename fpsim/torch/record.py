@@ -11,12 +11,13 @@ metrics and the epochs' evaluations, written into an fpsim run-record database t
                 ...forward, backward...
             summary = rec.end_step()
             applied = scaling.step(summary)
-            record.step(summary, loss=float(loss), accuracy=acc, lr=lr,
-                        loss_scale=S, skipped=not applied)
+            record.step(summary, loss=loss.item(), accuracy=acc, lr=lr,
+                        loss_scale=scaling.last_scale, skipped=not applied)
         record.epoch(test_loss=..., test_accuracy=...)
 
 Rows are committed at every epoch and when the block ends; a run whose block raises is
-recorded ``failed`` with the error (what it recorded until then stays).
+recorded ``failed`` with the error (``interrupted`` for Ctrl-C), and what it recorded until its
+last epoch stays. ``steps.seconds`` is the time since the record opened.
 """
 
 from __future__ import annotations
@@ -100,18 +101,30 @@ class RunRecord:
             seconds=time.perf_counter() - self._t0))
         self._db.commit()
         self.epochs += 1
-        self._summary = dict(test_loss=test_loss, test_accuracy=test_accuracy)
+        self._summary = dict(test_loss=None if test_loss is None else float(test_loss),
+                             test_accuracy=None if test_accuracy is None else float(
+                                 test_accuracy))
 
     def close(self, error: BaseException | None = None) -> None:
-        """Commit and mark the run finished (or failed, with ``error``)."""
+        """Commit and mark the run finished (``interrupted`` for Ctrl-C, ``failed`` with any
+        other ``error``); a second call does nothing."""
+        if self._db is None:
+            return
         summary = dict(self._summary, steps=self.steps, run_id=self.run_id,
-                       final_loss=self._last_loss)
-        if error is not None:
+                       final_loss=self._last_loss,
+                       seconds=round(time.perf_counter() - self._t0, 3))
+        status = "finished"
+        if isinstance(error, KeyboardInterrupt):
+            status = "interrupted"
+        elif error is not None:
+            status = "failed"
             summary["error"] = f"{type(error).__name__}: {error}"
-        self._db.commit()
-        self._db.set_status(self.run_id, "failed" if error is not None else "finished",
-                            summary)
-        self._db.close()
+        db, self._db = self._db, None
+        try:
+            db.commit()
+            db.set_status(self.run_id, status, summary)
+        finally:
+            db.close()
 
     def __enter__(self):
         return self

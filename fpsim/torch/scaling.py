@@ -39,7 +39,8 @@ class LossScaling:
             of them): their backward Stats are then reported with the scale.
 
     Attributes:
-        scaler: the fpsim scaler; steps / skipped: counts of steps applied and skipped.
+        scaler: the fpsim scaler; steps / skipped: counts of steps applied and skipped;
+        last_scale: the scale of the latest loss (what the step's run record should show).
     """
 
     def __init__(self, scaler, optimizer: torch.optim.Optimizer, sites=None):
@@ -54,6 +55,8 @@ class LossScaling:
                              "static, dynamic) or train with fpsim's engine")
         self.optimizer = optimizer
         self.steps = self.skipped = 0
+        self.last_scale: float | None = None
+        self._unscaled = self._stepped = False
         many = sites if isinstance(sites, (list, tuple)) and not hasattr(sites, "context") \
             else ([] if sites is None else [sites])
         self._contexts = []
@@ -69,18 +72,19 @@ class LossScaling:
         return float(self.scaler.loss_scale())
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
-        """``loss * S`` (S is exact in the loss's dtype for the power-of-two scales of every
-        scaler; others round once, as ``loss * S`` does anywhere)."""
+        """``loss * S``, in float32 for a float16 / bfloat16 loss (2^16 times a float16 loss
+        would overflow; ``torch.amp.GradScaler`` also returns float32). Starts a step:
+        :meth:`unscale_` and :meth:`step` may follow once each."""
         scale = self.loss_scale()
         for ctx in self._contexts:  # (the backward pass this loss starts carries it)
             ctx.loss_scale = scale
+        self._unscaled = self._stepped = False
+        self.last_scale = scale
+        if loss.dtype in (torch.float16, torch.bfloat16):
+            loss = loss.float()
         return loss * scale
 
-    def step(self, summary=None) -> bool:
-        """Unscale the gradients in place, then let the scaler decide: apply
-        ``optimizer.step()`` (True) or skip it (False, a non-finite gradient). ``summary``:
-        this step's :class:`~fpsim.training.instrument.StepSummary`, for scalers that read
-        it."""
+    def _grads(self) -> list[torch.Tensor]:
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]
                  if p.grad is not None]
         for g in grads:
@@ -91,10 +95,34 @@ class LossScaling:
                 raise TypeError(f"fpsim.torch.LossScaling: master gradients are float32 or "
                                 f"float64, got {g.dtype} (keep the optimizer's parameters in "
                                 "float32; the policy rounds copies)")
-        with torch.no_grad():
-            # the scaler's unscale multiplies numpy views of the gradients in place
-            self.scaler.unscale([g.numpy() for g in grads])
-            found_inf = any(not bool(torch.isfinite(g).all()) for g in grads)
+        return grads
+
+    def unscale_(self) -> None:
+        """Bring the gradients to true magnitude in place now (e.g. to clip their norm before
+        :meth:`step`), as ``GradScaler.unscale_``; once per step."""
+        if self._stepped:
+            raise RuntimeError("fpsim.torch.LossScaling: unscale_() after step(); call scale() "
+                               "on the next loss first")
+        if self._unscaled:
+            raise RuntimeError("fpsim.torch.LossScaling: unscale_() was already called this "
+                               "step")
+        with torch.no_grad():  # (the scaler's unscale multiplies numpy views in place)
+            self.scaler.unscale([g.numpy() for g in self._grads()])
+        self._unscaled = True
+
+    def step(self, summary=None) -> bool:
+        """Unscale the gradients in place (unless :meth:`unscale_` did), then let the scaler
+        decide: apply ``optimizer.step()`` (True) or skip it (False, a non-finite gradient).
+        ``summary``: this step's :class:`~fpsim.training.instrument.StepSummary`, for scalers
+        that read it. :attr:`last_scale` keeps the scale this step's loss was multiplied by
+        (the scaler's own may change here)."""
+        if self._stepped:
+            raise RuntimeError("fpsim.torch.LossScaling: step() was already called for this "
+                               "loss; call scale() on the next loss first")
+        if not self._unscaled:
+            self.unscale_()
+        found_inf = any(not bool(torch.isfinite(g).all()) for g in self._grads())
+        self._stepped = True
         apply = bool(self.scaler.update(StepStats(found_inf, summary)))
         if apply:
             self.optimizer.step()

@@ -55,10 +55,12 @@ def to_array(t: torch.Tensor):
     """The numpy array (CPU, sharing memory) or the tensor itself (CUDA: fpsim reads its
     ``__cuda_array_interface__``) that fpsim's functions take; float16 and bfloat16 widened to
     float32 (exactly)."""
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
     if t.is_cuda:
-        return t.contiguous()
+        return (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).contiguous()
+    if t.dtype == torch.float16:  # numpy widens NaNs with their sign; torch's scalar path
+        return t.numpy().astype(np.float32)  # makes every NaN positive
+    if t.dtype == torch.bfloat16:  # (the top half of a float32: exact, NaNs included)
+        return (t.view(torch.int16).numpy().astype(np.int32) << 16).view(np.float32)
     return t.numpy()
 
 
@@ -66,6 +68,8 @@ def from_array(arr, like: torch.Tensor) -> torch.Tensor:
     """A result of fpsim's functions as a tensor on ``like``'s device (no copy)."""
     if backend.is_device_array(arr):
         return torch.as_tensor(arr, device=like.device)
+    if like.is_cuda:  # (fixed-point and scaled formats compute on the host)
+        return from_array(arr, torch.empty(0)).to(like.device)
     arr = np.asarray(arr)
     if arr.ndim == 0:  # (fpsim returns a scalar for 0-d input: keep the tensor 0-d)
         arr = arr.reshape(())
@@ -113,7 +117,8 @@ def as_dtype(res: torch.Tensor, dtype: torch.dtype, fmt, what: str) -> torch.Ten
         return res
     element = None if fmt is None else _element_format(fmt)
     carrier = parse_format(FLOAT_DTYPES[dtype])
-    hint = (f"ask for a wider result: call it on t.float() or t.double()")
+    hint = ("ask for a wider result: call it on "
+            + ("t.double()" if dtype == torch.float32 else "t.float() or t.double()"))
     if element is not None:
         if not _fits(element, carrier):
             raise ValueError(f"fpsim.torch.{what}: values of {element} do not all fit "
@@ -191,20 +196,31 @@ def _elementwise(name: str, tensors, fmt, kwargs):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+#: The positional arguments fpsim's arithmetic takes after the format, with their defaults.
+_OP_POSITIONAL = (("rounding", "rne"), ("overflow", "ieee"), ("seed", 0), ("flags", False))
+
+
 def _op(name: str, arity: int):
-    def op(*args, rounding="rne", overflow="ieee", seed=0, flags=False, stream=0, sr_bits=None,
-           tininess="after", stats=False):
-        if len(args) != arity + 1:
-            raise TypeError(f"fpsim.torch.{name} takes {arity} tensor(s) and a format, got "
-                            f"{len(args)} positional arguments")
+    def op(*args, stream=0, sr_bits=None, tininess="after", stats=False, **named):
+        extra = args[arity + 1:]
+        if len(args) < arity + 1 or len(extra) > len(_OP_POSITIONAL):
+            raise TypeError(f"fpsim.torch.{name} takes {arity} tensor(s), a format and at most "
+                            f"{', '.join(k for k, _ in _OP_POSITIONAL)}; got {len(args)} "
+                            "positional arguments")
+        kwargs = dict(_OP_POSITIONAL)
+        kwargs.update(zip((k for k, _ in _OP_POSITIONAL), extra))
+        for k, v in named.items():
+            if k not in kwargs:
+                raise TypeError(f"fpsim.torch.{name} got an unexpected keyword argument {k!r}")
+            kwargs[k] = v
         return _elementwise(name, args[:arity], args[arity], dict(
-            rounding=rounding, overflow=overflow, seed=seed, flags=flags, stream=stream,
-            sr_bits=sr_bits, tininess=tininess, stats=stats))
+            kwargs, stream=stream, sr_bits=sr_bits, tininess=tininess, stats=stats))
     op.__name__ = op.__qualname__ = name
-    op.__doc__ = (f":func:`fpsim.{name}` on tensors ({arity} operand(s), then the format; the "
-                  "same keyword arguments): the correctly rounded result as a tensor of the "
-                  "operands' promoted dtype (refused where that would not be exact) on their "
-                  "device, with the flags tensor and Stats when asked for.")
+    op.__doc__ = (f":func:`fpsim.{name}` on tensors ({arity} operand(s), then the format, "
+                  "then fpsim's positional and keyword arguments): the correctly rounded "
+                  "result as a tensor of the operands' promoted dtype (refused where that "
+                  "would not be exact) on their device, with the flags tensor and Stats when "
+                  "asked for.")
     return op
 
 
