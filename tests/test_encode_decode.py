@@ -298,3 +298,17 @@ def test_anchor_codes(fmt, value, code, overflow, exact):
     ref = reference.decode_code(code, f)
     assert np.float64(back).view(np.uint64) == np.float64(ref).view(np.uint64), (
         f"{fmt} decode({code:#x}) = {back!r}, reference {ref!r}")
+
+
+def test_decode_of_a_list_refuses_floats_and_names_huge_codes():
+    # a float in a list was truncated to a code (15360.9 -> 15360, which is 1.0 in fp16)
+    with pytest.raises(TypeError, match="codes must be integers, got dtype float64"):
+        fpsim.decode([15360.9], "fp16")
+    with pytest.raises(TypeError, match="codes must be integers"):
+        fpsim.decode(np.array([15360.9]), "fp16")
+    # a list of ints beyond 2^64 (numpy: dtype object) is a range error naming the code
+    with pytest.raises(ValueError, match=r"code 18446744073709551616 at index \(1,\) is outside"):
+        fpsim.decode([1, 2 ** 64], "fp16")
+    assert fpsim.decode([15360, 0], "fp16").tolist() == [1.0, 0.0]
+    big = (1 << 63) | 1  # (numpy reads this list as float64; it is an int64 code)
+    assert fpsim.decode([big], "float64")[0] == np.array([big], np.uint64).view(np.float64)[0]

@@ -271,3 +271,12 @@ def test_cli_train_with_a_scaler_and_shadow_measurement(tmp_path, capsys):
     assert shadow_steps == list(range(0, out["steps"], 4))
     assert cli.main(["train", "--scaler", "static", "--db", str(db)]) == 2
     assert "needs a scale" in capsys.readouterr().err
+
+
+def test_an_empty_database_name_is_refused(tmp_path, capsys):
+    # SQLite opens a temporary database for '': every record would be thrown away
+    with pytest.raises(RecordError, match="'' is not a database file name"):
+        RunDB("")
+    from fpsim import cli
+    assert cli.main(["train", "--db", "", "--epochs", "1"]) == 2
+    assert "not a database file name" in capsys.readouterr().err

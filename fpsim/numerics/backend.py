@@ -335,12 +335,18 @@ def host_codes(codes, fmt: Format) -> np.ndarray:
     """Host integer codes as a C-contiguous int64 array (uint64 codes reinterpreted), range
     checked."""
     arr = np.asarray(codes)
-    if arr.dtype.kind == "f" and isinstance(codes, (list, tuple)):
-        # numpy turns a list holding ints >= 2^63 into float64; read it as uint64 instead.
-        try:
-            arr = np.asarray(codes, dtype=np.uint64)
-        except (OverflowError, TypeError, ValueError):
-            pass
+    if arr.dtype.kind in "fO" and isinstance(codes, (list, tuple)):
+        # numpy turns a list holding ints >= 2^63 into float64 (or object beyond 2^64): read a
+        # list of integers as integers. A float in the list stays a float and is refused
+        # below (converting it would truncate 15360.9 to the code 15360).
+        values = np.asarray(codes, dtype=object)
+        if values.size and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                               for v in values.flat):
+            for where in np.ndindex(values.shape):
+                v = int(values[where])
+                if not 0 <= v < 1 << fmt.bits:
+                    raise _code_range_error(v, where, fmt)
+            arr = values.astype(np.uint64)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype.kind not in "iu":

@@ -133,6 +133,11 @@ class RunDB:
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
+        if not self.path.strip():
+            # (SQLite would open a temporary database and every record would be lost; an
+            # in-memory one is asked for by name, ":memory:")
+            raise RecordError(f"{self.path!r} is not a database file name; give a path such as "
+                              "runs.sqlite (or ':memory:' for records that are not kept)")
         if os.path.isdir(self.path):
             raise RecordError(f"{self.path} is a directory, not a run-record database; give a "
                               "file name (e.g. runs.sqlite)")
