@@ -146,3 +146,13 @@ def test_format_without_zero_or_fraction_bits():
     assert A.add(2.0**-127, 2.0**-127, "float8_e8m0fnu") == 2.0**-126
     res = VA.check_exhaustive("float8_e8m0fnu", "sub", "rne")
     assert res.mismatches == 0, res.line()
+
+
+def test_integers_beyond_2_53_are_refused_as_quantize_refuses_them():
+    # 2^60 + 1 becomes 2^60 in float64: the op would describe another number
+    big = np.array([2 ** 60 + 1])
+    for fn in (lambda: fpsim.add(big, 0, "fp32"), lambda: fpsim.quantize(big, "fp32"),
+               lambda: fpsim.matmul(big.reshape(1, 1), np.array([[1]]), "float32")):
+        with pytest.raises(ValueError, match="beyond 2\\^53"):
+            fn()
+    assert fpsim.add(np.array([2 ** 53]), np.array([1]), "fp32")[0] == 2.0 ** 53

@@ -80,6 +80,7 @@ def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
         raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"operand {name} must be {ndim}-D, got shape {arr.shape}")
+    backend.check_exact_ints(arr, f"operand {name}")
     with np.errstate(invalid="ignore"):
         arr = np.ascontiguousarray(arr, dtype=np.float64)
     scan = kacc.scan_operand(arr, fmt.params("float64"))

@@ -124,8 +124,7 @@ def as_float_array(x, what: str = "x") -> np.ndarray:
         # (np.ascontiguousarray would turn a 0-d array into a 1-d one.)
         return arr if arr.flags.c_contiguous else arr.copy(order="C")
     if arr.dtype == np.float16 or arr.dtype.kind in "iub" or _is_ml_dtype(arr.dtype):
-        if arr.dtype.kind in "iu" and arr.size and np.max(np.abs(arr.astype(object))) > 2**53:
-            raise ValueError(f"{what} holds integers beyond 2^53, which float64 cannot hold exactly")
+        check_exact_ints(arr, what)
         with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
             return arr.astype(np.float64, order="C")
     raise TypeError(
@@ -138,6 +137,13 @@ def as_float_array(x, what: str = "x") -> np.ndarray:
 _NAMES = ("a", "b", "c")
 
 
+def check_exact_ints(arr: np.ndarray, what: str) -> None:
+    """ValueError if the integer array ``arr`` holds a magnitude beyond 2^53 (float64, the
+    kernels' carrier, would round it: the result would describe another number)."""
+    if arr.dtype.kind in "iu" and arr.size and np.max(np.abs(arr.astype(object))) > 2**53:
+        raise ValueError(f"{what} holds integers beyond 2^53, which float64 cannot hold exactly")
+
+
 def host_operands(args):
     """Host operands as float64 arrays broadcast to one shape (exact conversions only)."""
     arrs = []
@@ -147,6 +153,7 @@ def host_operands(args):
             arr = arr.astype(arr.dtype.newbyteorder("="))
         if arr.dtype.kind not in "fiub" and not (arr.dtype.kind == "V"):
             raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
+        check_exact_ints(arr, f"operand {name}")
         with np.errstate(invalid="ignore"):
             arrs.append(arr.astype(np.float64, copy=False))
     return np.broadcast_arrays(*arrs)
