@@ -140,7 +140,9 @@ _NAMES = ("a", "b", "c")
 def check_exact_ints(arr: np.ndarray, what: str) -> None:
     """ValueError if the integer array ``arr`` holds a magnitude beyond 2^53 (float64, the
     kernels' carrier, would round it: the result would describe another number)."""
-    if arr.dtype.kind in "iu" and arr.size and np.max(np.abs(arr.astype(object))) > 2**53:
+    # (only 64-bit integers can exceed 2^53; numpy compares them with the bound exactly)
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize >= 8 and arr.size and (
+            np.any(arr > 2**53) or (arr.dtype.kind == "i" and np.any(arr < -2**53))):
         raise ValueError(f"{what} holds integers beyond 2^53, which float64 cannot hold exactly")
 
 
