@@ -35,19 +35,6 @@ TARGET_WRITE = 0.05
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _train_share(fields_list: list[dict]) -> float:
-    """Train each config into a scratch database in this (fresh) process; the seconds taken."""
-    import numba
-
-    from fpsim.training.loop import train
-    numba.set_num_threads(1)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, fields in enumerate(fields_list):
-            train(fields, db=os.path.join(tmp, f"{i}.sqlite"))
-    return time.perf_counter() - t0
-
-
 def _plain_processes(plan, workers: int) -> float:
     """The runs dealt round-robin to ``workers`` spawned processes (BLAS / OpenMP at one
     thread, as in a sweep's workers); wall seconds including their start."""
@@ -56,7 +43,7 @@ def _plain_processes(plan, workers: int) -> float:
     try:
         t0 = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            pool.map(_train_share, [[r.fields for r in plan[i::workers]] for i in range(workers)])
+            pool.map(_train_each, [[r.fields for r in plan[i::workers]] for i in range(workers)])
         return time.perf_counter() - t0
     finally:
         for k, v in saved.items():

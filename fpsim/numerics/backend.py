@@ -351,10 +351,12 @@ def host_codes(codes, fmt: Format) -> np.ndarray:
         values = np.asarray(codes, dtype=object)
         if values.size and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                for v in values.flat):
-            for where in np.ndindex(values.shape):
-                v = int(values[where])
-                if not 0 <= v < 1 << fmt.bits:
-                    raise _code_range_error(v, where, fmt)
+            # (the range check below needs uint64: first the codes uint64 cannot hold)
+            outside = (values < 0) | (values >= 1 << 64)
+            if outside.any():
+                where = np.unravel_index(int(np.argmax(outside)), values.shape)
+                where = tuple(int(i) for i in where)
+                raise _code_range_error(int(values[where]), where, fmt)
             arr = values.astype(np.uint64)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
