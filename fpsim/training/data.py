@@ -73,9 +73,10 @@ class Dataset:
         input_shape: Per-example input shape, e.g. ``(1, 8, 8)`` (channels first).
         attribution: Source and licence text; ``""`` for purely synthetic data.
 
-    Construction checks that inputs and labels have matching counts, that the
-    inputs have ``input_shape``, that class labels lie in ``[0, num_classes)``
-    and that nothing is NaN or infinite (``ValueError`` otherwise).
+    Construction checks that each split holds at least one example, that inputs
+    and labels have matching counts, that the inputs have ``input_shape`` (no
+    axis of length 0), that class labels lie in ``[0, num_classes)`` and that
+    nothing is NaN or infinite (``ValueError`` otherwise).
     """
 
     name: str
@@ -91,8 +92,13 @@ class Dataset:
     def __post_init__(self):
         if self.task not in ("classification", "regression"):
             raise ValueError(f"{self.name}: task must be 'classification' or 'regression', got {self.task!r}")
-        for split in ("train", "test"):
+        if 0 in tuple(self.input_shape):
+            raise ValueError(f"{self.name}: input_shape {tuple(self.input_shape)} has an axis "
+                             "of length 0")
+        for split, label in (("train", "training"), ("test", "test")):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if not len(x):  # (an empty training set trains 0 steps; an empty test set has no mean)
+                raise ValueError(f"{self.name}: no {label} examples")
             if len(x) != len(y):
                 raise ValueError(f"{self.name}: x_{split} has {len(x)} examples but y_{split} has {len(y)}")
             if tuple(x.shape[1:]) != tuple(self.input_shape):
@@ -173,6 +179,11 @@ def load(name: str, *, seed: int = 0, path: str | os.PathLike | None = None, **o
     if key in ("mnist", "cifar10"):
         if path is None:
             raise ValueError(f"{key}: path is required (the directory holding the {key} files)")
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{key}: path must be a directory name, got {type(path).__name__}")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"{key}: path {os.fspath(path)!r} is a file, not a directory "
+                             f"(give the directory holding the {key} files)")
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{key}: directory {os.fspath(path)!r} does not exist")
         return _load_mnist(os.fspath(path)) if key == "mnist" else _load_cifar10(os.fspath(path))
@@ -384,36 +395,82 @@ def _find_file(directory, name, compressed_ok=True):
     raise FileNotFoundError(f"file {name!r}{suffix} not found in {directory!r}")
 
 
+#: The most data bytes an IDX file may declare (MNIST's largest file holds 47 MB): a header
+#: claiming more is refused before anything is read, and a stream is never read past the size
+#: its header declares, so a small gzip bomb costs no more memory than an honest file.
+MAX_IDX_BYTES = 1 << 30
+
+
 def _read_idx(file, magic):
-    """Array stored in an IDX file (optionally gzipped) whose header must carry `magic` (uint8 data)."""
+    """Array stored in an IDX file (optionally gzipped) whose header must carry `magic` (uint8 data).
+
+    The header is read first; then exactly the bytes its dims declare (at most
+    :data:`MAX_IDX_BYTES`) and one more, which must not exist.
+    """
     try:
         with (gzip.open if file.endswith(".gz") else open)(file, "rb") as f:
-            raw = f.read()
+            return _read_idx_stream(f, file, magic)
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{file}: cannot read ({e})") from e
-    if len(raw) < 4:
-        raise ValueError(f"{file}: truncated IDX file ({len(raw)} bytes, no header)")
-    found = int.from_bytes(raw[:4], "big")
+
+
+def _read_idx_stream(f, file, magic):
+    head = f.read(4)
+    if len(head) < 4:
+        raise ValueError(f"{file}: truncated IDX file ({len(head)} bytes, no header)")
+    found = int.from_bytes(head, "big")
     if found != magic:
         raise ValueError(f"{file}: bad IDX magic 0x{found:08x}, expected 0x{magic:08x}")
     ndim = magic & 0xFF
-    start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise ValueError(f"{file}: truncated IDX header ({len(raw)} bytes, need {start})")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size, have = math.prod(dims), len(raw) - start
-    if have != size:
-        problem = "truncated" if have < size else "has trailing bytes"
-        raise ValueError(f"{file}: {problem}: header dims {dims} need {size} data bytes, file has {have}")
-    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise ValueError(f"{file}: truncated IDX header ({4 + len(raw_dims)} bytes, "
+                         f"need {4 + 4 * ndim})")
+    dims = tuple(int.from_bytes(raw_dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+    size = math.prod(dims)
+    if size > MAX_IDX_BYTES:
+        raise ValueError(f"{file}: header dims {dims} declare {size} data bytes, more than "
+                         f"the {MAX_IDX_BYTES} an IDX file may hold")
+    raw = f.read(size)
+    if len(raw) < size:
+        raise ValueError(f"{file}: truncated: header dims {dims} need {size} data bytes, "
+                         f"file has {len(raw)}")
+    if f.read(1):
+        raise ValueError(f"{file}: has trailing bytes: header dims {dims} need {size} data bytes")
+    return np.frombuffer(raw, np.uint8).reshape(dims)
 
 
 def _check_labels(file, labels, count, num_classes=10):
+    """int64 copy of the class labels read from `file`, checked against the image count and the
+    class range; anything but integers (floats, strings, ints beyond int64) is refused."""
+    labels = _integer_labels(file, labels, num_classes)
     if len(labels) != count:
         raise ValueError(f"{file}: {len(labels)} labels but the images file holds {count} images")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{file}: negative label {int(labels.min())}")
     if len(labels) and labels.max() >= num_classes:
         raise ValueError(f"{file}: label {int(labels.max())} outside 0..{num_classes - 1}")
     return labels.astype(np.int64)
+
+
+def _integer_labels(file, labels, num_classes):
+    """`labels` as a 1-D integer array. Python ints beyond int64 (an object array) are a range
+    error naming the value; floats (1.5 would be truncated), bools and strings are refused."""
+    try:
+        a = np.asarray(labels).reshape(-1)
+    except (ValueError, TypeError) as e:  # ragged or otherwise not array-like
+        raise ValueError(f"{file}: labels must be a list of integers ({e})") from None
+    if not len(a):  # ([] reads as float64)
+        return a.astype(np.int64)
+    if a.dtype.kind in "iu":
+        return a
+    values = a.tolist()
+    is_int = [isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+              for v in values]
+    if all(is_int):  # an object array: some value does not fit in int64
+        raise ValueError(f"{file}: label {max(values, key=abs)} outside 0..{num_classes - 1}")
+    bad = values[is_int.index(False)]
+    raise ValueError(f"{file}: labels must be integers, got {a.dtype} value {bad!r}")
 
 
 def _load_mnist(path):
@@ -438,12 +495,29 @@ _PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
 }
+# Labels written as numpy integers (np.int64(3)) pickle as `scalar(dtype, bytes)`.
+_PICKLE_SCALARS = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+
+def _integer_scalar(scalar):
+    """numpy's scalar reconstructor `scalar` limited to integer and bool dtypes (labels): an
+    object dtype would hand back whatever the pickle holds, a float label would be truncated."""
+    def build(dtype, *args):
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "iub":
+            raise pickle.UnpicklingError(f"refusing numpy scalar of dtype {dtype}: "
+                                         "labels are integers")
+        return scalar(dtype, *args)
+    return build
 
 
 class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that builds only plain containers, numpy arrays and integer numpy scalars."""
+
     def find_class(self, module, name):
         if (module, name) in _PICKLE_GLOBALS:
             return super().find_class(module, name)
+        if (module, name) in _PICKLE_SCALARS:
+            return _integer_scalar(super().find_class(module, name))
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
 
 
@@ -463,9 +537,7 @@ def _read_cifar_batch(file):
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{file}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
-    labels = _check_labels(file, np.asarray(labels, dtype=np.int64).reshape(-1), len(data))
-    if len(labels) and labels.min() < 0:
-        raise ValueError(f"{file}: negative label {int(labels.min())}")
+    labels = _check_labels(file, labels, len(data))
     return data.reshape(-1, 3, 32, 32), labels
 
 
