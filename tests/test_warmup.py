@@ -1,0 +1,54 @@
+"""``fpsim warmup``: compiling the kernels ahead of use (fpsim.warmup)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fpsim import warmup
+from fpsim.cli import main
+
+
+def test_sets_and_order():
+    main_set, all_set = warmup.task_names("main"), warmup.task_names("all")
+    assert main_set and set(main_set) < set(all_set)
+    assert all_set == list(warmup.TASKS)  # "all" runs every task, in table order
+    assert "training steps" in main_set
+
+
+@pytest.mark.parametrize("which, jobs, message", [
+    ("some", 1, "warm-up set must be 'main' or 'all'"),
+    ("main", 0, "jobs must be a positive integer"),
+    ("main", True, "jobs must be a positive integer"),
+    ("main", 1.5, "jobs must be a positive integer"),
+])
+def test_bad_arguments(which, jobs, message):
+    with pytest.raises(ValueError, match=message):
+        warmup.warmup(which, jobs=jobs, progress=None)
+
+
+def test_every_task_runs_and_reports(capsys):
+    """Each task of the full set runs through the public functions without error (a task that
+    no longer matches the API fails here, not in a user's first command), with one progress
+    line per task and a total."""
+    times = warmup.warmup("all", jobs=1)
+    err = capsys.readouterr().err.splitlines()
+    n = len(warmup.TASKS)
+    assert list(times) == list(warmup.TASKS) and all(t > 0 for t in times.values())
+    assert [re.sub(r": [0-9.]+ s$", "", line) for line in err[:-1]] == [
+        f"[{k + 1:2d}/{n}] {name}" for k, name in enumerate(warmup.TASKS)]
+    assert re.fullmatch(r"kernels ready in [0-9.]+ s", err[-1])
+
+
+def test_cli_parallel_jobs(capsys):
+    """`fpsim warmup --jobs 2` runs the main set in two spawned processes."""
+    assert main(["warmup", "--jobs", "2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    done = sorted(re.sub(r"^\[ ?\d+/\d+\] |: [0-9.]+ s$", "", line) for line in err[:-1])
+    assert done == sorted(warmup.task_names("main"))
+
+
+def test_cli_refuses_zero_jobs(capsys):
+    assert main(["warmup", "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
