@@ -14,6 +14,7 @@ Subcommands, one module each (:data:`COMMANDS`)::
     fpsim ptq --db DB --run ID [--bits B]   post-training quantization, multiple points
     fpsim lca --db DB --run ID              loss-change allocation per layer and step
     fpsim sweep SPEC.toml --db STUDY        a grid of runs on Dask, one study database
+    fpsim warmup [--all] [--jobs N]         compile the kernels ahead of use
 
 A command module has ``register(subparsers)``, which adds its parser(s), and ``run(args) -> int``,
 which runs a parsed command line and returns the exit status.
@@ -29,11 +30,12 @@ import os
 import sys
 
 from fpsim.cli import (compare, formats, halp, histogram, lca, ptq, quantize, sweep, train,
-                       validate)
+                       validate, warmup)
 from fpsim.cli.common import _Parser, _UsageError
 
 #: The command modules, in the order of ``fpsim --help``.
-COMMANDS = (formats, quantize, histogram, validate, train, compare, sweep, halp, ptq, lca)
+COMMANDS = (formats, quantize, histogram, validate, train, compare, sweep, halp, ptq, lca,
+            warmup)
 
 
 def build_parser() -> argparse.ArgumentParser:
