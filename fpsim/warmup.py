@@ -18,7 +18,10 @@ Two sets:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
 import multiprocessing
+import os
 import sys
 import time
 from typing import Callable
@@ -158,6 +161,39 @@ def run_task(name: str) -> float:
     return time.perf_counter() - start
 
 
+def _marker(which: str) -> str:
+    """The file that says set ``which`` was warmed up with the current kernel sources (it lives
+    in the cache folder named by their hash, so any change of the kernels drops it)."""
+    from fpsim.kernels import _cache_dir
+
+    return os.path.join(_cache_dir(), f"warmup-{which}.done")
+
+
+def is_warm(which: str = "main") -> bool:
+    """True when set ``which`` (or ``"all"``, which includes it) was warmed up with the current
+    kernel sources and cache folder."""
+    task_names(which)
+    return any(os.path.exists(_marker(w)) for w in ((which,) if which == "all" else
+                                                    (which, "all")))
+
+
+def ensure(which: str = "main", jobs: int | None = None, progress=True) -> bool:
+    """Warm up set ``which`` unless it already is (:func:`is_warm`); return True if it ran.
+
+    Commands call this first, so a fresh install shows progress while it compiles, and
+    compiles on ``jobs`` cores (default: the CPUs, at most 4) instead of one.
+    """
+    if is_warm(which):
+        return False
+    jobs = jobs or min(4, os.cpu_count() or 1)
+    stream = sys.stderr if progress is True else (progress or None)
+    if stream is not None:
+        print(f"compiling fpsim's kernels for first use in {jobs} process(es); they are cached "
+              "for later runs (`fpsim warmup` does this ahead)", file=stream, flush=True)
+    warmup(which, jobs=jobs, progress=stream)
+    return True
+
+
 def warmup(which: str = "main", jobs: int = 1, progress=True) -> dict[str, float]:
     """Compile (or load from the cache) the kernels of set ``which``; return seconds per task.
 
@@ -192,4 +228,8 @@ def warmup(which: str = "main", jobs: int = 1, progress=True) -> dict[str, float
                 report(pending[done], done.result())
     if progress is not None:
         print(f"kernels ready in {time.perf_counter() - start:.1f} s", file=progress, flush=True)
+    with contextlib.suppress(OSError):  # a read-only cache: warm-ups just run again
+        os.makedirs(os.path.dirname(_marker(which)), exist_ok=True)
+        with open(_marker(which), "w") as f:
+            f.write(json.dumps(times) + "\n")
     return times

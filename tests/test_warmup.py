@@ -52,3 +52,31 @@ def test_cli_parallel_jobs(capsys):
 def test_cli_refuses_zero_jobs(capsys):
     assert main(["warmup", "--jobs", "0"]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_ensure_runs_once_per_kernel_sources(tmp_path, monkeypatch, capsys):
+    """ensure() warms up only when no warm-up of these kernel sources is on record; a full
+    warm-up counts for the main set; the record is written by a completed warm-up only."""
+    monkeypatch.setattr(warmup, "_marker", lambda which: str(tmp_path / f"warmup-{which}.done"))
+    calls = []
+    real = warmup.warmup
+
+    def fake(which, jobs, progress):
+        calls.append((which, jobs))
+        if which == "main":
+            return real("main", jobs=1, progress=progress)
+        raise KeyboardInterrupt  # an interrupted warm-up leaves no record
+
+    monkeypatch.setattr(warmup, "warmup", fake)
+    assert not warmup.is_warm("main")
+    assert warmup.ensure("main", jobs=3) is True
+    assert calls == [("main", 3)]
+    assert "compiling fpsim's kernels for first use in 3 process(es)" in capsys.readouterr().err
+    assert warmup.is_warm("main") and not warmup.is_warm("all")
+    assert warmup.ensure("main") is False and len(calls) == 1
+    with pytest.raises(KeyboardInterrupt):
+        warmup.ensure("all", progress=None)
+    assert not warmup.is_warm("all")
+    (tmp_path / "warmup-main.done").unlink()
+    (tmp_path / "warmup-all.done").write_text("{}\n")
+    assert warmup.is_warm("main") and warmup.ensure("main") is False
