@@ -11,13 +11,17 @@ import (and, for the kernels, Numba's cache load or compile).
 
 from __future__ import annotations
 
-import importlib
+from fpsim import _interrupt
 
-from fpsim.numerics import formats
-from fpsim.numerics.format import Format
-from fpsim.numerics.formats import format
-from fpsim.numerics.modes import Event, Flag, Overflow, RoundMode
-from fpsim.numerics.stats import Stats
+_interrupt.quiet_startup()  # (only when run as the fpsim command: Ctrl-C while loading exits 130)
+
+import importlib  # noqa: E402
+
+from fpsim.numerics import formats  # noqa: E402
+from fpsim.numerics.format import Format  # noqa: E402
+from fpsim.numerics.formats import format  # noqa: E402
+from fpsim.numerics.modes import Event, Flag, Overflow, RoundMode  # noqa: E402
+from fpsim.numerics.stats import Stats  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -30,6 +30,33 @@ class LeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+#: The keys of a model_config (besides those the dataset and run fill in).
+CONFIG_KEYS = ("channels", "hidden")
+
+
+def check(config: dict) -> None:
+    """Refuse a value of the wrong type or range among :data:`CONFIG_KEYS` (ValueError)."""
+    from fpsim.models import positive_int, positive_ints
+    if "channels" in config:
+        positive_ints("cnn", "channels", config["channels"], length=2)
+    if "hidden" in config:
+        positive_int("cnn", "hidden", config["hidden"])
+
+
+def parameter_count(config: dict) -> int:
+    """The number of parameters :func:`build` would allocate for ``config`` (0 for an input
+    shape LeNet refuses)."""
+    shape = tuple(config["input_shape"])
+    if len(shape) != 3:
+        return 0
+    c, h, w = shape
+    c1, c2 = config.get("channels", (8, 16))
+    hidden = config.get("hidden", 64)
+    flat = c2 * (h // 4) * (w // 4)
+    return ((c * 9 + 1) * c1 + (c1 * 9 + 1) * c2 + (flat + 1) * hidden
+            + (hidden + 1) * config["num_classes"])
+
+
 def build(config: dict) -> LeNet:
     """Config keys: ``input_shape``, ``num_classes``, ``channels`` ([8, 16]), ``hidden`` (64),
     ``seed``."""

@@ -43,6 +43,29 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+#: The keys of a model_config (besides those the dataset and run fill in).
+CONFIG_KEYS = ("hidden", "activation", "init_std")
+
+
+def check(config: dict) -> None:
+    """Refuse a value of the wrong type or range among :data:`CONFIG_KEYS` (ValueError)."""
+    from fpsim.models import positive_float, positive_ints
+    if "hidden" in config:
+        positive_ints("mlp", "hidden", config["hidden"])
+    if "activation" in config and config["activation"] not in ACTIVATIONS:
+        raise ValueError(f"mlp: model_config.activation must be one of "
+                         f"{', '.join(sorted(ACTIVATIONS))}, got {config['activation']!r}")
+    if config.get("init_std") is not None:
+        positive_float("mlp", "init_std", config["init_std"])
+
+
+def parameter_count(config: dict) -> int:
+    """The number of parameters :func:`build` would allocate for ``config``."""
+    widths = [math.prod(config["input_shape"]), *config.get("hidden", (128, 128)),
+              config["num_classes"]]
+    return sum((a + 1) * b for a, b in zip(widths, widths[1:]))  # weights and biases
+
+
 def build(config: dict) -> MLP:
     """Config keys: ``input_shape``, ``num_classes`` (from the dataset), ``hidden`` (list of
     widths, default [128, 128]), ``activation`` (default relu), ``init_std``, ``seed``."""

@@ -47,6 +47,34 @@ class ResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+#: The keys of a model_config (besides those the dataset and run fill in).
+CONFIG_KEYS = ("widths", "blocks")
+
+
+def check(config: dict) -> None:
+    """Refuse a value of the wrong type or range among :data:`CONFIG_KEYS` (ValueError)."""
+    from fpsim.models import positive_int, positive_ints
+    if "widths" in config:
+        positive_ints("resnet", "widths", config["widths"], allow_empty=False)
+    if "blocks" in config:
+        positive_int("resnet", "blocks", config["blocks"])
+
+
+def parameter_count(config: dict) -> int:
+    """The number of parameters :func:`build` would allocate for ``config`` (convolutions
+    without bias, two per batch norm channel)."""
+    widths, blocks = tuple(config.get("widths", (16, 32))), config.get("blocks", 1)
+    cin = widths[0]
+    count = 9 * config["input_shape"][0] * cin + 2 * cin  # stem
+    for i, w in enumerate(widths):
+        for b in range(blocks):
+            count += 9 * cin * w + 9 * w * w + 4 * w
+            if (i > 0 and b == 0) or cin != w:
+                count += cin * w + 2 * w  # the 1x1 shortcut
+            cin = w
+    return count + (cin + 1) * config["num_classes"]
+
+
 def build(config: dict) -> ResNet:
     """Config keys: ``input_shape``, ``num_classes``, ``widths`` ([16, 32]), ``blocks`` (1),
     ``seed``."""

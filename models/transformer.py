@@ -76,6 +76,27 @@ class TransformerClassifier(nn.Module):
         return self.head(E.mean(self.norm(z), axis=1))
 
 
+#: The keys of a model_config (besides those the dataset and run fill in).
+CONFIG_KEYS = ("tokens", "dim", "heads", "depth")
+
+
+def check(config: dict) -> None:
+    """Refuse a value of the wrong type or range among :data:`CONFIG_KEYS` (ValueError)."""
+    from fpsim.models import positive_int
+    for key in CONFIG_KEYS:
+        if key in config:
+            positive_int("transformer", key, config[key])
+
+
+def parameter_count(config: dict) -> int:
+    """The number of parameters :func:`build` would allocate for ``config``."""
+    tokens, dim = config.get("tokens", 8), config.get("dim", 32)
+    patch = math.prod(config["input_shape"]) // tokens
+    block = 4 * dim + 4 * (dim + 1) * dim + (dim + 1) * 2 * dim + (2 * dim + 1) * dim
+    return ((patch + 1) * dim + tokens * dim + config.get("depth", 1) * block + 2 * dim
+            + (dim + 1) * config["num_classes"])
+
+
 def build(config: dict) -> TransformerClassifier:
     """Config keys: ``input_shape``, ``num_classes``, ``tokens`` (8), ``dim`` (32), ``heads``
     (2), ``depth`` (1), ``seed``."""

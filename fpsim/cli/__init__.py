@@ -29,6 +29,7 @@ import argparse
 import os
 import sys
 
+from fpsim import _interrupt
 from fpsim.cli import (compare, formats, halp, histogram, lca, ptq, quantize, sweep, train,
                        validate, warmup)
 from fpsim.cli.common import _Parser, _UsageError
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage errors print one line on stderr and return 2.
     """
+    _interrupt.end_startup()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, commands = _build()
     try:
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:  # (a training loop handles its own, checkpointing first)
+        print(_interrupt.MESSAGE, file=sys.stderr)
+        return _interrupt.EXIT_INTERRUPTED
     except BrokenPipeError:  # `fpsim formats | head`: stop quietly, as the Python docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tomllib
 
@@ -67,33 +68,104 @@ def register(subparsers) -> None:
                    "(default 1 GiB)")
     p.add_argument("--db", default="runs.sqlite", help="run-record database (default runs.sqlite)")
     p.add_argument("--resume", nargs="?", const=True, type=int, metavar="RUN_ID",
-                   help="continue run RUN_ID (default: the newest unfinished run) from its checkpoint")
+                   help="continue run RUN_ID (default: the newest unfinished run) from its "
+                        "checkpoint, under its recorded config: flags and --config fields may "
+                        "repeat the recorded values; one that would change a setting is "
+                        "refused (start a new run to change it)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args) -> dict:
-    """TrainConfig fields from the --config file overlaid with the given flags."""
+    """TrainConfig fields from the --config file overlaid with the given flags, checked
+    (TrainConfig's checks; an error in a field the file sets names the file).
+
+    Raises:
+        ValueError / TypeError: unreadable file, invalid TOML, or a field of the wrong type or
+            range (named).
+    """
+    from fpsim.training.loop import TrainConfig
+    flags = _flag_fields(args)
     cfg = {}
     if args.config:
+        cfg = _read_toml(args.config)
+        # The file's own fields first (with the model and dataset the flags choose, which
+        # decide what model_config and dataset_options may hold), so their errors name it.
+        own = {k: v for k, v in cfg.items() if k not in flags}
+        own.update({k: flags[k] for k in ("model", "dataset") if k in flags})
         try:
-            with open(args.config, "rb") as f:
-                cfg = tomllib.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"config file {args.config} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"config file {args.config} is not valid TOML: {e}") from None
-    for field in _FIELDS:
-        v = getattr(args, field)
-        if v is not None:
-            cfg[field] = v
+            TrainConfig.from_dict(own)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"config file {args.config}: {e}") from None
+    cfg.update(flags)
     if args.data_path:
-        cfg.setdefault("dataset_options", {})["path"] = args.data_path
-    if args.no_instrument:
-        cfg["instrument"] = False
-    if args.lca:
-        cfg["lca"] = True
+        options = cfg.get("dataset_options")
+        cfg["dataset_options"] = {**(options if isinstance(options, dict) else {}),
+                                  "path": args.data_path}
+    TrainConfig.from_dict(cfg)
     return cfg
+
+
+def _flag_fields(args) -> dict:
+    """The TrainConfig fields set by flags (``--lr 0.1`` -> ``{"lr": 0.1}``)."""
+    fields = {f: getattr(args, f) for f in _FIELDS if getattr(args, f) is not None}
+    if args.no_instrument:
+        fields["instrument"] = False
+    if args.lca:
+        fields["lca"] = True
+    return fields
+
+
+def _read_toml(path: str) -> dict:
+    """The parsed TOML file ``path``; a missing, unreadable or invalid file is a ValueError."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a directory, not a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {path} cannot be read: {e}") from None
+
+
+def _refuse_changes_on_resume(args) -> None:
+    """A resumed run continues under its recorded config, bit-identically. Flags and
+    --config fields that repeat the recorded values are accepted (the command line that
+    started the run, with --resume added, resumes it); one that would change a setting is
+    refused by name rather than ignored."""
+    from fpsim.training.loop import TrainConfig
+    from fpsim.training.records import RunDB, has_python_objects
+    given = config_from_args(args)
+    if not given:
+        return
+    if not os.path.exists(args.db):  # (opening it would create an empty database)
+        raise ValueError(f"the database {args.db} does not exist: there is no run to resume")
+    with RunDB(args.db) as rdb:
+        run_id = rdb.latest_unfinished() if args.resume is True else args.resume
+        recorded = rdb.run(run_id)["config"]
+    if has_python_objects(recorded):
+        return  # (train refuses such a run with its own message)
+    old, new = TrainConfig.from_dict(recorded), TrainConfig.from_dict({**recorded, **given})
+    changed = [f"{_option(args, field)} ({field} {getattr(new, field)!r}, recorded "
+               f"{getattr(old, field)!r})" for field in given
+               if getattr(new, field) != getattr(old, field)]
+    if changed:
+        raise ValueError(f"--resume continues run {run_id} under its recorded config; "
+                         f"{'; '.join(changed)} would change it (start a new run to change a "
+                         "setting)")
+
+
+def _option(args, field: str) -> str:
+    """The command-line option that set TrainConfig field ``field``."""
+    flags = {"instrument": "--no-instrument", "lca": "--lca", "dataset_options": "--data-path"}
+    if field in _FIELDS and getattr(args, field) is not None:
+        return f"--{field.replace('_', '-')}"
+    if field in flags and (field != "dataset_options" or args.data_path):
+        return flags[field]
+    return f"--config field {field}"
 
 
 def run(args) -> int:
@@ -102,8 +174,11 @@ def run(args) -> int:
     from fpsim.training.records import RecordError
     from fpsim.training.loop import train
     try:
-        cfg = config_from_args(args)
-        summary = train(None if args.resume else cfg, db=args.db, resume=args.resume,
+        resuming = args.resume is not None  # (--resume 0 names run 0)
+        if resuming:
+            _refuse_changes_on_resume(args)
+        cfg = None if resuming else config_from_args(args)
+        summary = train(cfg, db=args.db, resume=args.resume,
                         progress=not (args.no_progress or args.json) and sys.stderr.isatty())
     except (ValueError, TypeError, OSError, RecordError) as e:
         print(f"fpsim train: error: {e}", file=sys.stderr)

@@ -138,6 +138,39 @@ def check_finite(x, what: str = "array"):
     return x
 
 
+def dataset_key(name) -> str:
+    """The :data:`DATASETS` entry ``name`` stands for (case-insensitive; ``_`` may stand for
+    ``-``).
+
+    Raises:
+        ValueError: not a dataset name.
+    """
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
+    if key not in _DEFAULTS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return key
+
+
+def check_options(name, options) -> None:
+    """Check the options of dataset ``name`` as :func:`load` takes them (``path`` included)
+    without loading anything: unknown options and bad values are refused; whether ``path``
+    exists is left to :func:`load`.
+
+    Raises:
+        ValueError / TypeError: naming the option.
+    """
+    key = dataset_key(name)
+    if not isinstance(options, dict):
+        raise TypeError(f"dataset_options must be a table (dict), got {type(options).__name__}")
+    options = dict(options)
+    path = options.pop("path", None)
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{key}: path must be a directory name, got {type(path).__name__}")
+    if path is not None and key not in ("mnist", "cifar10"):
+        raise ValueError(f"{key}: path is only used by mnist and cifar10")
+    _options(key, options)
+
+
 def load(name: str, *, seed: int = 0, path: str | os.PathLike | None = None, **options) -> Dataset:
     """Load or generate a dataset.
 
@@ -170,9 +203,7 @@ def load(name: str, *, seed: int = 0, path: str | os.PathLike | None = None, **o
             missing ``path``, corrupt files.
         FileNotFoundError: ``path`` or one of the expected files does not exist.
     """
-    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
-    if key not in _DEFAULTS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    key = dataset_key(name)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     opts = _options(key, options)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
+import numbers
 import os
 import platform
 import signal
@@ -44,6 +46,112 @@ DEFAULTS = {
                                 batch_size=64),
     ("mlp", "mnist1d"): dict(optimizer="adam", lr=2e-3, schedule="cosine", epochs=40,
                              batch_size=128),
+}
+
+
+# ---------------------------------------------------------------------------- field checks
+# One function per kind of TrainConfig field: (field name, value) -> the value, normalized
+# (numpy scalars become Python numbers, so the run record's JSON holds plain numbers).
+
+def _got(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _integer(field, value, low=0, high=None, high_text=None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{field} must be an integer, got {_got(value)}")
+    if value < low or (high is not None and value >= high):
+        if high is not None:
+            raise ValueError(f"{field} must be an integer in [{low}, {high_text or high}), "
+                             f"got {value!r}")
+        raise ValueError(f"{field} must be {'a positive integer' if low == 1 else 'an integer >= 0'}"
+                         f", got {value!r}")
+    return int(value)
+
+
+def _real(field, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{field} must be a number (a float or an integer), got {_got(value)}")
+    return float(value)
+
+
+def _positive(field, value) -> float:
+    v = _real(field, value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{field} must be a positive number, got {v!r}")
+    return v
+
+
+def _nonnegative(field, value) -> float:
+    v = _real(field, value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{field} must be a finite number >= 0, got {v!r}")
+    return v
+
+
+def _momentum(field, value) -> float:
+    v = _real(field, value)
+    if not 0 <= v < 1:  # (1 or more never forgets a gradient: the velocity grows without bound)
+        raise ValueError(f"{field} must lie in [0, 1), got {v!r}")
+    return v
+
+
+def _flag(field, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{field} must be true or false, got {_got(value)}")
+    return bool(value)
+
+
+def _text(field, value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string, got {_got(value)}")
+    return value
+
+
+def _table(field, value) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"{field} must be a table (dict), got {_got(value)}")
+    return dict(value)
+
+
+def _model(field, value) -> str:
+    from fpsim.models import MODELS
+    if not isinstance(value, str) or value not in MODELS:
+        raise ValueError(f"unknown model {value!r}; choose from {', '.join(MODELS)}")
+    return value
+
+
+def _dataset(field, value) -> str:
+    return datasets.dataset_key(value)
+
+
+def _spec(kinds: str):
+    """A check of a field given as a name, a table or (the Python API) an object."""
+    def check(field, value):
+        if isinstance(value, (int, float, list, tuple, bool)) or value is None:
+            raise TypeError(f"{field} must be {kinds}, got {_got(value)}")
+        return value
+    return check
+
+
+def _optional(check):
+    return lambda field, value: None if value is None else check(field, value)
+
+
+#: field -> its check (the fields TrainConfig's __post_init__ checks, in declaration order).
+_FIELD_CHECKS = {
+    "model": _model, "dataset": _dataset,
+    "policy": _spec("a preset name, a table of Policy fields or a Policy"),
+    "optimizer": _optional(_text), "lr": _optional(_positive), "momentum": _momentum,
+    "weight_decay": _nonnegative, "schedule": _optional(_text),
+    "epochs": _optional(lambda f, v: _integer(f, v, low=1)),
+    "batch_size": _optional(lambda f, v: _integer(f, v, low=1)),
+    "seed": lambda f, v: _integer(f, v, 0, 2 ** 63, "2^63"),  # (SQLite INTEGER: 64-bit signed)
+    "model_config": _table, "dataset_options": _table,
+    "scaler": _spec("a scaler name, a table of scaler arguments or a Scaler"),
+    "loss_weight": _positive, "shadow_every": _integer, "instrument": _flag,
+    "hist_every": _integer, "checkpoint_every": _integer, "name": _text, "lca": _flag,
+    "lca_max_bytes": lambda f, v: _integer(f, v, low=1),
 }
 
 
@@ -80,6 +188,13 @@ class TrainConfig:
             Costs ``4 * parameters * (steps + 1)`` bytes of database.
         lca_max_bytes: the most bytes ``lca`` may save; a run that would save more is refused
             before it starts (default 1 GiB).
+
+    Construction checks every field's type and range (numbers finite; ``seed`` in
+    ``[0, 2^63)``, the range a run record stores; ``momentum`` in ``[0, 1)``; bools only
+    ``True`` / ``False``; ``model_config`` keys those of the model) and turns numpy scalars into
+    Python numbers; :meth:`resolved` checks what depends on the defaults (optimizer, schedule,
+    policy, scaler). Errors name the field: ``TypeError`` for a value of the wrong type,
+    ``ValueError`` for one out of range.
     """
 
     model: str = "mlp"
@@ -105,42 +220,32 @@ class TrainConfig:
     lca: bool = False
     lca_max_bytes: int = 2 ** 30
 
+    def __post_init__(self):
+        for field, check in _FIELD_CHECKS.items():
+            setattr(self, field, check(field, getattr(self, field)))
+        from fpsim.models import check_config
+        check_config(self.model, self.model_config)
+        datasets.check_options(self.dataset, self.dataset_options)
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Build from a dict (e.g. a parsed TOML file); unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a training config is a table (dict) of fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(map(str, set(d) - names))
         if unknown:
             raise ValueError(f"unknown training config key(s) {unknown}; allowed: {sorted(names)}")
         return cls(**d)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every None replaced by the defaults, validated."""
-        from fpsim.models import MODELS
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
         base = {**DEFAULTS[(self.model, None)], **DEFAULTS.get((self.model, self.dataset), {})}
         c = dataclasses.replace(self, **{k: v for k, v in base.items() if getattr(self, k) is None})
         if c.optimizer not in optim.OPTIMIZERS:
             raise ValueError(f"unknown optimizer {c.optimizer!r}; choose from {', '.join(optim.OPTIMIZERS)}")
         if c.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {c.schedule!r}; choose constant or cosine")
-        for k in ("epochs", "batch_size"):
-            if not isinstance(getattr(c, k), int) or getattr(c, k) < 1:
-                raise ValueError(f"{k} must be a positive integer, got {getattr(c, k)!r}")
-        for k in ("lr", "loss_weight"):
-            v = getattr(c, k)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                    and np.isfinite(v)):
-                raise ValueError(f"{k} must be a positive number, got {v!r}")
-        for k in ("hist_every", "checkpoint_every", "shadow_every"):
-            if getattr(c, k) < 0:
-                raise ValueError(f"{k} must be >= 0")
-        if not isinstance(c.lca, bool):
-            raise ValueError(f"lca must be true or false, got {c.lca!r}")
-        if isinstance(c.lca_max_bytes, bool) or not isinstance(c.lca_max_bytes, int) \
-                or c.lca_max_bytes < 1:
-            raise ValueError(f"lca_max_bytes must be a positive integer, got {c.lca_max_bytes!r}")
         pol = make_policy(c.policy)  # validates
         scaling.scaler(c.scaler, _grad_format(pol))
         return c
@@ -421,7 +526,10 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
     """Train, recording the run in the SQLite database ``db``.
 
     Args:
-        config: a TrainConfig or dict of its fields (ignored when resuming).
+        config: a TrainConfig or dict of its fields; None when resuming (a resumed run
+            continues under its recorded config: giving one is an error). A new run's config
+            is checked, its data loaded and its model built before ``db`` is opened, so an
+            invalid config leaves no database behind.
         db: path of the run-record database (created if absent).
         resume: a run id, or True for the newest unfinished run: continue it from its
             checkpoint, bit-identically.
@@ -433,8 +541,17 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
         epoch), ``steps``, ``skipped_steps``, ``grad_underflow_rate`` (underflowed / non-zero
         finite gradient values over the run; None without instrumentation), ``seconds``.
     """
+    resuming = resume is not None and resume is not False
+    if resuming and config is not None:
+        raise ValueError("resume continues a run with its recorded config: pass config=None "
+                         "(to change the settings, start a new run)")
+    if not resuming:
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        cfg = (config or TrainConfig()).resolved()
+        session = Session(cfg)
     with RunDB(db) as rdb:
-        if resume is not None and resume is not False:
+        if resuming:
             run_id = rdb.latest_unfinished() if resume is True else int(resume)
             info = rdb.run(run_id)
             if info["status"] == "finished":
@@ -452,10 +569,6 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
             rdb.truncate(run_id, session.step)
             rdb.set_status(run_id, "running")
         else:
-            if isinstance(config, dict):
-                config = TrainConfig.from_dict(config)
-            cfg = (config or TrainConfig()).resolved()
-            session = Session(cfg)
             run_id = rdb.new_run(cfg.name, dataclasses.asdict(cfg), cfg.seed, versions(), study)
         try:
             with determinism.pinned_blas():

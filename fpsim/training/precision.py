@@ -91,7 +91,13 @@ class Policy:
         self.casts = {f: Cast.parse(v) for f, v in zip(FIELDS, (
             activations, activation_grads, weights, weight_grads, optimizer_state))}
         self.overrides = []
+        if not isinstance(overrides or {}, dict):
+            raise ValueError(f"policy overrides must be a table {{pattern: {{field: cast}}}}, "
+                             f"got {overrides!r}")
         for pattern, fields in (overrides or {}).items():
+            if not isinstance(fields, dict):
+                raise ValueError(f"override {pattern!r} must be a table of fields "
+                                 f"({', '.join(OVERRIDE_FIELDS)}), got {fields!r}")
             unknown = set(fields) - set(OVERRIDE_FIELDS)
             if unknown:
                 raise ValueError(f"override {pattern!r}: unknown field(s) {sorted(unknown)}; "
