@@ -185,6 +185,9 @@ def slug(label: str) -> str:
     s = "".join(c if c.isalnum() else "_" for c in label).strip("_")
     while "__" in s:
         s = s.replace("__", "_")
+    if len(s) > 80:  # file names are at most 255 bytes: a long label is cut, kept apart by a hash
+        import hashlib
+        s = s[:64] + "_" + hashlib.sha1(label.encode()).hexdigest()[:12]
     return s or "cell"
 
 

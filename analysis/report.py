@@ -10,8 +10,10 @@ the runs of ``fpsim train``.
 from __future__ import annotations
 
 import os
+import sys
 
 from fpsim.analysis import diagnose
+from fpsim.training.records import RESUME_SETTINGS_NOTE
 from fpsim.analysis.runs import (METRICS, default_target, groups, integer_ranges,  # noqa: F401
                                  load, mean_ci, reference_runs, summary_table)
 
@@ -129,6 +131,12 @@ def notes_markdown(runs) -> list[str]:
     return out
 
 
+def _resumed_elsewhere(r) -> list[str]:
+    """The sentence of a run resumed under other settings than it was recorded with (its
+    bits may differ from an uninterrupted run's), from its note."""
+    return [n["message"] for n in r.notes if n["kind"] == RESUME_SETTINGS_NOTE][:1]
+
+
 def _shown(path: str) -> str:
     """A path for report.md: relative to the working directory when it lies inside it, else
     as given (never a machine's absolute path when a relative one serves)."""
@@ -184,9 +192,34 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
         ``study``, ``db``, ``out``, ``target``, ``rows`` (one per cell), ``problems``
         (``{run id: sentences}``), ``files``.
     """
+    _check_out_dir(out_dir)
+    try:
+        return _write_report(db_path, out_dir, study, command, target, cells, images, reference)
+    except OSError as e:  # disk full, permissions: say where, in one line
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise OSError(f"cannot write the report under {out_dir}{where}: "
+                      f"{e.strerror or e}") from e
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """Raise OSError naming the problem when ``out_dir`` cannot be the report's directory."""
+    path = os.path.abspath(out_dir)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise OSError(f"--out {out_dir}: {path} is a file, not a directory" if path ==
+                      os.path.abspath(out_dir) else
+                      f"--out {out_dir} lies below {path}, which is a file, not a directory")
+
+
+def _write_report(db_path, out_dir, study, command, target, cells, images, reference) -> dict:
+    """:func:`write_report` once ``out_dir`` is checked."""
     from fpsim.analysis import plots
 
-    study, runs, failed = load(db_path, study, cells, reference)
+    warnings: list[str] = []
+    study, runs, failed = load(db_path, study, cells, reference, warnings)
+    for w in warnings:  # (a damaged database: loud on the terminal and atop report.md)
+        print(f"fpsim report: warning: {w}", file=sys.stderr)
     os.makedirs(out_dir, exist_ok=True)
     target_given = target
     has_ref = bool(reference_runs(runs, reference))
@@ -204,7 +237,7 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
                default=None)
     problems = {}
     for r in runs:
-        why = diagnose.explain(r, best)
+        why = diagnose.explain(r, best) + _resumed_elsewhere(r)
         if why:
             problems[r.id] = why
 
@@ -212,7 +245,7 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
     fmt_names = sorted({(r.fmt.name or r.fmt.spec) if r.fmt is not None else "float32"
                         for r in runs})
     title = f"fpsim compare: {study}" if study else f"fpsim runs in {_shown(db_path)}"
-    md = [f"# {title}", "",
+    md = [f"# {title}", ""] + [f"**Warning: {w}.**\n" for w in warnings] + [
           f"Model `{cfg.get('model', '?')}` on `{cfg.get('dataset', '?')}`, "
           f"{cfg.get('epochs', '?')} epochs, batch {cfg.get('batch_size', '?')}, optimizer "
           f"{cfg.get('optimizer', '?')} (lr {cfg.get('lr', '?')})"
@@ -237,7 +270,9 @@ def write_report(db_path: str, out_dir: str, study: str | None = None, command: 
         md += problems_markdown(runs, problems)
         for f in failed:
             err = (f.get("summary") or {}).get("error", "no error recorded")
-            md.append(f"- {f['name']} (seed {f['seed']}, run {f['id']}): {f['status']}: {err}.")
+            who = f"{f['name']} (seed {f['seed']}, run {f['id']})" if f.get("name") else \
+                f"run {f['id']}"
+            md.append(f"- {who}: {f['status']}: {err}.")
         md.append("")
     notes = notes_markdown(runs)
     md += ["## Events recorded", ""] + (notes or [

@@ -8,11 +8,12 @@ print); the report and the plots read these methods, never the database directly
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections import OrderedDict
 
 import numpy as np
 
-from fpsim.training.records import RecordError, RunDB
+from fpsim.training.records import RecordError, RunDB, damage_message
 
 GRAD_ROLE = "activation-grad"
 
@@ -244,21 +245,39 @@ class RunData:
 
 
 def load(db_path: str, study: str | None = None, cells: str | None = None,
-         reference: str = "fp32") -> tuple[str | None, list[RunData], list[dict]]:
+         reference: str = "fp32", warnings: list | None = None
+         ) -> tuple[str | None, list[RunData], list[dict]]:
     """``(study, runs, failed)``: the finished or interrupted runs of ``study`` (default: the
     newest study in the database; a database without studies, as ``fpsim train`` writes it,
     gives all its runs and study None) and the rows of the runs that failed. ``cells``: keep
     only the runs whose label matches one of these comma-separated globs (``mixed_fp16*``),
-    and the ``reference`` cell."""
-    with RunDB(db_path) as db:
-        studies = db.studies()
-        if study is None and studies:
-            study = studies[-1]
-        elif study is not None and study not in studies:
-            raise RecordError(f"no study {study!r} in {db_path}; studies: "
-                              f"{', '.join(studies) or 'none (runs made by fpsim train)'}")
-        rows = db.runs(study) if study is not None else db.runs()
-        if not rows:
+    and the ``reference`` cell.
+
+    The database is opened read-only. A run whose records cannot be read (a damaged page, a
+    field that does not hold what fpsim writes) is not reported: it is among ``failed`` with
+    status ``unreadable`` and the reason. ``warnings``, if given, receives a sentence on a
+    damaged database (what ``PRAGMA quick_check`` found).
+    """
+    with RunDB(db_path, readonly=True) as db:
+        if db.damage and warnings is not None:
+            warnings.append(damage_message(db_path, db.damage))
+        try:
+            studies = db.studies()
+            if study is None and studies:
+                study = studies[-1]
+            elif study is not None and study not in studies:
+                raise RecordError(f"no study {study!r} in {db_path}; studies: "
+                                  f"{', '.join(studies) or 'none (runs made by fpsim train)'}")
+            ids = db.run_ids(study)
+        except sqlite3.DatabaseError as e:
+            raise RecordError(f"cannot read the runs of {db_path}: {e}") from None
+        rows, failed = [], []
+        for run_id in ids:
+            try:
+                rows.append(_checked_config(db.run(run_id), db_path))
+            except (RecordError, sqlite3.DatabaseError) as e:
+                failed.append(_unreadable(run_id, e))
+        if not rows and not failed:
             raise RecordError(f"{db_path} holds no run")
         labels = _labels(rows)
         if cells:
@@ -269,15 +288,43 @@ def load(db_path: str, study: str | None = None, cells: str | None = None,
             if all(labels[r["id"]] == reference for r in rows):
                 raise RecordError(f"no cell matches {cells!r}; cells: "
                                   + ", ".join(dict.fromkeys(labels.values())))
-        runs = [RunData(db, r, labels[r["id"]]) for r in rows
-                if r["status"] in ("finished", "interrupted")]
-        failed = [r for r in rows if r["status"] not in ("finished", "interrupted")]
+        runs = []
+        for r in rows:
+            if r["status"] not in ("finished", "interrupted"):
+                failed.append(r)
+                continue
+            try:
+                runs.append(RunData(db, r, labels[r["id"]]))
+            except (RecordError, sqlite3.DatabaseError) as e:
+                failed.append(_unreadable(r["id"], e, r))
     if not runs:
         raise RecordError(f"{'study ' + repr(study) if study else db_path} has no finished run"
                           + "".join(f"; run {r['id']} {r['status']}"
-                                    + (f": {r['summary'].get('error')}" if r.get("summary") else "")
+                                    + (f": {(r.get('summary') or {}).get('error')}"
+                                       if (r.get("summary") or {}).get("error") else "")
                                     for r in failed[:3]))
     return study, runs, failed
+
+
+def _checked_config(row: dict, db_path: str) -> dict:
+    """``row`` (a run), once its config gives what the report reads (its policy's gradient
+    format and a label); RecordError naming the run and field otherwise."""
+    try:
+        grad_format(row["config"])
+        config_label(row["config"])
+    except KeyError as e:
+        raise RecordError(f"run {row['id']} in {db_path}: its config has no {e} field") from None
+    except (TypeError, ValueError) as e:
+        raise RecordError(f"run {row['id']} in {db_path}: its config's policy cannot be "
+                          f"read ({e})") from None
+    return row
+
+
+def _unreadable(run_id: int, err: Exception, row: dict | None = None) -> dict:
+    """The ``failed`` entry of a run whose records cannot be read."""
+    row = row or {}
+    return {"id": run_id, "name": row.get("name"), "seed": row.get("seed"),
+            "status": "unreadable", "summary": {"error": f"not reported: {err}"}}
 
 
 def groups(runs: list[RunData]) -> "OrderedDict[str, list[RunData]]":

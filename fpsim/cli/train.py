@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import tomllib
 
@@ -182,6 +183,9 @@ def run(args) -> int:
                         progress=not (args.no_progress or args.json) and sys.stderr.isatty())
     except (ValueError, TypeError, OSError, RecordError) as e:
         print(f"fpsim train: error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:  # (RunDB names its own failures; this is the backstop)
+        print(f"fpsim train: error: the database {args.db}: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary))

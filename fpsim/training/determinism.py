@@ -43,6 +43,33 @@ def same_blas(recorded: list[dict] | None, current: list[dict]) -> bool:
     return key(recorded) == key(current)
 
 
+#: The recorded versions (see ``fpsim.training.loop.versions``) that can change a run's bits.
+BIT_SETTINGS = {"fpsim": "fpsim", "numpy": "numpy", "numba": "numba", "python": "Python",
+                "numba_threads": "Numba threads"}
+
+
+def setting_differences(recorded: dict, current: dict) -> list[str]:
+    """The bit-affecting settings that differ between two recorded ``versions`` dicts, in
+    words (``Numba threads 2 -> 1``); the BLAS build and its pinned thread count included.
+    Numba's thread count is listed although fpsim's kernels do not depend on it: a resumed run
+    is flagged unless its settings are the recorded ones."""
+    out = [f"{label} {recorded.get(key)} -> {current.get(key)}"
+           for key, label in BIT_SETTINGS.items() if recorded.get(key) != current.get(key)]
+    rec_blas, cur_blas = recorded.get("blas"), current.get("blas")
+    if not same_blas(rec_blas, cur_blas):
+        out.append(f"BLAS {_blas_words(rec_blas)} -> {_blas_words(cur_blas)}")
+    pinned = [sorted(str(d.get("pinned_threads")) for d in b or []) for b in (rec_blas, cur_blas)]
+    if pinned[0] != pinned[1]:
+        out.append(f"BLAS threads while training {', '.join(pinned[0]) or '?'} -> "
+                   f"{', '.join(pinned[1]) or '?'}")
+    return out
+
+
+def _blas_words(info) -> str:
+    return ", ".join(f"{d.get('api')} {d.get('version')} ({d.get('architecture')})"
+                     for d in info or []) or "unknown"
+
+
 @contextlib.contextmanager
 def pinned_blas(threads: int | None = None):
     """Inside, every loaded BLAS library uses ``threads`` threads (default

@@ -33,7 +33,7 @@ from fpsim import engine as E
 from fpsim.training import determinism, instrument, optim, scaling
 from fpsim.training.precision import policy as make_policy
 from fpsim.training.context import RunContext
-from fpsim.training.records import RecordError, RunDB, has_python_objects
+from fpsim.training.records import RESUME_SETTINGS_NOTE, RecordError, RunDB, has_python_objects
 
 #: Defaults per (model, dataset) that train to convergence (see docs/training.md): any field
 #: of TrainConfig left None is taken from here (then from ``(model, None)``).
@@ -552,21 +552,20 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
         session = Session(cfg)
     with RunDB(db) as rdb:
         if resuming:
-            run_id = rdb.latest_unfinished() if resume is True else int(resume)
+            # leased to this process: no other process resumes it while this one trains it
+            run_id = rdb.claim(None if resume is True else int(resume))
             info = rdb.run(run_id)
-            if info["status"] == "finished":
-                raise RecordError(f"run {run_id} in {db} already finished; nothing to resume")
             if has_python_objects(info["config"]):
                 raise RecordError(f"run {run_id} in {db} was configured with Python objects "
                                   "(a scaler or cast instance), which the record holds only as "
                                   "their repr: it cannot be resumed from the record")
             cfg = TrainConfig.from_dict(info["config"]).resolved()
-            _warn_if_blas_differs(run_id, info)
             session = Session(cfg)
             ckpt = rdb.load_checkpoint(run_id)
             if ckpt is not None:
                 session.load(ckpt[1])
             rdb.truncate(run_id, session.step)
+            _note_changed_settings(rdb, run_id, session.step, info)
             rdb.set_status(run_id, "running")
         else:
             run_id = rdb.new_run(cfg.name, dataclasses.asdict(cfg), cfg.seed, versions(), study)
@@ -574,8 +573,11 @@ def train(config: TrainConfig | dict | None = None, *, db: str = "runs.sqlite",
             with determinism.pinned_blas():
                 return _loop(session, rdb, run_id, progress)
         except BaseException as e:
-            rdb.commit()
-            rdb.set_status(run_id, "failed", {"error": f"{type(e).__name__}: {e}"})
+            # A database that cannot be written (disk full) keeps its last checkpoint and
+            # the run stays resumable; the original error is the one to report.
+            with contextlib.suppress(RecordError):
+                rdb.commit()
+                rdb.set_status(run_id, "failed", {"error": f"{type(e).__name__}: {e}"})
             raise
 
 
@@ -597,14 +599,17 @@ def trained(runs: dict, db: str, log=print) -> dict:
     return out
 
 
-def _warn_if_blas_differs(run_id: int, info: dict) -> None:
-    """A resumed run is bit-identical to an uninterrupted one only on the same BLAS build."""
-    recorded = (info.get("versions") or {}).get("blas")
-    current = determinism.blas_info()
-    if not determinism.same_blas(recorded, current):
-        warnings.warn(f"run {run_id} was recorded with BLAS {recorded}, this process has "
-                      f"{current}: the resumed steps may differ in the last bits from an "
-                      "uninterrupted run", RuntimeWarning, stacklevel=3)
+def _note_changed_settings(rdb: RunDB, run_id: int, step: int, info: dict) -> None:
+    """A resumed run is bit-identical to an uninterrupted one only under the settings it was
+    recorded with (versions, BLAS build, thread counts): where they differ, the run carries a
+    note from the step it resumed at (the report lists it) and a warning says so."""
+    changed = determinism.setting_differences(info.get("versions") or {}, versions())
+    if changed:
+        message = (f"resumed at step {step} under settings that differ from the recorded ones "
+                   f"({'; '.join(changed)}): the steps from here on may differ in their bits "
+                   "from an uninterrupted run")
+        rdb.add_note(run_id, step, RESUME_SETTINGS_NOTE, message)
+        warnings.warn(f"run {run_id} {message}", RuntimeWarning, stacklevel=3)
 
 
 def _loop(s: Session, rdb: RunDB, run_id: int, progress: bool) -> dict:
