@@ -27,10 +27,20 @@ def _exit_at_once(signum, frame):
 
 
 def started_as_command() -> bool:
-    """True when this process runs the ``fpsim`` command: ``sys.argv[0]`` is ``"-m"`` while
-    ``python -m fpsim`` imports the package, or the path of the ``fpsim`` script."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    return argv0 == "-m" or os.path.basename(argv0) == "fpsim"
+    """True when this process runs the ``fpsim`` command: the interpreter was started as
+    ``python -m fpsim`` (not ``-m fpsim.validate`` or another module that imports fpsim), or
+    ``sys.argv[0]`` is the path of the ``fpsim`` script."""
+    if sys.argv and os.path.basename(sys.argv[0]) == "fpsim":
+        return True
+    args = iter(list(getattr(sys, "orig_argv", []))[1:])
+    for arg in args:  # the interpreter's options, up to what it runs
+        if arg in ("-X", "-W"):
+            next(args, None)  # (their value)
+        elif arg.startswith("-m"):
+            return (arg[2:] or next(args, None)) == "fpsim"
+        elif arg.startswith("-c") or not arg.startswith("-"):
+            return False  # code or a script
+    return False
 
 
 def quiet_startup() -> None:

@@ -397,3 +397,19 @@ def test_cli_sigint_before_the_loop_exits_130_without_a_traceback(tmp_path, dela
     out, err = child.communicate(timeout=120)
     assert child.returncode == 130, (child.returncode, out, err)
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+
+
+@pytest.mark.parametrize("orig_argv, argv0, expected", [
+    (["python", "-m", "fpsim", "train"], "-m", True),
+    (["python", "-X", "importtime", "-mfpsim"], "-m", True),
+    (["/venv/bin/python", "/venv/bin/fpsim", "train"], "/venv/bin/fpsim", True),
+    (["python", "-m", "fpsim.validate"], "-m", False),   # another command: its own handling
+    (["python", "-c", "import fpsim", "-m", "fpsim"], "-c", False),
+    (["python", "-m", "pytest"], "/venv/bin/pytest", False),
+])
+def test_only_the_fpsim_command_gets_the_start_up_interrupt_handler(monkeypatch, orig_argv,
+                                                                    argv0, expected):
+    from fpsim import _interrupt
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert _interrupt.started_as_command() is expected
