@@ -51,12 +51,12 @@ def register(subparsers) -> None:
     p.add_argument("--data-path", help="directory of the files of the mnist / cifar10 loaders")
     p.add_argument("--scaler", help="loss scaler: none (default), static:S, dynamic[:variant], "
                    "adaptive")
-    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument("--momentum", type=float, help="SGD momentum in [0, 1) (default 0.9)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--loss-weight", type=float, help="train on loss_weight x the loss "
                    "(small values give small gradients; default 1)")
     p.add_argument("--schedule", help="constant or cosine")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="an integer in [0, 2^63) (default 0)")
     p.add_argument("--shadow-every", type=int, help="float32-shadow underflow measurement every "
                    "K steps (default 0: off)")
     p.add_argument("--hist-every", type=int, help="histograms every K steps (default 50, 0: never)")
