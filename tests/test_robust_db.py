@@ -81,7 +81,7 @@ def test_damaged_database_is_refused_for_writing_and_reported_loudly(tmp_path, c
     rc, err = _train_cli(capsys, db)
     assert rc == 2
     _one_line_error(err)
-    assert "quick_check" in err and "did not modify it" in err and ".recover" in err
+    assert "quick_check" in err and "did not modify it" in err and "fpsim report" in err
     rc, err = _train_cli(capsys, db, "--resume", "1")
     assert rc == 2 and "quick_check" in err
     with pytest.raises(RecordError, match="damaged"):
@@ -119,7 +119,9 @@ def _wait_for(db, proc, query, test, timeout=120):
             con.close()
             if test(row):
                 return row
-        except sqlite3.OperationalError:
+        except sqlite3.DatabaseError:
+            # (locked, or once in a loaded run a 'malformed' read of this poller while the
+            # resuming process recovered the killed one's WAL: the test ends with quick_check)
             pass
         time.sleep(0.05)
     raise AssertionError(f"{query} did not come true")
@@ -390,6 +392,15 @@ def test_a_full_disk_while_writing_the_report_is_named(tmp_path, capsys):
 LONG = "x" * 300
 
 
+def _craft(db, *statements) -> None:
+    """Change a closed database behind fpsim's back, as a crafted file would be."""
+    con = sqlite3.connect(db)
+    for sql in statements:
+        con.execute(sql)
+    con.commit()
+    con.close()
+
+
 @pytest.mark.parametrize("sql, field", [
     ("UPDATE runs SET config = '{}' WHERE id = 2", "no 'policy' field"),
     ("UPDATE runs SET config = '{\"policy\": 5}' WHERE id = 2", "policy cannot be read"),
@@ -405,10 +416,7 @@ def test_report_skips_a_crafted_run_naming_it_and_the_field(tmp_path, capsys, sq
     db = tmp_path / "c.sqlite"
     train({**TINY, "hist_every": 4}, db=db)
     train({**TINY, "hist_every": 4, "policy": "mixed_fp16"}, db=db)
-    con = sqlite3.connect(db)
-    con.execute(sql)
-    con.commit()
-    con.close()
+    _craft(db, sql)
     rc, err = _report_cli(capsys, db, tmp_path / "rep")
     assert rc == 0, err
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -436,11 +444,8 @@ def test_report_of_a_run_with_a_300_character_name(tmp_path, capsys):
 def test_a_crafted_checkpoint_is_named_without_pickle_advice(tmp_path, capsys, state, message):
     db = tmp_path / "c.sqlite"
     train({**TINY, "checkpoint_every": 3}, db=db)
-    con = sqlite3.connect(db)
-    con.execute(f"UPDATE checkpoints SET state = {state}")
-    con.execute("UPDATE runs SET status = 'interrupted'")
-    con.commit()
-    con.close()
+    _craft(db, f"UPDATE checkpoints SET state = {state}",
+           "UPDATE runs SET status = 'interrupted'")
     with RunDB(db) as r, pytest.raises(RecordError, match="run 1's checkpoint") as e:
         r.load_checkpoint(1)
     assert message in str(e.value) and "pickle" not in str(e.value)

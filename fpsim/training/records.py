@@ -238,9 +238,8 @@ def damage_message(path: str, damage: list[str]) -> str:
     works."""
     shown = "; ".join(damage[:3]) + (f"; and {len(damage) - 3} more" if len(damage) > 3 else "")
     return (f"{path} is damaged (SQLite's quick_check: {shown}); fpsim did not modify it and "
-            "will not write to it. Its undamaged runs can still be read (fpsim report reads "
-            f"what it can), and `sqlite3 {path} .recover | sqlite3 recovered.sqlite` copies "
-            "the readable rows into a new database")
+            "will not write to it. Its undamaged runs can still be read (`fpsim report` "
+            "reports what it can read); record new runs in another --db")
 
 
 def _write_error(path: str, e: sqlite3.Error) -> str:
