@@ -387,14 +387,34 @@ def test_cli_resume_of_a_missing_database_creates_none(tmp_path, capsys):
 
 @pytest.mark.parametrize("delay", [0.3, 1.0])
 def test_cli_sigint_before_the_loop_exits_130_without_a_traceback(tmp_path, delay):
+    """Ctrl-C ``delay`` seconds after ``python -m fpsim train`` starts, or as soon as the
+    interpreter has run fpsim's first line if that comes later (Python's own start-up can take
+    longer than 0.3 s on a loaded machine, and before fpsim's first line nothing of fpsim runs).
+    The child's -X importtime lines on stderr tell when it got there."""
+    import threading
     db = tmp_path / "r.sqlite"
+    start = time.monotonic()
     child = subprocess.Popen(
-        [sys.executable, "-m", "fpsim", "train", "--model", "cnn", "--epochs", "30",
-         "--no-progress", "--db", str(db)],
+        [sys.executable, "-X", "importtime", "-m", "fpsim", "train", "--model", "cnn",
+         "--epochs", "30", "--no-progress", "--db", str(db)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
+    lines, ready = [], threading.Event()
+
+    def read_stderr():
+        for line in child.stderr:
+            lines.append(line)
+            if line.startswith("import time:") and line.rstrip().endswith("fpsim._interrupt"):
+                ready.set()
+        ready.set()  # (the child ended)
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    assert ready.wait(120)
+    time.sleep(max(0.0, delay - (time.monotonic() - start)))
     child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=120)
+    out = child.stdout.read()
+    child.wait(timeout=120)
+    reader.join(timeout=60)
+    err = "".join(line for line in lines if not line.startswith("import time:"))
     assert child.returncode == 130, (child.returncode, out, err)
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
 
