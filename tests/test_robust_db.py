@@ -331,8 +331,9 @@ def test_a_report_directory_that_is_a_file_is_named(tmp_path, capsys, out, probl
 @pytest.fixture
 def small_disk(tmp_path, monkeypatch):
     """A directory on a 2 MiB file system: a real tmpfs when this process may mount one
-    (root), else a directory whose SQLite databases stop growing at 2 MiB
-    (``PRAGMA max_page_count``: the same SQLITE_FULL a full disk gives)."""
+    (root), else a directory whose SQLite databases stop growing at 160 pages of 4 KiB (the
+    WAL beside them is not counted; ``PRAGMA max_page_count`` gives the same SQLITE_FULL as a
+    full disk: checked by hand, the first run fits and the second fills it)."""
     d = tmp_path / "small"
     d.mkdir()
     mounted = os.geteuid() == 0 and subprocess.run(
@@ -343,7 +344,7 @@ def small_disk(tmp_path, monkeypatch):
 
         def limited(*args, **kwargs):
             con = connect(*args, **kwargs)
-            con.execute("PRAGMA max_page_count = 512")
+            con.execute("PRAGMA max_page_count = 160")
             return con
         monkeypatch.setattr(records.sqlite3, "connect", limited)
     yield d, mounted
@@ -359,6 +360,11 @@ def test_a_full_disk_keeps_what_was_recorded(small_disk, capsys):
     assert rc == 2, err
     _one_line_error(err)
     assert "disk is full" in err and str(db) in err
+    # resuming on the full disk: the same error
+    rc = cli.main(["train", "--resume", "--db", str(db), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "disk is full" in err, err
+    _one_line_error(err)
     with RunDB(db, readonly=True) as r:  # the first run is whole, its checkpoint loads
         assert r.run(first["run_id"])["status"] == "finished"
         assert r.load_checkpoint(first["run_id"])[0] == 12
