@@ -52,7 +52,14 @@ def register(subparsers) -> None:
     p.add_argument("--shadow-every", type=int, default=10,
                    help="float32-shadow underflow measurement every K steps (default 10; 0: off)")
     p.add_argument("--db", default="runs.sqlite", help="run-record database (default runs.sqlite)")
-    p.add_argument("--out", default="fpsim-report", help="report directory (default ./fpsim-report)")
+    p.add_argument("--out", default="fpsim-report", help="report directory (default "
+                   "./fpsim-report); a report.md or images there that fpsim did not write "
+                   "are never replaced (the command stops before training)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="STUDY",
+                   help="finish a study stopped by Ctrl-C, SIGTERM or a crash (default: the "
+                        "newest in --db), given the arguments it was started with: finished "
+                        "runs are kept, the interrupted one continues from its checkpoint, "
+                        "the others train; then the full report")
     p.add_argument("--json", action="store_true", help="print the summary table as JSON")
     p.add_argument("--images", default="png,svg", help="image kinds of the plots: png,svg "
                    "(default), png or svg")
@@ -63,7 +70,8 @@ def register(subparsers) -> None:
                               "seeds of the same name aggregated).")
     p.add_argument("db", help="run-record database")
     p.add_argument("--study", help="study name (see report.md or --list)")
-    p.add_argument("--out", default="fpsim-report", help="report directory")
+    p.add_argument("--out", default="fpsim-report", help="report directory (a report.md or "
+                   "images there that fpsim did not write are never replaced)")
     p.add_argument("--list", action="store_true", help="list the studies (or the runs) and exit")
     p.add_argument("--images", default="png,svg", help="image kinds of the plots: png,svg "
                    "(default), png or svg")
@@ -86,6 +94,9 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary))
         return
+    if not summary["files"]:
+        print(f"no report: no run of study {summary['study']} trained a step")
+        return
     from fpsim.analysis.report import table_markdown
     print(table_markdown(summary["rows"], summary.get("reference", "fp32")))
     if summary.get("problems"):
@@ -96,8 +107,9 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 
 
 def run_compare(args) -> int:
-    """``fpsim compare``: 0 when every run finished and the report is written, 2 for bad input
-    (one line on stderr)."""
+    """``fpsim compare``: 0 when every run finished and the report is written, 130 when
+    SIGINT or SIGTERM stopped the study (as ``fpsim train``), 2 for bad input (one line on
+    stderr)."""
     from fpsim.training.records import RecordError
     from fpsim.training.study import DEFAULT_SCALERS, compare, load_config
     try:
@@ -126,12 +138,12 @@ def run_compare(args) -> int:
                           log=None if args.json else (lambda m: print(m, file=sys.stderr)),
                           progress=not args.json and sys.stderr.isatty(),
                           command=command_line(), images=_images(args.images),
-                          recipes=recipes)
+                          recipes=recipes, resume=args.resume)
     except (ValueError, TypeError, OSError, RecordError) as e:
         print(f"fpsim compare: error: {e}", file=sys.stderr)
         return 2
     _print_summary(summary, args.json)
-    return 0
+    return 130 if summary["interrupted"] else 0
 
 
 def _images(text: str) -> tuple:
@@ -192,8 +204,8 @@ def parse_policies(values) -> list | None:
 
 def run_report(args) -> int:
     """``fpsim report``: redraw a study's report (or ``--list`` the studies); 2 for bad input."""
-    from fpsim.analysis.report import write_report
     from fpsim.training.records import RecordError, RunDB
+    from fpsim.training.study import write_study_report
     try:
         if not os.path.exists(args.db):
             raise ValueError(f"{args.db} does not exist")
@@ -208,9 +220,9 @@ def run_report(args) -> int:
             for r in runs if not studies else []:
                 print(f"run {r['id']}: {r['name'] or '(no name)'} seed {r['seed']} {r['status']}")
             return 0
-        summary = write_report(args.db, args.out, args.study, target=args.target,
-                               cells=args.cells, images=_images(args.images),
-                               reference=args.reference)
+        summary = write_study_report(args.db, args.out, args.study, target=args.target,
+                                     cells=args.cells, images=_images(args.images),
+                                     reference=args.reference)
     except (ValueError, OSError, RecordError) as e:
         print(f"fpsim report: error: {e}", file=sys.stderr)
         return 2

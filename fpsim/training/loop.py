@@ -498,22 +498,34 @@ class Session:
 
 
 class _Interrupt:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and stops."""
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and stops.
+
+    Scopes nest (``fpsim compare`` holds one around its whole study, each run's loop its
+    own): an inner scope starts with the signal the outer one already caught and passes the
+    ones it catches outwards, so a signal stops the run and the study whichever is listening.
+    """
 
     def __init__(self):
         self.signal = None
         self._old = {}
+        self._outer = None
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[s] = signal.signal(s, self._handle)
             except ValueError:  # not the main thread: no handlers
-                pass
+                continue
+            outer = getattr(self._old[s], "__self__", None)
+            if isinstance(outer, _Interrupt):
+                self._outer = outer
+                self.signal = self.signal or outer.signal
         return self
 
     def _handle(self, signum, frame):
         self.signal = signum
+        if self._outer is not None:
+            self._outer._handle(signum, frame)
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
