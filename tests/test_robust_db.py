@@ -459,3 +459,35 @@ def test_a_crafted_checkpoint_is_named_without_pickle_advice(tmp_path, capsys, s
     assert rc == 2
     _one_line_error(err)
     assert message in err and "pickle" not in err
+
+
+def test_damage_counts_only_when_a_second_look_finds_it(monkeypatch):
+    """A transient read error (another process recovering a killed writer's WAL) must not get
+    a sound database refused as damaged; damage found twice is reported."""
+    looks = []
+
+    def once(path, results):
+        looks.append(path)
+        r = results[len(looks) - 1]
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    monkeypatch.setattr(records, "_RECHECK_DELAY", 0.0)
+    transient = records.RecordError("x.sqlite is a damaged SQLite database (malformed)")
+    for results, want in [([transient, []], []), ([["page 3: bad"], []], []),
+                          ([[], None], []), ([["page 3: bad"], ["page 3: bad"]], ["page 3: bad"])]:
+        looks.clear()
+        monkeypatch.setattr(records, "_check_existing_once", lambda p: once(p, results))
+        assert records._check_existing("x.sqlite") == want
+        assert len(looks) == (1 if results[0] == [] else 2)
+    looks.clear()
+    monkeypatch.setattr(records, "_check_existing_once", lambda p: once(p, [transient, transient]))
+    with pytest.raises(records.RecordError, match="damaged"):
+        records._check_existing("x.sqlite")
+    other = records.RecordError("x.sqlite is not an SQLite database")
+    looks.clear()
+    monkeypatch.setattr(records, "_check_existing_once", lambda p: once(p, [other]))
+    with pytest.raises(records.RecordError, match="not an SQLite"):
+        records._check_existing("x.sqlite")
+    assert len(looks) == 1  # a foreign file is refused at once
