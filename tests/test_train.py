@@ -280,3 +280,19 @@ def test_an_empty_database_name_is_refused(tmp_path, capsys):
     from fpsim import cli
     assert cli.main(["train", "--db", "", "--epochs", "1"]) == 2
     assert "not a database file name" in capsys.readouterr().err
+
+
+def test_recorded_blas_does_not_depend_on_what_else_is_loaded():
+    """The recorded BLAS is numpy's: loading scipy.stats (whose wheel brings its own OpenBLAS)
+    between two runs must not make a resumed run look as if its BLAS changed."""
+    import subprocess
+    import sys
+
+    code = ("import json; from fpsim.training import determinism as d; a = d.blas_info(); "
+            "import scipy.stats; b = d.blas_info(); print(json.dumps([a, b]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    before, after = json.loads(out)
+    assert before and before == after
+    from fpsim.training import determinism
+    assert determinism.setting_differences({"blas": before}, {"blas": after}) == []

@@ -17,22 +17,33 @@ What is left is the BLAS build itself (library, version, the CPU kernel it dispa
 from __future__ import annotations
 
 import contextlib
+import os
 
 #: BLAS threads while a training step runs.
 BLAS_THREADS = 1
 
 
 def blas_info() -> list[dict]:
-    """The BLAS libraries loaded in this process, each as ``{"api", "version", "architecture",
-    "prefix", "threads"}`` (``threads``: the library's default thread count; the loop pins
-    :data:`BLAS_THREADS` while it trains)."""
-    import numpy  # noqa: F401  (loads numpy's BLAS, so that threadpoolctl sees it)
+    """numpy's BLAS library (the one the engine's products call), as a list of
+    ``{"api", "version", "architecture", "prefix", "threads", "pinned_threads"}`` (``threads``:
+    the library's default thread count; the loop pins :data:`BLAS_THREADS` while it trains).
+
+    Other BLAS copies in the process (scipy wheels bring their own OpenBLAS, loaded with
+    ``scipy.stats`` or ``scipy.linalg``) are left out: whether one is loaded depends on import
+    order, not on the run, and listing them made a resumed run look as if its BLAS changed.
+    When no library lies in numpy's folders (a numpy linked to a system BLAS) all are listed.
+    """
+    import numpy
     from threadpoolctl import threadpool_info
 
+    found = [d for d in threadpool_info() if d.get("user_api") == "blas"]
+    here = os.path.dirname(os.path.realpath(numpy.__file__))
+    own = [d for d in found if os.path.realpath(d.get("filepath") or "").startswith(
+        (here + os.sep, here + ".libs" + os.sep))]
     return [{"api": d.get("internal_api"), "version": d.get("version"),
              "architecture": d.get("architecture"), "prefix": d.get("prefix"),
              "threads": d.get("num_threads"), "pinned_threads": BLAS_THREADS}
-            for d in threadpool_info() if d.get("user_api") == "blas"]
+            for d in own or found]
 
 
 def same_blas(recorded: list[dict] | None, current: list[dict]) -> bool:

@@ -183,10 +183,6 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
                                              shadow_every=shadow_every)).resolved()
             planned.append((label, seed, _recorded_config(cfg)))  # (fails before any run)
     check_report_out(db, out)
-    # The report's statistics (and the progress log's) load scipy.stats, which brings its own
-    # OpenBLAS: load it before the first run, so that every run of the study records the same
-    # BLAS libraries whether it trains before or after a report, here or in a --resume.
-    import scipy.stats  # noqa: F401
     total = len(planned)
     with _Interrupt() as stop:  # (from here on a signal stops the study, never a traceback)
         with RunDB(db) as rdb:
