@@ -194,6 +194,15 @@ def ensure(which: str = "main", jobs: int | None = None, progress=True) -> bool:
     return True
 
 
+def auto(which: str = "main") -> bool:
+    """:func:`ensure` unless the environment sets ``FPSIM_WARMUP=0`` (the test suite does: its
+    processes compile what each test needs). ``fpsim train`` and ``fpsim compare`` call this
+    after checking their arguments, before the first run."""
+    if os.environ.get("FPSIM_WARMUP", "1").strip() == "0":
+        return False
+    return ensure(which)
+
+
 def warmup(which: str = "main", jobs: int = 1, progress=True) -> dict[str, float]:
     """Compile (or load from the cache) the kernels of set ``which``; return seconds per task.
 

@@ -15,6 +15,11 @@ import time
 
 import pytest
 
+# fpsim train/compare warm the kernels up on first use (fpsim.warmup.auto), in parallel
+# processes; the suite's processes compile what each test needs instead (the warm-up itself is
+# tested in test_warmup.py). Set here, so CLI subprocesses inherit it.
+os.environ.setdefault("FPSIM_WARMUP", "0")
+
 _LOG_DIR = os.environ.get("FPSIM_COMPILE_LOG")
 _current_test = {"id": "(collection)"}
 

@@ -80,3 +80,25 @@ def test_ensure_runs_once_per_kernel_sources(tmp_path, monkeypatch, capsys):
     (tmp_path / "warmup-main.done").unlink()
     (tmp_path / "warmup-all.done").write_text("{}\n")
     assert warmup.is_warm("main") and warmup.ensure("main") is False
+
+
+def test_commands_warm_up_after_checking_their_arguments(tmp_path, monkeypatch):
+    """fpsim train and fpsim compare call warmup.auto once their input is checked (a bad
+    argument is reported at once, not after minutes of compiling); FPSIM_WARMUP=0 turns the
+    automatic warm-up off."""
+    calls = []
+    monkeypatch.setattr(warmup, "ensure", lambda which="main": calls.append(which) or False)
+    monkeypatch.setenv("FPSIM_WARMUP", "0")
+    assert warmup.auto() is False and calls == []
+    monkeypatch.delenv("FPSIM_WARMUP")
+    assert main(["train", "--epochs", "0", "--db", str(tmp_path / "a.sqlite")]) == 2
+    assert main(["compare", "--seeds", "x", "--db", str(tmp_path / "b.sqlite")]) == 2
+    assert main(["compare", "--lr", "-1", "--db", str(tmp_path / "b.sqlite")]) == 2
+    assert calls == []
+    monkeypatch.setattr(warmup, "ensure", lambda which="main": calls.append(which) or
+                        (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["train", "--epochs", "1", "--db", str(tmp_path / "c.sqlite"),
+                 "--no-progress"]) == 130
+    assert main(["compare", "--epochs", "1", "--db", str(tmp_path / "d.sqlite"),
+                 "--out", str(tmp_path / "rep")]) == 130
+    assert calls == ["main", "main"]

@@ -133,7 +133,9 @@ def run_compare(args) -> int:
             seeds = tuple(int(s) for s in args.seeds.split(","))
         except ValueError:
             raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+        from fpsim import warmup
         summary = compare(cfg, scalers, seeds, db=args.db, out=args.out, name=name,
+                          before_runs=warmup.auto,
                           shadow_every=args.shadow_every, policies=policies,
                           log=None if args.json else (lambda m: print(m, file=sys.stderr)),
                           progress=not args.json and sys.stderr.isatty(),

@@ -179,6 +179,8 @@ def run(args) -> int:
         if resuming:
             _refuse_changes_on_resume(args)
         cfg = None if resuming else config_from_args(args)
+        from fpsim import warmup
+        warmup.auto()
         summary = train(cfg, db=args.db, resume=args.resume,
                         progress=not (args.no_progress or args.json) and sys.stderr.isatty())
     except (ValueError, TypeError, OSError, RecordError) as e:

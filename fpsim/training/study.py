@@ -133,7 +133,8 @@ _PENDING_WHY = ("not trained: the study stopped before this run started "
 def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "runs.sqlite",
             out: str = "fpsim-report", name: str = "custom", shadow_every: int = 10,
             log=None, command: str = "", policies=None, progress: bool = False,
-            images=("png", "svg"), recipes=None, resume: bool | str | None = None) -> dict:
+            images=("png", "svg"), recipes=None, resume: bool | str | None = None,
+            before_runs=None) -> dict:
     """Train ``config`` once per cell (policy x scaler) and seed, then write the report.
 
     Every run of the plan is recorded (status ``pending``) before the first trains. SIGINT or
@@ -158,6 +159,8 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
         images: the image kinds of the plots (``png`` and/or ``svg``).
         recipes: recipe words (:func:`recipe`): the cells are these (policy, scaler) pairs
             instead of policies x scalers.
+        before_runs: a callable run once the plan and the report folder are checked, before
+            the first run (``fpsim compare`` warms up the kernels there: :mod:`fpsim.warmup`).
         resume: True (the newest study in ``db``) or a study name: continue that study, made
             with the same arguments: finished runs are kept, an interrupted run continues from
             its checkpoint (bit-identically), the others train.
@@ -183,6 +186,8 @@ def compare(config: dict, scalers=DEFAULT_SCALERS, seeds=(0,), *, db: str = "run
                                              shadow_every=shadow_every)).resolved()
             planned.append((label, seed, _recorded_config(cfg)))  # (fails before any run)
     check_report_out(db, out)
+    if before_runs is not None:
+        before_runs()
     total = len(planned)
     with _Interrupt() as stop:  # (from here on a signal stops the study, never a traceback)
         with RunDB(db) as rdb:
