@@ -55,5 +55,10 @@ def _kernel_cache():
         numba.config.CACHE_DIR = saved
 
 
+# Every CPU kernel module is imported here, inside the context: a module imported later by
+# ``from fpsim.kernels import fixed`` would be decorated outside it and cache in its own
+# __pycache__, keyed on its own file only (the stale-inlined-core problem above). The CUDA
+# modules need numba.cuda and load on demand (fpsim.numerics.backend).
 with _kernel_cache():
-    from fpsim.kernels import accumulate, arith, bits, cpu, histogram, rng, round
+    from fpsim.kernels import (accumulate, arith, bits, cpu, fixed, histogram, rng, round,
+                               scaled, tensor_core)
