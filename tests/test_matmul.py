@@ -226,3 +226,149 @@ def test_bad_operands_are_named():
 def test_empty_inner_dimension_gives_zeros():
     out = fpsim.matmul(np.zeros((2, 0)), np.zeros((0, 3)), "float16", accum="float16")
     assert out.shape == (2, 3) and not np.signbit(out).any() and (out == 0).all()
+
+
+# ---- the fused operand scan of the fast path ----------------------------------------------------
+def _old_scan(X, fmt):
+    """What the separate checks before the fused pass found, in plain numpy: ``(n_not_values,
+    finite, lowest, max_abs, max_row_sum)`` (max_abs over the finite elements, rows summed in
+    order as the scan does)."""
+    from fpsim.numerics.arith import first_non_value
+    back = fpsim.quantize(X, fmt, "rtz")
+    bad = ~((back.view(np.uint64) == X.view(np.uint64)) | np.isnan(X) | ((X == 0) & (back == 0)))
+    assert (first_non_value(X, fmt) is None) == (not bad.any())
+    fin = X[np.isfinite(X) & (X != 0)]
+    mant, exp = np.frexp(np.abs(fin))  # |x| = mant * 2^exp, 2^53 * mant an integer
+    sig = (mant * 2.0**53).astype(np.int64)
+    lowbit = exp.astype(np.int64) - 53 + np.log2(sig & -sig).astype(np.int64)
+    lowest = int(lowbit.min()) if fin.size else kacc.NO_SET_BIT
+    max_abs = float(np.abs(X[np.isfinite(X)]).max(initial=0.0))
+    with np.errstate(over="ignore"):  # (edge values near float64's max overflow the sums)
+        rows = np.cumsum(np.abs(X), axis=1)[:, -1] if X.shape[1] else np.zeros(X.shape[0])
+    return int(bad.sum()), bool(np.isfinite(X).all()), lowest, max_abs, float(rows.max(
+        initial=0.0))
+
+
+def _arith_formats():
+    from fpsim.numerics.arith import check_arith_format
+    from _inputs import all_formats
+    out = []
+    for f in all_formats():
+        try:
+            check_arith_format(f)
+        except ValueError:
+            continue
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("fmt", _arith_formats(), ids=str)
+def test_fused_scan_equals_separate_checks_on_edge_values(fmt):
+    """Element by element on every boundary value of the format (both signs, NaN, Inf, values
+    one float64 ulp off the grid, beyond max, below T): the fused pass counts exactly the
+    elements the rounding check rejects, and finds the same finiteness, lowest bit, largest
+    magnitude and row sums."""
+    from _inputs import edge_values
+    x = edge_values(fmt, "float64").astype(np.float64)
+    P = fmt.params("float64")
+    got, want = kacc.scan_operand(x[None, :], P), _old_scan(x[None, :], fmt)
+    assert got[:3] == want[:3], (got, want)
+    finite = x[np.isfinite(x)][None, :]  # (sums and maxima matter only when all are finite)
+    assert_same_bits(np.array(kacc.scan_operand(finite, P)[3:]),
+                     np.array(_old_scan(finite, fmt)[3:]))
+    back = fpsim.quantize(x, fmt, "rtz")
+    bad = ~((back.view(np.uint64) == x.view(np.uint64)) | np.isnan(x) | ((x == 0) & (back == 0)))
+    for v in x[bad]:  # each rejected element alone is rejected by the fused pass too
+        assert kacc.scan_operand(np.array([[v]]), P)[0] == 1, f"{v!r} ({float(v).hex()})"
+
+
+def _fast_path_cases():
+    """(name, A, B, model keywords, fast path taken): exact fp16 data, NaN/Inf, one non-value, sums at the
+    bound of float32 and float16 exactness, zero operands."""
+    rng = np.random.default_rng(11)
+    small = rng.integers(-8, 8, (24, 40)) / 8.0
+    small_b = rng.integers(-8, 8, (40, 16)) / 16.0
+    small[3, :] = -0.0
+    nan_a, inf_b = small.copy(), small_b.copy()
+    nan_a[5, 7] = np.nan
+    inf_b[2, 3] = -np.inf
+    fp32 = dict(preset="fp16 inputs, fp32 accumulate")
+    fp16 = dict(preset="fp16 accumulate")
+    # 2047 * K: 2^24 - 4 for K = 8196 (every float32 partial sum exact), beyond 2^24 for 8197.
+    below = (np.full((1, 8196), 2047.0), np.ones((8196, 1)))
+    above = (np.full((1, 8197), 2047.0), np.ones((8197, 1)))
+    return [
+        ("exact fp16", small, small_b, fp32, True),
+        ("exact fp16, fp16 accumulate", small, small_b, fp16, True),
+        ("exact fp16, fp16 out of fp32 sums, rdn", small, small_b,
+         dict(fmt="float16", accum="float32", inputs="float16", rounding="rdn"), True),
+        ("exact fp16, sr into e4m3 output", small / 4, small_b,
+         dict(fmt="e4m3", accum="float32", inputs="float16", rounding="sr", seed=5), True),
+        ("NaN in a", nan_a, small_b, fp32, False),
+        ("-Inf in b", small, inf_b, fp32, False),
+        ("float32 bound, below", *below, fp32, True),
+        ("float32 bound, above", *above, fp32, False),
+        ("float16 sum below max", np.array([[16384.0, 16384.0, 16384.0]]), np.ones((3, 1)), fp16,
+         True),
+        ("float16 sum at max", np.array([[32752.0, 32752.0]]), np.ones((2, 1)), fp16, False),
+        ("float16 sum beyond max", np.array([[32768.0, 32768.0]]), np.ones((2, 1)), fp16, False),
+        ("zero operand into fnuz, rdn", np.full((3, 4), -0.0), small_b[:4, :5],
+         dict(fmt="float8_e4m3fnuz", accum="float32", inputs="float16", rounding="rdn"), True),
+    ]
+
+
+def _model_of(kw):
+    return acc._model(kw.get("fmt"), kw.get("accum"), None, kw.get("rounding", "rne"),
+                      "sequential", None, False, kw.get("preset"), kw.get("inputs"), "ieee",
+                      kw.get("seed", 0), 0, None)
+
+
+@pytest.mark.parametrize("case", _fast_path_cases(), ids=lambda c: c[0])
+def test_fused_scan_takes_the_fast_path_exactly_when_the_old_checks_did(case):
+    """The decision from the fused scans equals the decision from the separate checks (the same
+    proof fed with :func:`_old_scan`'s findings), and the result equals the model kernel's
+    (fast=False) bit for bit under 1 and 2 Numba and BLAS threads."""
+    import numba
+    from threadpoolctl import threadpool_limits
+    name, A, B, kw, taken = case
+    m = _model_of(kw)
+    old = [acc._Scan(*_old_scan(X, m.inputs),
+                     X.astype(np.float32) if m.inputs.fits_float32 else None) for X in (A, B)]
+    assert (acc._exact_product(A, B, *old, m) is not None) == taken  # (both outcomes occur)
+    assert (acc.blas_exact(A, B, m) is not None) == taken
+    threads = numba.get_num_threads()
+    try:
+        for n in (1, 2):
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            with threadpool_limits(n, "blas"):
+                assert_same_bits(fpsim.matmul(A, B, **kw), fpsim.matmul(A, B, fast=False, **kw),
+                                 what=name)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def test_fused_scan_rejects_one_non_value_as_before():
+    """One element off the float16 grid among exact data: the same error, naming it, with or
+    without the fast path (the fused pass falls back to the rounding check for it)."""
+    A = np.random.default_rng(12).integers(-8, 8, (16, 16)) / 8.0
+    A[9, 4] = 1.0 + 2.0**-11  # float16 holds 1 + 2^-10, not this
+    for fast in (True, False):
+        with pytest.raises(ValueError, match=r"operand a holds 1.00048828125 at index \(9, 4\)"):
+            fpsim.matmul(A, np.ones((16, 2)), preset="fp16 inputs, fp32 accumulate", fast=fast)
+    assert kacc.scan_operand(A, fpsim.format("float16").params("float64"))[0] == 1
+
+
+def test_remembered_models_keep_every_check():
+    """A model parsed once is remembered, but block=True stays refused after block=1 (equal
+    keys unless typed), and a Format object is parsed anew each time."""
+    a = np.ones((2, 3))
+    kw = dict(fmt="float16", accum="float16", order="blocked")
+    assert fpsim.matmul(a, a.T, block=1, **kw)[0, 0] == 3.0
+    with pytest.raises(ValueError, match="block=True"):
+        fpsim.matmul(a, a.T, block=True, **kw)
+    assert acc._remembered_model("float16", None, None, "rne", "sequential", None, False, None,
+                                 None, "ieee", 0, 0, None) is acc._remembered_model(
+        "float16", None, None, "rne", "sequential", None, False, None, None, "ieee", 0, 0, None)
+    f16 = fpsim.format("float16")
+    assert acc._remembered_model(f16, None, None, "rne", "sequential", None, False, None, None,
+                                 "ieee", 0, 0, None).fmt is f16

@@ -18,10 +18,11 @@ All roundings use one rounding mode. ``docs/arithmetic.md`` draws the orders and
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
-from fpsim.numerics import backend
+from fpsim.numerics import backend, config
 from fpsim.numerics.arith import arith_sr_bits, check_arith_format, first_non_value
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as _format
@@ -32,6 +33,7 @@ from fpsim.numerics.modes import Overflow, RoundMode
 _ORDERS = {"sequential": kacc.ORDER_SEQUENTIAL, "pairwise": kacc.ORDER_PAIRWISE,
            "blocked": kacc.ORDER_BLOCKED}
 _FLOAT64 = Format(exp_bits=11, man_bits=52)
+_FLOAT32 = Format(exp_bits=8, man_bits=23)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +72,11 @@ def _is_float64(f) -> bool:
     return isinstance(f, Format) and f == _FLOAT64  # (the name is not part of equality)
 
 
-def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
+def _operand(x, name: str, fmt: Format, ndim: int, float32: bool = False,
+             row_sums: bool = True):
     """Host operand ``x`` as a contiguous float64 ``ndim``-D array of values of ``fmt``, with
-    what one scan of it found; TypeError / ValueError naming the operand otherwise."""
+    what one scan of it found (and its float32 copy when ``float32``; ``row_sums``: whether
+    the scan sums rows); TypeError / ValueError naming the operand otherwise."""
     arr = np.asarray(x)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -83,23 +87,25 @@ def _operand(x, name: str, fmt: Format, ndim: int) -> np.ndarray:
     backend.check_exact_ints(arr, f"operand {name}")
     with np.errstate(invalid="ignore"):
         arr = np.ascontiguousarray(arr, dtype=np.float64)
-    scan = kacc.scan_operand(arr, fmt.params("float64"))
+    arr32 = np.empty(arr.shape if float32 else (0, 0), np.float32)
+    scan = kacc.scan_operand_into(arr, fmt.params("float64"), arr32, row_sums)
     if scan[0]:
         where = first_non_value(arr, fmt)
         raise ValueError(f"operand {name} holds {float(arr[where])!r} at index {where}, which is "
                          f"not a value of the input format {fmt}: quantize it first")
-    return arr, _Scan(*scan)
+    return arr, _Scan(*scan, arr32 if float32 else None)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Scan:
-    """What one pass over an operand found (:func:`fpsim.kernels.accumulate.scan_operand`)."""
+    """What one pass over an operand found (:func:`fpsim.kernels.accumulate.scan_operand_into`)."""
 
     n_not_values: int
     finite: bool
-    lowest: int  # every element a multiple of 2^lowest (9999: all zero)
-    max_abs: float
-    max_row_sum: float
+    lowest: int  # every element a multiple of 2^lowest (kacc.NO_SET_BIT: all zero)
+    max_abs: float  # of the finite elements
+    max_row_sum: float  # 0.0 when the scan was not asked for row sums
+    float32: np.ndarray | None  # the operand as float32, exactly (None: not asked for)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,54 +175,106 @@ def _model(fmt, accum, product, rounding, order, block, compensated, preset_name
                   bool(compensated), mode, policy, stream_key(seed, stream), srk)
 
 
+def _remembered_model(*args) -> _Model:
+    """:func:`_model` of ``args``, remembered when they are plain names and numbers: parsing a
+    model costs about as much as a fast-path 64^3 product. (Format objects are not remembered:
+    equal formats may carry different names, which messages show.)"""
+    if all(a is None or type(a) in _PLAIN for a in args):
+        return _model_cache(*args)
+    return _model(*args)
+
+
+_PLAIN = (str, int, float, bool)
+# typed: True and 1 (block=True is refused, block=1 is not), 1 and 1.0 are different keys.
+_model_cache = functools.lru_cache(maxsize=64, typed=True)(_model)
+
+
 def _exact_in(bound: float, L: int, f: Format | None) -> bool:
     """Whether every multiple of ``2^L`` not above ``bound`` in magnitude is a value of ``f``
     (None: exact arithmetic, but BLAS computes in float64: float64's condition)."""
-    f = _FLOAT64 if f is None else f
-    lowest = f.emin - f.man_bits if f.subnormals else f.emin
-    if not f.has_negzero or L < lowest:
+    lowest, man_bits, largest, has_negzero = _grid_limits(_FLOAT64 if f is None else f)
+    if not has_negzero or L < lowest:
         return False
-    top = L + f.man_bits + 1  # multiples of 2^L below 2^top have at most man_bits + 1 bits
-    return bound < float(f.max) and (top > 1023 or bound < 2.0 ** top)
+    top = L + man_bits + 1  # multiples of 2^L below 2^top have at most man_bits + 1 bits
+    return bound < largest and (top > 1023 or bound < 2.0 ** top)
 
 
-def _blas_exact(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model):
-    """The exact ``A @ B`` from BLAS when the model provably equals it, else None.
+@functools.cache
+def _grid_limits(f: Format) -> tuple[int, int, float, bool]:
+    """What :func:`_exact_in` reads of ``f``: the exponent of its smallest positive value, its
+    fraction bits, its largest value, whether it has -0 (derived once per format)."""
+    lowest = f.emin - f.man_bits if f.subnormals else f.emin
+    return lowest, f.man_bits, float(f.max), f.has_negzero
 
-    It does when every product and every partial sum, in any order, is exactly representable in
-    the product format, the accumulator and float64 (float32 for sgemm): then every rounding of
-    the model is exact and so is the BLAS sum, whatever order and FMA use it has. Sufficient
-    condition checked here: all products are multiples of ``2^L`` (``L`` = lowest set bits of A
-    plus B's), the largest row sum of ``|A|`` times ``max |B|`` bounds every partial sum, and it
-    is below ``2^(L + precision)`` and the format's max, with ``2^L`` not below the format's
-    smallest positive value. Not taken for Kahan (its -0 rules differ under rdn); zero results
-    get the model's sign of zero afterwards.
+
+def _exact_product(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model):
+    """``(C, in_output)``: ``C`` the exact ``A @ B`` from BLAS (float32 or float64; its zeros
+    carry BLAS's signs, :func:`fpsim.kernels.accumulate.finish_exact` gives them the model's)
+    when the model provably equals it, and ``in_output`` whether every such sum is also a value
+    of the output format (its final rounding then changes nothing); else None.
+
+    The model equals BLAS when every product and every partial sum, in any order, is exactly
+    representable in the product format, the accumulator and float64 (float32 for sgemm): then
+    every rounding of the model is exact and so is the BLAS sum, whatever order and FMA use it
+    has. Sufficient condition checked here: all products are multiples of ``2^L`` (``L`` =
+    lowest set bits of A plus B's), the largest row sum of ``|A|`` times ``max |B|`` bounds
+    every partial sum, and it is below ``2^(L + precision)`` and the format's max, with ``2^L``
+    not below the format's smallest positive value. Not taken for Kahan (its -0 rules differ
+    under rdn); zero results get the model's sign of zero afterwards. sgemm runs on the scans'
+    float32 copies, which exist only when the input format fits float32.
     """
     if m.compensated or A.size == 0 or B.size == 0 or not (sa.finite and sb.finite):
         return None
-    if sa.lowest == 9999 or sb.lowest == 9999:  # a zero operand: every product is ±0
-        C = np.zeros((A.shape[0], B.shape[1]))
-    else:
-        L = sa.lowest + sb.lowest
-        # The float64 row sums may round low by a relative K*2^-53 at most: covered.
-        bound = sa.max_row_sum * sb.max_abs * (1 + (A.shape[1] + 2) * 2.0 ** -52)
-        if not all(_exact_in(bound, L, f) for f in (m.product, m.accum, _FLOAT64)
-                   if f is not None or m.acc_kind == kacc.ACC_EXACT):
-            return None
-        if m.inputs.fits_float32 and _exact_in(bound, L, Format(exp_bits=8, man_bits=23)):
-            C = (A.astype(np.float32) @ B.astype(np.float32)).astype(np.float64)
-        else:
-            C = A @ B
-    kacc.fix_zero_signs(A, B, C, m.mode)
-    return C
+    if sa.lowest == kacc.NO_SET_BIT or sb.lowest == kacc.NO_SET_BIT:
+        return np.zeros((A.shape[0], B.shape[1])), False  # every product is ±0
+    L = sa.lowest + sb.lowest
+    # The float64 row sums may round low by a relative K*2^-53 at most: covered.
+    bound = sa.max_row_sum * sb.max_abs * (1 + (A.shape[1] + 2) * 2.0 ** -52)
+    if not all(_exact_in(bound, L, f) for f in (m.product, m.accum, _FLOAT64)
+               if f is not None or m.acc_kind == kacc.ACC_EXACT):
+        return None
+    in_output = _exact_in(bound, L, m.fmt)
+    if sa.float32 is not None and sb.float32 is not None and _exact_in(bound, L, _FLOAT32):
+        return _blas(sa.float32, sb.float32), in_output
+    return _blas(A, B), in_output
+
+
+def _blas(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``X @ Y`` through numpy's BLAS; below ``config.BLAS_SERIAL_MACS`` multiply-adds on one
+    BLAS thread (a small GEMM spread over threads only adds synchronisation)."""
+    if X.shape[0] * X.shape[1] * Y.shape[1] >= config.BLAS_SERIAL_MACS:
+        return X @ Y
+    spread = [(lib, lib.num_threads) for lib in _blas_libraries() if lib.num_threads > 1]
+    try:
+        for lib, _ in spread:
+            lib.set_num_threads(1)
+        return X @ Y
+    finally:
+        for lib, threads in spread:
+            lib.set_num_threads(threads)
+
+
+@functools.cache
+def _blas_libraries() -> tuple:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process (found once:
+    a search takes milliseconds, setting a thread count a microsecond)."""
+    from threadpoolctl import ThreadpoolController
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
 def blas_exact(A, B, m: _Model):
-    """:func:`_blas_exact` for two float64 operands of the model's input format (tests and
-    benchmarks ask it whether the fast path applies)."""
-    A, sa = _operand(A, "a", m.inputs, 2)
-    B, sb = _operand(B, "b", m.inputs, 2)
-    return _blas_exact(A, B, sa, sb, m)
+    """The exact ``A @ B`` (float64, zeros signed as the model's) from BLAS for two operands of
+    the model's input format when the model provably equals it, else None (tests and benchmarks
+    ask it whether the fast path applies)."""
+    A, sa = _operand(A, "a", m.inputs, 2, float32=m.inputs.fits_float32)
+    B, sb = _operand(B, "b", m.inputs, 2, float32=m.inputs.fits_float32, row_sums=False)
+    exact = _exact_product(A, B, sa, sb, m)
+    if exact is None:
+        return None
+    C = np.empty((A.shape[0], B.shape[1]))
+    kacc.finish_exact(exact[0], A, B, C, m.fmt.params("float64"), m.mode, m.policy,
+                      np.uint64(m.key), m.srk, 1, False)
+    return C
 
 
 def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequential",
@@ -266,8 +324,8 @@ def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequ
     if c is not None:
         raise ValueError("c (an addend) is for tensor-core models (preset='H100-fp16', "
                          "accum=TensorCore(...)); add it after the product otherwise")
-    m = _model(fmt, accum, product, rounding, order, block, compensated, preset, inputs,
-               overflow, seed, stream, sr_bits)
+    m = _remembered_model(fmt, accum, product, rounding, order, block, compensated, preset,
+                          inputs, overflow, seed, stream, sr_bits)
     return backend.matmul(a, b, m, fast)
 
 
@@ -297,11 +355,12 @@ def _tensor_core_of(accum, preset_name):
     return None
 
 
-def checked_operands(a, b, m: _Model):
+def checked_operands(a, b, m: _Model, float32: bool = False):
     """``(A, B, scan of A, scan of B)``: host operands checked against the model's input format
-    and for aligned shapes (both backends check on the host, with these messages)."""
-    A, sa = _operand(a, "a", m.inputs, 2)
-    B, sb = _operand(b, "b", m.inputs, 2)
+    and for aligned shapes (both backends check on the host, with these messages); the scans
+    hold float32 copies when ``float32`` (the input format must fit float32)."""
+    A, sa = _operand(a, "a", m.inputs, 2, float32)
+    B, sb = _operand(b, "b", m.inputs, 2, float32, row_sums=False)
     if A.shape[1] != B.shape[0]:
         raise ValueError(f"shapes {A.shape} and {B.shape} do not align: a's columns ({A.shape[1]}) "
                          f"must equal b's rows ({B.shape[0]})")
@@ -322,7 +381,9 @@ def host_matmul(a, b, m: _Model, fast: bool) -> np.ndarray:
     """The CPU implementation of :func:`matmul` (the dispatch table's ``matmul`` / ``cpu``
     entry): operand checks, the fast paths where they provably equal the model, else the
     model driver."""
-    A, B, sa, sb = checked_operands(a, b, m)
+    # The float32 copies are for sgemm, which only the fast path may run.
+    float32 = fast and not m.compensated and m.inputs.fits_float32
+    A, B, sa, sb = checked_operands(a, b, m, float32)
     return _matmul(A, B, sa, sb, m, fast)
 
 
@@ -332,27 +393,25 @@ def _matmul(A: np.ndarray, B: np.ndarray, sa: _Scan, sb: _Scan, m: _Model,
     M, K = A.shape
     N = B.shape[1]
     out = np.empty((M, N), np.float64)
-    nchunk = backend.nchunks(M * max(N, 1) * max(K, 1)) if M else 1
-    nchunk = max(1, min(nchunk, M))
-    PO = m.fmt.params("float64")
-    PA = (m.accum or m.fmt).params("float64")
-    PP = (m.product or m.fmt).params("float64")
-    prod_kind = kacc.PROD_EXACT if m.product is None else kacc.PROD_FORMAT
     # The fast paths are CPU-only strategies (BLAS, a vectorized sequential loop) with no CUDA
     # twin, so they call their kernels here; the model itself goes through the driver below.
     if fast:
-        C = _blas_exact(A, B, sa, sb, m)
-        if C is not None:
-            kacc.round_outputs(C, out, PO, m.mode, m.policy, np.uint64(m.key), m.srk, 5 * K + 4)
+        exact = _exact_product(A, B, sa, sb, m)
+        if exact is not None:
+            C, in_output = exact
+            kacc.finish_exact(C, A, B, out, m.fmt.params("float64"), m.mode, m.policy,
+                              np.uint64(m.key), m.srk, 5 * K + 4, not in_output)
             return out
-        if (m.acc_kind == kacc.ACC_FORMAT and m.order == kacc.ORDER_SEQUENTIAL
-                and not m.compensated and sa.finite and sb.finite):
-            kacc.matmul_sequential(A, B, out, prod_kind, PP, PA, PO, m.mode, m.policy,
-                                   np.uint64(m.key), m.srk, nchunk)
-            return out
+    nchunk = backend.nchunks(M * max(N, 1) * max(K, 1)) if M else 1
+    nchunk = max(1, min(nchunk, M))
+    if fast and (m.acc_kind == kacc.ACC_FORMAT and m.order == kacc.ORDER_SEQUENTIAL
+                 and not m.compensated and sa.finite and sb.finite):
+        prod_kind, PP, _, PA, PO = model_args(m)[:5]
+        kacc.matmul_sequential(A, B, out, prod_kind, PP, PA, PO, m.mode, m.policy,
+                               np.uint64(m.key), m.srk, nchunk)
+        return out
     if m.acc_kind == kacc.ACC_EXACT and A.size and B.size:
-        big = np.nanmax(np.abs(A[np.isfinite(A)]), initial=0.0) * np.nanmax(
-            np.abs(B[np.isfinite(B)]), initial=0.0)
+        big = sa.max_abs * sb.max_abs  # (of the finite elements)
         if big * K >= 2.0**1000:
             raise ValueError("exact accumulation of these operands could overflow the float64 "
                              "partial sums it is computed with (|a| * |b| * K >= 2^1000)")
