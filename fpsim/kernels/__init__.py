@@ -56,4 +56,4 @@ def _kernel_cache():
 
 
 with _kernel_cache():
-    from fpsim.kernels import accumulate, arith, bits, cpu, histogram, rng, round
+    from fpsim.kernels import accumulate, arith, batched, bits, cpu, histogram, rng, round

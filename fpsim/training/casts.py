@@ -18,11 +18,13 @@ every preset uses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import numpy as np
 
-from fpsim.numerics import backend, fixed
+from fpsim.numerics import fixed
+from fpsim.numerics.convert import PreparedQuantize, _quantize_prepared
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as parse_format
 from fpsim.numerics.modes import Overflow, RoundMode
@@ -51,14 +53,14 @@ class CastContext:
     stats: bool
     training: bool = True
 
-    @property
+    @functools.cached_property  # (a site's context serves every rounding of its step)
     def stream(self) -> int:
         """Random stream of stochastic rounding at this site, role and step: the low 32 bits
         name (site, role), the high bits the step, so SR bits never repeat across sites or steps
         and do not depend on call order."""
         return zlib.crc32(f"{self.site}|{self.role}".encode()) | (int(self.step) << 32)
 
-    @property
+    @functools.cached_property
     def key(self) -> int:
         """The 64-bit key of the counter-based random bits (:func:`fpsim.kernels.rng.stream_key`)."""
         return stream_key(self.seed, self.stream)
@@ -94,6 +96,8 @@ class Cast:
         object.__setattr__(self, "_mode", int(RoundMode.parse(self.rounding)))
         object.__setattr__(self, "_overflow", int(policy))
         object.__setattr__(self, "_grid", grid is not None)
+        object.__setattr__(self, "_prepared", None if grid is not None else PreparedQuantize(
+            self.format, self._mode, self._overflow))
 
     def round(self, x: np.ndarray, ctx: CastContext):
         """``x`` (a float32/float64 array) rounded into the format, in ``x``'s dtype, and the
@@ -106,8 +110,7 @@ class Cast:
             y, st = fixed.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
                                    SR_BITS_MAX, ctx.stats)
         else:
-            y, st = backend.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
-                                     SR_BITS_MAX, ctx.stats)
+            ((y, st),) = _quantize_prepared([arr], self._prepared, [ctx.key], ctx.stats)
         return (y if y.dtype == x.dtype else y.astype(x.dtype)), st
 
     @classmethod
