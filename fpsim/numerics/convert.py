@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 import dataclasses
-import threading
 
 from fpsim.numerics import backend
 from fpsim.numerics import config
@@ -212,40 +211,34 @@ class PreparedQuantize:
         return pv
 
 
-class _Scratch(threading.local):
-    """Per-thread scratch statistics rows of :func:`_quantize_prepared` (zeroed by the kernel
-    after each use, so they are allocated once, not per call)."""
-
-    rows = None
-    no_rows = None
-
-
-_SCRATCH = _Scratch()
+#: Scratch statistics rows of _quantize_prepared, ``{True: rows, False: width-0 rows}``:
+#: allocated once and zeroed by the kernel after each use. One set serves every thread: the
+#: kernels hold the GIL, so two calls never use the rows at the same time.
+_SCRATCH: dict = {}
 
 
 def _scratch_rows(nrows: int, want_stats: bool) -> np.ndarray:
     """Zeroed statistics rows for ``nrows`` chunks (width 0 without statistics)."""
-    if not want_stats:
-        if _SCRATCH.no_rows is None or _SCRATCH.no_rows.shape[0] < nrows:
-            _SCRATCH.no_rows = np.zeros((nrows, 0), np.int64)
-        return _SCRATCH.no_rows
-    if _SCRATCH.rows is None or _SCRATCH.rows.shape[0] < nrows:
-        _SCRATCH.rows = np.zeros((nrows, _STATS_LEN), np.int64)
-    return _SCRATCH.rows
+    rows = _SCRATCH.get(want_stats)
+    if rows is None or rows.shape[0] < nrows:
+        rows = _SCRATCH[want_stats] = np.zeros((nrows, _STATS_LEN if want_stats else 0),
+                                               np.int64)
+    return rows
 
 
 def _segment(start: int, end: int, key: int) -> tuple:
-    """A row of the kernels' segment table: start, end, the chunks :func:`quantize` would split
-    the elements into, and the stream key's 64 bits as an int64."""
+    """A row of the kernels' segment table: start, end, the number of chunks (1, the serial
+    driver, below ``config.CAST_SERIAL_BELOW``) and the stream key's 64 bits as an int64."""
     n = end - start
-    return (start, end, 1 if n < config.SERIAL_BELOW else backend.nchunks(n),
+    return (start, end, 1 if n < config.CAST_SERIAL_BELOW else backend.nchunks(n),
             key - (1 << 64) if key >= 1 << 63 else key)
 
 
 def _quantize_prepared(xs: list, prep: PreparedQuantize, keys: list, want_stats: bool) -> list:
     """``[(values, Stats or None), ...]``: each array of ``xs`` rounded as
     ``quantize(x, fmt, rounding, overflow, stats=want_stats)`` with stream key ``keys[i]``
-    would round it (bit for bit, Stats field for field), in one jitted call.
+    would round it (bit for bit, Stats field for field), in one jitted call; serially below
+    ``config.CAST_SERIAL_BELOW`` elements (results do not depend on the chunking).
 
     Pre-validated: ``xs`` are C-contiguous host float32/float64 arrays of one dtype, ``keys``
     64-bit stream keys (:func:`fpsim.kernels.rng.stream_key`). Nothing is checked here.
