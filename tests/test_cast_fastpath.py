@@ -99,9 +99,9 @@ def test_prepared_equals_quantize_bits_and_stats(fmt, rounding, overflow, fused,
 
 @pytest.mark.parametrize("fmt,rounding,overflow", CASTS)
 def test_prepared_equals_quantize_in_many_chunks(fmt, rounding, overflow, threads, monkeypatch):
-    """Tensors above the serial threshold go through the parallel driver in several chunks,
-    split as quantize splits them, next to small ones in the same call."""
-    monkeypatch.setattr(config, "SERIAL_BELOW", 1000)
+    """Tensors above the cast sites' serial threshold go through the parallel driver in several
+    chunks, next to small ones in the same call."""
+    monkeypatch.setattr(config, "CAST_SERIAL_BELOW", 1000)
     monkeypatch.setattr(config, "MIN_CHUNK", 333)
     xs = [random_values("float32", n, seed=n) for n in (5000, 10, 70_001, 999, 1000)]
     _check_against_plain(xs, fmt, rounding, overflow, fused=True)
@@ -164,3 +164,59 @@ def test_training_run_equals_public_quantize_casts(fmt, rounding):
         assert sorted(summary.sites) == sorted(summary0.sites)
         for key in summary.sites:
             _assert_same_stats(summary.sites[key], summary0.sites[key], f"{key}")
+
+
+def test_parameters_round_in_one_call_per_cast(monkeypatch):
+    """A forward pass rounds all its parameters in one round_many call (one cast for all of
+    them here); every parameter site then takes its result instead of rounding again."""
+    calls = {"many": [], "round": []}
+    many, single = Cast.round_many, Cast.round
+    monkeypatch.setattr(Cast, "round_many", lambda self, xs, ctxs: calls["many"].append(
+        [c.site for c in ctxs]) or many(self, xs, ctxs))
+    monkeypatch.setattr(Cast, "round", lambda self, x, ctx: calls["round"].append(
+        (ctx.site, ctx.role, ctx.direction)) or single(self, x, ctx))
+    s = Session(TrainConfig(model="mlp", policy="mixed_fp16", batch_size=8).resolved())
+    s.train_step(np.arange(8), None)
+    params = [n for n, _ in s.model.named_parameters()]
+    assert calls["many"] == [params]
+    assert not [c for c in calls["round"] if c[1] == "weight"]
+    assert len([c for c in calls["round"] if c[1] == "weight-grad"]) == len(params)
+
+
+def test_parameter_replaced_before_its_site_is_rounded_again():
+    """A parameter hook placed before the casts that hands the site another array (here twice
+    the weights) gets that array rounded, not the one rounded at the start of the pass."""
+    from fpsim import engine as E
+    from fpsim.training.nn import ORDER_BEFORE_CASTS
+    from fpsim.training.precision import policy
+
+    def mlp():
+        return Session(TrainConfig(model="mlp", policy="fp32", batch_size=8).resolved())
+    s = mlp()
+    model, x = s.model, E.Tensor(s.data.x_train[:8])
+    policy("mixed_bf16").apply(model)
+    for _, m in model.named_modules():
+        m.register_hook("param", lambda mod, name, p: E.Tensor(p.data * np.float32(2)),
+                        owner="test", order=ORDER_BEFORE_CASTS)
+    doubled = model(x).data
+    ref = mlp().model  # the same network with its parameters doubled
+    for (_, p), (_, q) in zip(ref.named_parameters(), model.named_parameters()):
+        p.data = q.data * np.float32(2)
+    policy("mixed_bf16").apply(ref)
+    assert_same_bits(doubled, ref(x).data)
+
+
+def test_step_summary_total_equals_sum_of_stats():
+    """StepSummary.total (summed field by field) equals the sum of the chosen sites' Stats."""
+    from fpsim.training.instrument import GRAD_ROLES, StepSummary
+    rng = np.random.default_rng(0)
+    sites = {}
+    for i in range(4):
+        for role in ("activation", "activation-grad", "weight-grad"):
+            x = rng.standard_normal(300) * 10.0 ** rng.integers(-9, 6, 300)
+            sites[(f"s{i}", role, "backward")] = fpsim.quantize(x, "float16", stats=True)[1]
+    summary = StepSummary(0, sites)
+    for roles in (GRAD_ROLES, ("activation",)):
+        want = sum((st for (_, r, _), st in sites.items() if r in roles), Stats())
+        _assert_same_stats(summary.total(roles), want, str(roles))
+    _assert_same_stats(StepSummary(0, {}).total(), Stats(), "empty")

@@ -9,7 +9,12 @@ direction, the step and seed that key stochastic rounding, whether Stats are wan
 rounded array in ``x``'s dtype and ``stats`` a :class:`~fpsim.numerics.stats.Stats` or None. The
 training layer calls nothing else, so a scaled or block format (per-tensor scales, MX blocks) is
 another implementation of the same method. An optional ``format`` attribute names the element
-format; the adaptive loss scaler reads the gradient format's range from it.
+format; the adaptive loss scaler reads the gradient format's range from it. An optional method
+
+    ``round_many(xs, ctxs) -> [(y, stats), ...]``
+
+rounds several arrays at once, each exactly as ``round(x, ctx)`` would (same values, same
+Stats); the sites use it to round every parameter of a forward pass in one call.
 
 :class:`Cast` (an element format, a rounding mode and an overflow policy) is the implementation
 every preset uses.
@@ -18,7 +23,6 @@ every preset uses.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import zlib
 
 import numpy as np
@@ -53,14 +57,14 @@ class CastContext:
     stats: bool
     training: bool = True
 
-    @functools.cached_property  # (a site's context serves every rounding of its step)
+    @property
     def stream(self) -> int:
         """Random stream of stochastic rounding at this site, role and step: the low 32 bits
         name (site, role), the high bits the step, so SR bits never repeat across sites or steps
         and do not depend on call order."""
         return zlib.crc32(f"{self.site}|{self.role}".encode()) | (int(self.step) << 32)
 
-    @functools.cached_property
+    @property
     def key(self) -> int:
         """The 64-bit key of the counter-based random bits (:func:`fpsim.kernels.rng.stream_key`)."""
         return stream_key(self.seed, self.stream)
@@ -112,6 +116,17 @@ class Cast:
         else:
             ((y, st),) = _quantize_prepared([arr], self._prepared, [ctx.key], ctx.stats)
         return (y if y.dtype == x.dtype else y.astype(x.dtype)), st
+
+    def round_many(self, xs: list, ctxs: list) -> list:
+        """``[self.round(x, ctx) for x, ctx in zip(xs, ctxs)]`` in one kernel call (Stats are
+        computed when the first context asks for them, as the contexts of one pass all do)."""
+        if self._grid or len({x.dtype for x in xs}) != 1:
+            return [self.round(x, ctx) for x, ctx in zip(xs, ctxs)]
+        if xs[0].dtype not in (np.float32, np.float64):
+            raise TypeError(f"cast sites round float32/float64 arrays, got {xs[0].dtype}")
+        arrs = [x if x.flags.c_contiguous else np.ascontiguousarray(x) for x in xs]
+        res = _quantize_prepared(arrs, self._prepared, [ctx.key for ctx in ctxs], ctxs[0].stats)
+        return [(y if y.dtype == x.dtype else y.astype(x.dtype), st) for x, (y, st) in zip(xs, res)]
 
     @classmethod
     def parse(cls, spec):
