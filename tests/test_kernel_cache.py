@@ -12,8 +12,8 @@ import fpsim.kernels
 
 #: The CPU kernel modules with jitted functions (the CUDA ones need numba.cuda and do not cache;
 #: bitcast holds LLVM intrinsics only).
-MODULES = ("accumulate", "arith", "bits", "cpu", "fixed", "histogram", "rng", "round", "scaled",
-           "tensor_core")
+MODULES = ("accumulate", "arith", "batched", "bits", "cpu", "fixed", "histogram", "rng", "round",
+           "scaled", "tensor_core")
 
 
 def test_every_kernel_module_is_checked():

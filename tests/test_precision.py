@@ -48,13 +48,19 @@ def test_mixed_fp16_declares_exactly_these_sites():
 def _capture(monkeypatch):
     """Record every rounding a cast site makes: (input copy, output, stats)."""
     calls = []
-    real = Cast.round
+    real, real_many = Cast.round, Cast.round_many
 
     def spy(self, x, ctx):
         y, st = real(self, x, ctx)
         calls.append((self, x.copy(), y.copy(), st))
         return y, st
+
+    def spy_many(self, xs, ctxs):  # (the parameters of a forward pass, in one call)
+        res = real_many(self, xs, ctxs)
+        calls.extend((self, x.copy(), y.copy(), st) for x, (y, st) in zip(xs, res))
+        return res
     monkeypatch.setattr(Cast, "round", spy)
+    monkeypatch.setattr(Cast, "round_many", spy_many)
     return calls
 
 

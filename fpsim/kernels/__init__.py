@@ -60,5 +60,5 @@ def _kernel_cache():
 # __pycache__, keyed on its own file only (the stale-inlined-core problem above). The CUDA
 # modules need numba.cuda and load on demand (fpsim.numerics.backend).
 with _kernel_cache():
-    from fpsim.kernels import (accumulate, arith, bits, cpu, fixed, histogram, rng, round,
-                               scaled, tensor_core)
+    from fpsim.kernels import (accumulate, arith, batched, bits, cpu, fixed, histogram, rng,
+                               round, scaled, tensor_core)

@@ -12,12 +12,16 @@ import numpy as np
 import dataclasses
 
 from fpsim.numerics import backend
+from fpsim.numerics import config
 from fpsim.numerics import fixed as _fixed
 from fpsim.numerics import scaled as _scaled
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as _format
+from fpsim.kernels.batched import SEGMENTS as _SEGMENTS
+from fpsim.kernels.histogram import STATS_LEN as _STATS_LEN
 from fpsim.kernels.rng import stream_key
 from fpsim.kernels.round import SR_BITS_MAX
+from fpsim.numerics.stats import N_BINADES as _N_BINADES, Stats as _Stats
 from fpsim.numerics.modes import Overflow, RoundMode
 
 
@@ -172,3 +176,93 @@ def decode(codes, fmt: "str | Format", *, tensor_scale=None) -> np.ndarray:
         ts = tensor_scale if tensor_scale is not None else getattr(codes, "tensor_scale", None)
         return _scaled.decode(codes[0], codes[1], sf, ts)
     return backend.unwrap_0d(backend.decode(codes, _format(fmt)))
+
+
+# ---- the prepared entry of cast sites ------------------------------------------------------------
+# A training step rounds dozens of small tensors with the same few casts; quantize's argument
+# parsing, dispatch and statistics set-up cost more than the rounding there. A cast is checked
+# once, when it is built (PreparedQuantize), and then rounds through _quantize_prepared: no
+# per-call checks, one jitted call per group of tensors (kernels/batched.py).
+class PreparedQuantize:
+    """An element format, a rounding mode and an overflow policy, checked once and turned into
+    the arguments of :mod:`fpsim.kernels.batched` (for :func:`_quantize_prepared`).
+
+    Args:
+        fmt: a :class:`Format` (not a fixed-point grid or scaled format).
+        mode: a :class:`RoundMode` int; overflow: an :class:`Overflow` int (a float policy).
+        sr_bits: random bits of stochastic rounding (None: all).
+    """
+
+    def __init__(self, fmt: Format, mode: int, overflow: int, sr_bits: int | None = None):
+        if not isinstance(fmt, Format):
+            raise TypeError(f"PreparedQuantize takes a Format, got {type(fmt).__name__}")
+        self.fmt = fmt
+        self.mode = int(RoundMode(mode))
+        self.overflow = int(Overflow(overflow))
+        self.srk = _sr_bits(sr_bits)
+        self.fits_float32 = fmt.fits_float32
+        self._params = {}  # carrier -> int64 parameter vector
+
+    def params(self, carrier: str) -> np.ndarray:
+        """The format's kernel parameters for ``carrier`` as the int64 vector the kernels take."""
+        pv = self._params.get(carrier)
+        if pv is None:
+            pv = self._params[carrier] = np.array(self.fmt.params(carrier), np.int64)
+        return pv
+
+
+#: Scratch statistics rows of _quantize_prepared, ``{True: rows, False: width-0 rows}``:
+#: allocated once and zeroed by the kernel after each use. One set serves every thread: the
+#: kernels hold the GIL, so two calls never use the rows at the same time.
+_SCRATCH: dict = {}
+
+
+def _scratch_rows(nrows: int, want_stats: bool) -> np.ndarray:
+    """Zeroed statistics rows for ``nrows`` chunks (width 0 without statistics)."""
+    rows = _SCRATCH.get(want_stats)
+    if rows is None or rows.shape[0] < nrows:
+        rows = _SCRATCH[want_stats] = np.zeros((nrows, _STATS_LEN if want_stats else 0),
+                                               np.int64)
+    return rows
+
+
+def _segment(start: int, end: int, key: int) -> tuple:
+    """A row of the kernels' segment table: start, end, the number of chunks (1, the serial
+    driver, below ``config.CAST_SERIAL_BELOW``) and the stream key's 64 bits as an int64."""
+    n = end - start
+    return (start, end, 1 if n < config.CAST_SERIAL_BELOW else backend.nchunks(n),
+            key - (1 << 64) if key >= 1 << 63 else key)
+
+
+def _quantize_prepared(xs: list, prep: PreparedQuantize, keys: list, want_stats: bool) -> list:
+    """``[(values, Stats or None), ...]``: each array of ``xs`` rounded as
+    ``quantize(x, fmt, rounding, overflow, stats=want_stats)`` with stream key ``keys[i]``
+    would round it (bit for bit, Stats field for field), in one jitted call; serially below
+    ``config.CAST_SERIAL_BELOW`` elements (results do not depend on the chunking).
+
+    Pre-validated: ``xs`` are C-contiguous host float32/float64 arrays of one dtype, ``keys``
+    64-bit stream keys (:func:`fpsim.kernels.rng.stream_key`). Nothing is checked here.
+    """
+    carrier = "float32" if xs[0].dtype == np.float32 and prep.fits_float32 else "float64"
+    if len(xs) == 1:
+        flat = xs[0].reshape(-1)
+        rows = [_segment(0, flat.size, keys[0])]
+    else:
+        flat = np.concatenate([x.reshape(-1) for x in xs])
+        bounds = np.cumsum([0] + [x.size for x in xs]).tolist()
+        rows = [_segment(a, b, key) for a, b, key in zip(bounds, bounds[1:], keys)]
+    if carrier == "float64" and flat.dtype != np.float64:
+        with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
+            flat = flat.astype(np.float64)
+    out = np.empty_like(flat)
+    counts = np.zeros((len(xs), 8), np.int64)
+    exp_hist = np.zeros((len(xs), _N_BINADES if want_stats else 0), np.int64)
+    bits_t = np.uint32 if carrier == "float32" else np.int64
+    _SEGMENTS[prep.mode](flat.view(bits_t), out.view(bits_t), np.array(rows, np.int64),
+                         prep.params(carrier), prep.overflow, prep.srk, counts,
+                         _scratch_rows(max(r[2] for r in rows), want_stats), exp_hist)
+    ys = [out[a:b].reshape(x.shape) for x, (a, b, _, _) in zip(xs, rows)]
+    if not want_stats:
+        return [(y, None) for y in ys]
+    return [(y, _Stats(x.size, *c[:5], exp_hist=h, hist_zero=c[5], hist_inf=c[6], hist_nan=c[7]))
+            for y, x, c, h in zip(ys, xs, counts.tolist(), exp_hist)]

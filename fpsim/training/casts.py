@@ -9,7 +9,12 @@ direction, the step and seed that key stochastic rounding, whether Stats are wan
 rounded array in ``x``'s dtype and ``stats`` a :class:`~fpsim.numerics.stats.Stats` or None. The
 training layer calls nothing else, so a scaled or block format (per-tensor scales, MX blocks) is
 another implementation of the same method. An optional ``format`` attribute names the element
-format; the adaptive loss scaler reads the gradient format's range from it.
+format; the adaptive loss scaler reads the gradient format's range from it. An optional method
+
+    ``round_many(xs, ctxs) -> [(y, stats), ...]``
+
+rounds several arrays at once, each exactly as ``round(x, ctx)`` would (same values, same
+Stats); the sites use it to round every parameter of a forward pass in one call.
 
 :class:`Cast` (an element format, a rounding mode and an overflow policy) is the implementation
 every preset uses.
@@ -22,7 +27,8 @@ import zlib
 
 import numpy as np
 
-from fpsim.numerics import backend, fixed
+from fpsim.numerics import fixed
+from fpsim.numerics.convert import PreparedQuantize, _quantize_prepared
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as parse_format
 from fpsim.numerics.modes import Overflow, RoundMode
@@ -94,6 +100,8 @@ class Cast:
         object.__setattr__(self, "_mode", int(RoundMode.parse(self.rounding)))
         object.__setattr__(self, "_overflow", int(policy))
         object.__setattr__(self, "_grid", grid is not None)
+        object.__setattr__(self, "_prepared", None if grid is not None else PreparedQuantize(
+            self.format, self._mode, self._overflow))
 
     def round(self, x: np.ndarray, ctx: CastContext):
         """``x`` (a float32/float64 array) rounded into the format, in ``x``'s dtype, and the
@@ -106,9 +114,19 @@ class Cast:
             y, st = fixed.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
                                    SR_BITS_MAX, ctx.stats)
         else:
-            y, st = backend.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
-                                     SR_BITS_MAX, ctx.stats)
+            ((y, st),) = _quantize_prepared([arr], self._prepared, [ctx.key], ctx.stats)
         return (y if y.dtype == x.dtype else y.astype(x.dtype)), st
+
+    def round_many(self, xs: list, ctxs: list) -> list:
+        """``[self.round(x, ctx) for x, ctx in zip(xs, ctxs)]`` in one kernel call (Stats are
+        computed when the first context asks for them, as the contexts of one pass all do)."""
+        if self._grid or len({x.dtype for x in xs}) != 1:
+            return [self.round(x, ctx) for x, ctx in zip(xs, ctxs)]
+        if xs[0].dtype not in (np.float32, np.float64):
+            raise TypeError(f"cast sites round float32/float64 arrays, got {xs[0].dtype}")
+        arrs = [x if x.flags.c_contiguous else np.ascontiguousarray(x) for x in xs]
+        res = _quantize_prepared(arrs, self._prepared, [ctx.key for ctx in ctxs], ctxs[0].stats)
+        return [(y if y.dtype == x.dtype else y.astype(x.dtype), st) for x, (y, st) in zip(xs, res)]
 
     @classmethod
     def parse(cls, spec):

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 
 from fpsim.numerics.stats import Stats
+
+#: The integer fields of Stats (every field but the histogram array).
+_COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Stats) if f.name != "exp_hist")
 
 # -- recorders: the side channel from cast sites to whoever listens ------------------------------
 
@@ -88,7 +92,16 @@ class StepSummary:
 
     def total(self, roles=GRAD_ROLES) -> Stats:
         """Sum of the Stats of every site with one of ``roles``."""
-        return sum((s for (_, role, _), s in self.sites.items() if role in roles), Stats())
+        chosen = [s for (_, role, _), s in self.sites.items() if role in roles]
+        if not chosen:
+            return Stats()
+        # Field by field, one histogram accumulated in place: the loop sums the step's
+        # gradient sites twice a step, and Stats + Stats allocates a histogram per term.
+        exp_hist = chosen[0].exp_hist.copy()
+        for s in chosen[1:]:
+            np.add(exp_hist, s.exp_hist, out=exp_hist)
+        return Stats(exp_hist=exp_hist, **{f: sum(getattr(s, f) for s in chosen)
+                                           for f in _COUNT_FIELDS})
 
     def grad_underflow_rate(self) -> float:
         """Fraction of non-zero finite gradient values (both gradient roles) flushed to zero."""

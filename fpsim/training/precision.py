@@ -213,9 +213,18 @@ class Policy:
             if any(prefix + n in sites for n in getattr(m, "sites", ())):
                 m.register_hook("site", lambda mod, point, x, prefix=prefix: placer.site(
                     sites.get(prefix + point), x), owner=self, order=ORDER_CASTS)
-        # first of all the root's input hooks: a forward pass starts (the context's step count)
-        model.register_hook("input", lambda mod, x: ctx.forward_started(mod) or x, owner=self,
-                            order=-(1 << 30))
+        # first of all the root's input hooks: a forward pass starts (the context's step count),
+        # then the parameters are rounded, all in one call per cast; the last output hook
+        # drops what the pass did not use
+        placer.weights = [(sites[prefix + n], m, n) for mname, m in model.named_modules()
+                          for prefix in [f"{mname}." if mname else ""]
+                          for n, v in vars(m).items()
+                          if isinstance(v, Parameter) and prefix + n in sites
+                          and callable(getattr(sites[prefix + n].forward, "round_many", None))]
+        model.register_hook("input", lambda mod, x: ctx.forward_started(mod) or
+                            placer.round_weights() or x, owner=self, order=-(1 << 30))
+        model.register_hook("output", lambda mod, y: placer.rounded.clear() or y, owner=self,
+                            order=1 << 30)
         inp = sites.get("input")
         if inp is not None:
             model.register_hook("input", lambda mod, x, s=inp: placer.cast_op(
@@ -239,6 +248,31 @@ class _Placer:
 
     def __init__(self, policy: Policy, ctx: RunContext):
         self.policy, self.ctx = policy, ctx
+        #: (Site, module, parameter name) of every parameter whose forward cast has round_many
+        self.weights: list = []
+        #: site name -> (the parameter's array, context flags, (y, stats)): this pass's
+        #: parameter roundings, taken by the parameter sites when they run
+        self.rounded: dict = {}
+
+    def round_weights(self) -> None:
+        """Round every parameter of :attr:`weights` as its site would, one ``round_many`` call
+        per cast, into :attr:`rounded` (a site uses the result only if it rounds the same array
+        under the same step, Stats request and mode; otherwise it rounds for itself)."""
+        ctx = self.ctx
+        self.rounded.clear()
+        if ctx.bypass or not self.weights:
+            return
+        flags = (ctx.step, instrument.wants_stats(), ctx.training, ctx.seed)
+        groups: dict = {}
+        for site, module, name in self.weights:
+            groups.setdefault(id(site.forward), (site.forward, []))[1].append(
+                (site.name, vars(module)[name].data))
+        for cast, members in groups.values():
+            ctxs = [CastContext(name, "weight", "forward", flags[0], flags[3], flags[1],
+                                flags[2]) for name, _ in members]
+            results = cast.round_many([a for _, a in members], ctxs)
+            for (name, a), res in zip(members, results):
+                self.rounded[name] = (a, flags, res)
 
     def cast_op(self, x, site: str, forward, backward, roles=("activation", "activation-grad")):
         """``x`` through a cast site: forward value rounded by ``forward``, cotangent by
@@ -251,13 +285,20 @@ class _Placer:
     def rounder(self, site, role, direction, cast):
         ctx = self.ctx
         capture = direction == "backward" and role == "activation-grad"
+        rounded = self.rounded if (role, direction) == ("weight", "forward") else {}
 
         def rnd(a, tag=None):
             if cast is None or ctx.bypass:
                 y = a
             else:
-                y, st = cast.round(a, CastContext(site, role, direction, ctx.step, ctx.seed,
-                                                  instrument.wants_stats(), ctx.training))
+                wants = instrument.wants_stats()
+                done = rounded.pop(site, None)
+                if done is not None and done[0] is a and done[1] == (
+                        ctx.step, wants, ctx.training, ctx.seed):
+                    y, st = done[2]
+                else:
+                    y, st = cast.round(a, CastContext(site, role, direction, ctx.step,
+                                                      ctx.seed, wants, ctx.training))
                 if st is not None:
                     instrument.emit(site, role, direction, st,
                                     tag if isinstance(tag, (int, float)) else None)
