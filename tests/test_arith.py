@@ -264,3 +264,48 @@ def test_underflow_flag_without_fraction_bits_even_bias():
     _, fl = fpsim.fma(np.array([-0.25]), np.array([2.0**-15]), np.array([2.0**-15]), f,
                       rounding="rne", flags=True)
     assert fl[0] == Flag.INEXACT | Flag.UNDERFLOW
+
+
+def _same_values(got, want) -> bool:
+    """Bit equality, NaN equal to any NaN (NaN signs are the format's rule, not tested here)."""
+    g, w = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return bool(np.array_equal(np.isnan(g), np.isnan(w))
+                and np.array_equal(g[~np.isnan(g)].view(np.uint64), w[~np.isnan(w)].view(np.uint64)))
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float4_e2m1fn", "float16"])
+def test_infinite_results_round_as_quantize_rounds_inf_and_stats_describe_them(name):
+    """x / 0 (and Inf operands where the format has Inf): the result is quantize(±Inf) under the
+    same mode and policy, so Stats (those of rounding the exact results) describe the values
+    returned; the flags stay IEEE's for an exact infinite result (DIVBYZERO only)."""
+    fmt = fpsim.format(name)
+    a = np.array([1.0, -1.0, 0.5, -0.5])
+    b = np.array([0.0, 0.0, -0.0, -0.0])
+    inf = np.array([np.inf, -np.inf, -np.inf, np.inf])
+    for policy in ("ieee", "saturate"):
+        for mode in ALL_MODES:
+            y, fl, st = fpsim.div(a, b, fmt, mode, policy, flags=True, stats=True)
+            want, want_st = fpsim.quantize(inf, fmt, mode, policy, stats=True)
+            assert _same_values(y, want), f"{name} {mode} {policy}: x/0 gave {y}, quantize(±Inf) {want}"
+            assert st == want_st, f"{name} {mode} {policy}: {st} against {want_st}"
+            assert np.all(fl == Flag.DIVBYZERO)
+            ref = [op_value("div", [x, z], fmt, mode, policy)[0] for x, z in zip(a, b)]
+            assert _same_values(ref, want), f"{name} {mode} {policy}: reference gave {ref}"
+            if fmt.has_inf:
+                y, st = fpsim.add(inf, np.ones(4), fmt, mode, policy, stats=True)
+                assert _same_values(y, want) and st == want_st, f"{name} {mode} {policy}: Inf + 1"
+
+
+def test_matmul_block_range_and_float64_spec_messages():
+    """block=2**64 is a ValueError naming block and its range (was a raw OverflowError); an
+    e11m52 accumulator is float64's layout and works as accum='float64' does."""
+    a = np.array([[1.0, 2.0]])
+    b = np.array([[3.0], [4.0]])
+    for block in (2**64, 2**63, 0, -1, True, 1.5):
+        with pytest.raises(ValueError, match=r"block=.*1\.\.2\^63-1"):
+            fpsim.matmul(a, b, "bf16", order="blocked", block=block)
+    assert fpsim.matmul(a, b, "bf16", order="blocked", block=2**63 - 1)[0, 0] == 11.0
+    want = fpsim.matmul(a, b, "float64", accum="float64")
+    for spec in ("e11m52", "E11M52", fpsim.format("e11m52")):
+        assert np.array_equal(fpsim.matmul(a, b, "float64", accum=spec), want)
+        assert np.array_equal(fpsim.matmul(a, b, spec, accum="float64"), want)
