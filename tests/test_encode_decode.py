@@ -312,3 +312,64 @@ def test_decode_of_a_list_refuses_floats_and_names_huge_codes():
     assert fpsim.decode([15360, 0], "fp16").tolist() == [1.0, 0.0]
     big = (1 << 63) | 1  # (numpy reads this list as float64; it is an int64 code)
     assert fpsim.decode([big], "float64")[0] == np.array([big], np.uint64).view(np.float64)[0]
+
+
+# ---- read-only and integer inputs ----------------------------------------------------------------
+def _read_only(x: np.ndarray) -> np.ndarray:
+    y = x.copy()
+    y.flags.writeable = False
+    return y
+
+
+@pytest.mark.parametrize("n", [100, 1 << 17], ids=["serial", "parallel"])
+def test_read_only_inputs_reuse_the_compiled_kernels(n):
+    """A read-only array (setflags, np.frombuffer of bytes) gives the bits of the writeable one
+    and compiles no new dispatcher signature (each costs ~35 s on first use)."""
+    from fpsim.kernels import cpu
+    x = np.random.default_rng(3).standard_normal(n) * 100
+    want = fpsim.quantize(x, "e4m3", "rne")
+    want_codes = fpsim.encode(x, "e4m3", "rne")
+    fpsim.decode(want_codes.astype(np.uint64), "e4m3")
+    drivers = (cpu.quantize_serial_rne if n < 1 << 16 else cpu.quantize_rne, cpu._encode_chunks,
+               cpu.decode)
+    before = [len(d.signatures) for d in drivers]
+    for ro in (_read_only(x), np.frombuffer(x.tobytes(), np.float64)):
+        assert not ro.flags.writeable
+        assert_same_bits(fpsim.quantize(ro, "e4m3", "rne"), want, ro, "read-only")
+        assert np.array_equal(fpsim.encode(ro, "e4m3", "rne"), want_codes)
+    codes_ro = np.frombuffer(want_codes.astype(np.uint64).tobytes(), np.uint64)
+    assert_same_bits(fpsim.decode(codes_ro, "e4m3"), fpsim.decode(want_codes, "e4m3"), x, "ro")
+    assert [len(d.signatures) for d in drivers] == before
+
+
+def test_integer_inputs_convert_in_bounded_chunks():
+    """int64 input: the bits of its float64 twin, with peak extra memory far below a float64
+    copy (the result itself is the only full-size array); also with out= and in the other
+    integer widths; beyond 2^53 still refused."""
+    import tracemalloc
+    n = 1 << 20
+    xi = np.random.default_rng(4).integers(-2**40, 2**40, n)
+    want = fpsim.quantize(xi.astype(np.float64), "bf16", "rne")
+    assert_same_bits(fpsim.quantize(xi, "bf16", "rne"), want, xi, "int64")
+    tracemalloc.start()
+    got = fpsim.quantize(xi, "bf16", "rne")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * n + 4 * (8 << 16) + (1 << 20), f"peak {peak / 2**20:.1f} MiB"
+    assert_same_bits(got, want, xi, "int64")
+    assert (fpsim.quantize(xi, "bf16", "rne", stats=True)[1]
+            == fpsim.quantize(xi.astype(np.float64), "bf16", "rne", stats=True)[1])
+    out = np.empty(n)
+    assert fpsim.quantize(xi, "bf16", "rne", out=out) is out
+    assert_same_bits(out, want, xi, "int64 out=")
+    same_buffer = xi.copy()
+    got = fpsim.quantize(same_buffer, "bf16", "rne", out=same_buffer.view(np.float64))
+    assert_same_bits(got, want, xi, "int64 in place")
+    small = (xi[:1000] >> 20).astype(np.int32)
+    assert_same_bits(fpsim.quantize(small.reshape(10, 100)[:, ::3], "bf16", "rne", stats=True)[0],
+                     fpsim.quantize(small.reshape(10, 100)[:, ::3].astype(np.float64), "bf16",
+                                    "rne"), small, "int32 strided")
+    big = np.zeros(3 << 16, np.int64)
+    big[-1] = 2**53 + 1
+    with pytest.raises(ValueError, match="2\\^53"):
+        fpsim.quantize(big, "bf16")

@@ -75,7 +75,7 @@ def final_round(x, es, PO, mode, overflow, rnd, srk):
     """``x + err`` (``es`` the sign of ``err``, see :func:`.arith.odd_bits`) rounded once into
     the output format; NaN, ±Inf and ±0 as special results."""
     if not np.isfinite(x) or x == 0.0:
-        return special_value(x, PO, overflow)
+        return special_value(x, PO, mode, overflow, rnd, srk)
     mag, sign = odd_bits(x, es)
     return round_odd(mag, sign, PO, PO, mode, overflow, rnd, srk, 1)[0]
 

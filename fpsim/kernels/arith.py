@@ -156,20 +156,18 @@ def odd_bits(x, es):
 
 
 @njit(cache=True, inline="always")
-def special_value(x, P, overflow):
+def special_value(x, P, mode, overflow, rnd, srk):
     """A special result (NaN, ±Inf, exact ±0 as float64) as a value of the format: NaN stays
-    NaN; Inf is kept, or ±max under saturation, or NaN; -0 becomes +0 without a negative zero,
-    and zero NaN without a zero."""
+    NaN; -0 becomes +0 without a negative zero, and zero NaN without a zero. ±Inf is rounded
+    into the format as quantize rounds an Inf input (the one rule for infinities: it stays ±Inf
+    only in a format with Inf under ``ieee``; otherwise ±max or NaN by mode and policy), so that
+    the op's Stats, which round the exact results, describe the values returned."""
+    if np.isinf(x):
+        r, sign_out, ev = round_bits(_INF, np.int64(np.signbit(x)), P, mode, overflow, rnd, srk)
+        return bits_f64(carrier_bits(r, sign_out, P))
     if np.isnan(x) or (x == 0.0 and P.has_zero == 0):  # no zero (e8m0): NaN, as round_bits
         return bits_f64(_QNAN)
-    s = _SIGN if np.signbit(x) else np.int64(0)
-    if x == 0.0:
-        return bits_f64(s if P.has_negzero == 1 else np.int64(0))
-    if P.has_inf == 1:
-        return x
-    if overflow == 1:  # saturate
-        return bits_f64(np.int64(P.max_bits) | s)
-    return bits_f64(_QNAN)
+    return bits_f64(_SIGN if (np.signbit(x) and P.has_negzero == 1) else np.int64(0))
 
 
 @njit(cache=True, inline="always")
@@ -202,7 +200,7 @@ def op_round(op, a, b, c, P, W, mode, overflow, rnd, srk, tin_before):
     """``op(a, b, c)`` correctly rounded once into the format: ``(float64 value, flags)``."""
     x, es, special, fl = exact_result(op, a, b, c, mode)
     if special:
-        return special_value(x, P, overflow), fl
+        return special_value(x, P, mode, overflow, rnd, srk), fl
     mag, sign = odd_bits(x, es)
     return round_odd(mag, sign, P, W, mode, overflow, rnd, srk, tin_before)
 

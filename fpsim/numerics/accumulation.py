@@ -34,6 +34,8 @@ _ORDERS = {"sequential": kacc.ORDER_SEQUENTIAL, "pairwise": kacc.ORDER_PAIRWISE,
            "blocked": kacc.ORDER_BLOCKED}
 _FLOAT64 = Format(exp_bits=11, man_bits=52)
 _FLOAT32 = Format(exp_bits=8, man_bits=23)
+#: Largest ``block=``: the kernels take it as a 64-bit integer.
+_BLOCK_MAX = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +68,12 @@ def preset(name: str) -> Preset:
 
 
 def _is_float64(f) -> bool:
-    """Whether ``f`` (a name or a Format) is IEEE binary64."""
+    """Whether ``f`` (a name, a spec such as ``"e11m52"``, or a Format) is IEEE binary64."""
     if isinstance(f, str):
-        return f.lower() in ("float64", "fp64", "double")
+        try:
+            f = _format(f)
+        except ValueError:
+            return False  # (not a format at all: the caller's own lookup says why)
     return isinstance(f, Format) and f == _FLOAT64  # (the name is not part of equality)
 
 
@@ -156,12 +161,13 @@ def _model(fmt, accum, product, rounding, order, block, compensated, preset_name
     prod = None if product is None else _format(product)
     if prod is not None:
         check_arith_format(prod)
-    if order not in _ORDERS:
+    if not isinstance(order, str) or order not in _ORDERS:
         raise ValueError(f"order={order!r} is invalid: use one of {', '.join(_ORDERS)}")
     if order == "blocked":
-        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-            raise ValueError(f"order='blocked' needs block=<int >= 1> (terms per partial sum), "
-                             f"got block={block!r}")
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not (
+                1 <= block <= _BLOCK_MAX):
+            raise ValueError(f"order='blocked' needs block=<int in 1..2^63-1> (terms per "
+                             f"partial sum, a 64-bit kernel argument), got block={block!r}")
     elif block is not None:
         raise ValueError(f"block={block!r} is given but order={order!r}: block is for "
                          f"order='blocked' only")
@@ -294,7 +300,8 @@ def matmul(a, b, fmt=None, accum=None, product=None, rounding="rne", order="sequ
         c: the addend (M, N) of a tensor-core model, values of its output format (None: zeros);
             other models have none.
         fmt: output format (None only with a ``preset``).
-        accum: accumulator format (None: exact accumulation; ``"float64"``: native float64).
+        accum: accumulator format (None: exact accumulation; ``"float64"``, or any name, spec
+            such as ``"e11m52"`` or Format that is binary64: native float64).
         product: format products are rounded into (None: exact).
         rounding: one mode for every rounding (``rne``, ``rna``, ``rtz``, ``rup``, ``rdn``,
             ``rto``, ``sr``); ``overflow``: ``ieee`` or ``saturate``, for every rounding.

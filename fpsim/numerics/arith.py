@@ -107,14 +107,33 @@ def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits,
 
 
 def _wide(fmt: Format) -> Format:
-    """``fmt``'s precision with float64's exponent range, for tininess after rounding (only the
-    precision and the lower exponent limit matter). ``fn`` specials allow ``man_bits = 0``
-    (float8_e8m0fnu), which ``ieee`` forbids (no room for Inf and NaN codes); with fraction
-    bits ``fn`` would reach 2^1024, so ``ieee`` it is then.
+    """``fmt``'s precision with (about) float64's exponent range, for tininess after rounding:
+    ``fmt``'s code layout with an unbounded exponent, as far as rounding near ``fmt``'s
+    smallest normal can tell.
+
+    Rounding can tell two things: the precision, and which of two neighbours a tie (``rne``) or
+    round-to-odd (``rto``) picks, which is the one whose code ends in 0 (1). With fraction bits
+    that is the fraction's last bit. Without them (``man_bits = 0``) it is the last bit of the
+    biased exponent, so the wide format's bias must have ``fmt``'s bias parity (float64's 1023
+    made 2^-16 odd in e5m0 with bias 16, where its code is 0, and sent every such tie and
+    round-to-odd case into the other binade).
+
+    With fraction bits: float64's exponent range (``ieee`` specials; ``fn`` would reach 2^1024).
+    Without: 10 exponent bits and the bias ``fmt.bias + 510`` (same parity), whose binades
+    2^(emin - 510) .. 2^(emin + 511) hold every result near ``fmt``'s smallest normal 2^emin, for
+    every format :func:`check_arith_format` accepts (emin >= -511); ``fn`` specials, as
+    ``ieee`` forbids ``man_bits = 0`` (no room for Inf and NaN codes). (No 11-bit format fits:
+    with ``man_bits = 0`` only bias 1023 keeps its binades within float64's.) Formats beyond
+    that range (the reference takes any) get the nearest bias of that parity that fits.
 
     The one definition: the reference (:mod:`fpsim.reference.arith`), the device kernels'
     callers and ``fpsim validate hardware`` all use this one."""
-    return Format(exp_bits=11, man_bits=fmt.man_bits, specials="ieee" if fmt.man_bits else "fn")
+    if fmt.man_bits:
+        return Format(exp_bits=11, man_bits=fmt.man_bits, specials="ieee")
+    parity = fmt.bias & 1
+    # Valid biases of a 10-bit fn format without fraction bits: -1 .. 1023 (2^-1022 .. 2^1023).
+    bias = min(max(fmt.bias + 510, -parity), 1022 + parity)
+    return Format(exp_bits=10, man_bits=0, bias=bias, specials="fn")
 
 
 def _doc(formula):

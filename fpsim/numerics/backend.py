@@ -115,23 +115,61 @@ def _is_ml_dtype(dtype: np.dtype) -> bool:
     )
 
 
+def _native(x) -> np.ndarray:
+    """``x`` as a numpy array in native byte order (big-endian data: same values, converted)."""
+    arr = np.asarray(x)
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def _widened_exactly(dtype: np.dtype) -> bool:
+    """Whether ``dtype``'s values widen to float64 exactly (integers up to 2^53 checked)."""
+    return dtype == np.float16 or dtype.kind in "iub" or _is_ml_dtype(dtype)
+
+
+def _refuse_dtype(dtype: np.dtype, what: str) -> TypeError:
+    """The TypeError of an input that holds no real floating-point or integer values."""
+    return TypeError(
+        f"{what} must hold real floating-point (or integer) values, got dtype {dtype}"
+        + (" (long double would lose precision: convert it to float64 yourself)"
+           if dtype.kind == "f" else ""))
+
+
 def as_float_array(x, what: str = "x") -> np.ndarray:
     """Host ``x`` as a contiguous float32 or float64 array, converting exactly or refusing."""
-    arr = np.asarray(x)
-    if not arr.dtype.isnative:  # big-endian data: same values, native byte order
-        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = _native(x)
     if arr.dtype in (np.float32, np.float64):
         # (np.ascontiguousarray would turn a 0-d array into a 1-d one.)
         return arr if arr.flags.c_contiguous else arr.copy(order="C")
-    if arr.dtype == np.float16 or arr.dtype.kind in "iub" or _is_ml_dtype(arr.dtype):
+    if _widened_exactly(arr.dtype):
         check_exact_ints(arr, what)
         with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
             return arr.astype(np.float64, order="C")
-    raise TypeError(
-        f"{what} must hold real floating-point (or integer) values, got dtype {arr.dtype}"
-        + (" (long double would lose precision: convert it to float64 yourself)"
-           if arr.dtype.kind == "f" else "")
-    )
+    raise _refuse_dtype(arr.dtype, what)
+
+
+def _slabs(arr: np.ndarray):
+    """Slices of whole rows of ``arr``'s leading axis, about :data:`config.CONVERT_CHUNK`
+    elements each (one slice for a 0-d array)."""
+    if arr.ndim == 0:
+        yield ()
+        return
+    row = arr.size // arr.shape[0] if arr.shape[0] else 1
+    step = max(1, config.CONVERT_CHUNK // max(1, row))
+    for lo in range(0, arr.shape[0], step):
+        yield slice(lo, lo + step)
+
+
+def widen_into(arr: np.ndarray, out: np.ndarray, what: str = "x") -> None:
+    """Write ``arr`` (a dtype of :func:`_widened_exactly`) into the float64 array ``out`` of its
+    shape slab by slab (:func:`_slabs`): no full float64 copy next to the result (an int64
+    input of 2^24 elements needed 128 MiB more, and its conversion ran out of cache). Every
+    slab is range-checked before the first is written, so a refused input leaves ``out``
+    (which may be ``arr``'s own buffer) untouched."""
+    for part in _slabs(arr):
+        check_exact_ints(arr[part], what)
+    with np.errstate(invalid="ignore"):  # signalling NaNs warn when widened; they stay NaN
+        for part in _slabs(arr):
+            out[part] = arr[part]
 
 
 _NAMES = ("a", "b", "c")
@@ -150,9 +188,7 @@ def host_operands(args):
     """Host operands as float64 arrays broadcast to one shape (exact conversions only)."""
     arrs = []
     for name, x in zip(_NAMES, args):
-        arr = np.asarray(to_host(x))
-        if not arr.dtype.isnative:
-            arr = arr.astype(arr.dtype.newbyteorder("="))
+        arr = _native(to_host(x))
         if arr.dtype.kind not in "fiub" and not (arr.dtype.kind == "V"):
             raise TypeError(f"operand {name} must hold real numbers, got dtype {arr.dtype}")
         check_exact_ints(arr, f"operand {name}")
@@ -161,13 +197,19 @@ def host_operands(args):
     return np.broadcast_arrays(*arrs)
 
 
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``, for a kernel input the kernel only reads: every input reaches
+    its kernel with one array type, so one compiled version serves writeable and read-only
+    arrays alike (Numba types them apart: a read-only input, from ``setflags``,
+    ``np.frombuffer`` of bytes or a shared buffer, compiled every driver anew, ~35 s a mode)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _readonly_flat(x: np.ndarray) -> np.ndarray:
-    """A flat, C-contiguous, read-only view (or copy) of ``x``: every operand reaches the
-    kernel with one array type, so one compiled version serves all calls (writeable and
-    read-only operands would each compile anew)."""
-    flat = np.ascontiguousarray(x).reshape(-1).view()
-    flat.flags.writeable = False
-    return flat
+    """A flat, C-contiguous, read-only view (or copy) of ``x`` (see :func:`read_only`)."""
+    return read_only(np.ascontiguousarray(x).reshape(-1))
 
 
 def unwrap_0d(a):
@@ -237,9 +279,25 @@ def _stats_len(want_stats: bool) -> int:
 
 
 # ---- quantize -------------------------------------------------------------------------------------
+def _check_out(out, x, carrier: str) -> None:
+    """ValueError unless ``out`` can hold the result of ``x`` in ``carrier``."""
+    if (out.dtype != carrier or out.shape != x.shape or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        raise ValueError(
+            f"out must be a writeable C-contiguous {carrier} array of shape {x.shape} (the "
+            f"{carrier} carrier of this call), got {out.dtype} {out.shape}"
+            + ("" if out.flags.c_contiguous else " non-contiguous")
+            + ("" if out.flags.writeable else " read-only"))
+
+
 def _quantize_cpu(x, fmt, mode, overflow, key, srk, want_stats, out):
-    """:func:`quantize` of a host array-like: ``cpu.quantize`` (or its serial twin) in chunks."""
-    x = as_float_array(x)
+    """:func:`quantize` of a host array-like: ``cpu.quantize`` (or its serial twin) in chunks.
+
+    float32/float64 inputs are read as they are (read-only ones too); other inputs are widened
+    into the result array first (:func:`widen_into`), which is then rounded in place."""
+    x = _native(x)
+    if not (x.dtype in (np.float32, np.float64) or _widened_exactly(x.dtype)):
+        raise _refuse_dtype(x.dtype, "x")
     if out is not None:
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
@@ -247,16 +305,20 @@ def _quantize_cpu(x, fmt, mode, overflow, key, srk, want_stats, out):
                 out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
                 and out.strides == x.strides):
             x = x.copy()  # partial overlap: elements would be read after being overwritten
-    x, carrier = _in_carrier(x, fmt)
-    if out is None:
-        out = np.empty_like(x)
-    elif (out.dtype != x.dtype or out.shape != x.shape or not out.flags.c_contiguous
-          or not out.flags.writeable):
-        raise ValueError(
-            f"out must be a writeable C-contiguous {x.dtype} array of shape {x.shape} (the "
-            f"{carrier} carrier of this call), got {out.dtype} {out.shape}"
-            + ("" if out.flags.c_contiguous else " non-contiguous")
-            + ("" if out.flags.writeable else " read-only"))
+    if x.dtype in (np.float32, np.float64):
+        x, carrier = _in_carrier(as_float_array(x), fmt)
+        if out is None:
+            out = np.empty_like(x)
+        else:
+            _check_out(out, x, carrier)
+    else:
+        carrier = "float64"
+        if out is None:
+            out = np.empty(x.shape, np.float64)
+        else:
+            _check_out(out, x, carrier)
+        widen_into(x, out)
+        x = out  # rounded in place: each block is read before it is written (kernels/cpu.py)
     kc = cpu_module()
     # Small arrays take the serial twin: no thread pool start-up next to BLAS (kernels/cpu.py).
     serial = x.size < config.SERIAL_BELOW
@@ -264,8 +326,8 @@ def _quantize_cpu(x, fmt, mode, overflow, key, srk, want_stats, out):
     counts = np.zeros((k, 5), np.int64)
     hist = np.zeros((k, _stats_len(want_stats)), np.int64)
     P = fmt.params(carrier)
-    (kc.quantize_serial if serial else kc.quantize)(_bits(x), _bits(out), P, mode, overflow,
-                                                    key, srk, counts, hist)
+    (kc.quantize_serial if serial else kc.quantize)(read_only(_bits(x)), _bits(out), P, mode,
+                                                    overflow, key, srk, counts, hist)
     stats = _stats(x.size, counts, hist, P) if want_stats else None
     return out, stats
 
@@ -312,8 +374,8 @@ def _encode_cpu(x, fmt, mode, overflow, key, srk):
     """:func:`encode` of a host array-like: ``cpu.encode``."""
     x, carrier = _in_carrier(as_float_array(x), fmt)
     codes = np.empty(x.shape, np.int64)
-    cpu_module().encode(_bits(x), codes.reshape(-1), fmt.params(carrier), mode, overflow, key,
-                        srk, nchunks(x.size))
+    cpu_module().encode(read_only(_bits(x)), codes.reshape(-1), fmt.params(carrier), mode,
+                        overflow, key, srk, nchunks(x.size))
     return codes.view(np.uint64).astype(code_dtype(fmt))
 
 
@@ -344,6 +406,8 @@ def host_codes(codes, fmt: Format) -> np.ndarray:
     """Host integer codes as a C-contiguous int64 array (uint64 codes reinterpreted), range
     checked."""
     arr = np.asarray(codes)
+    if arr.size == 0 and isinstance(codes, (list, tuple)):
+        arr = arr.astype(np.int64)  # (numpy reads an empty list as float64: it holds no float)
     if arr.dtype.kind in "fO" and isinstance(codes, (list, tuple)):
         # numpy turns a list holding ints >= 2^63 into float64 (or object beyond 2^64): read a
         # list of integers as integers. A float in the list stays a float and is refused
@@ -378,7 +442,8 @@ def _decode_cpu(codes, fmt):
     """:func:`decode` of host codes: ``cpu.decode``."""
     c64 = host_codes(codes, fmt)
     out = np.empty(c64.shape, np.float64)
-    cpu_module().decode(c64.reshape(-1), _bits(out), fmt.params("float64"), nchunks(c64.size))
+    cpu_module().decode(read_only(c64.reshape(-1)), _bits(out), fmt.params("float64"),
+                        nchunks(c64.size))
     return out
 
 

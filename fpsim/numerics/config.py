@@ -18,3 +18,8 @@ BLAS_SERIAL_MACS = 1 << 22
 #: Stats: 2.8x the fp32 step with the pool, 1.3x without, on 2 busy cores). Results do not
 #: depend on it.
 CAST_SERIAL_BELOW = 1 << 20
+
+#: Elements per step when integer (and float16, bool, ml_dtypes) inputs are widened to the
+#: float64 carrier: the widening writes into the result array chunk by chunk, so the extra
+#: memory is a few chunks instead of a full float64 copy (2^16: 512 KiB per chunk).
+CONVERT_CHUNK = 1 << 16

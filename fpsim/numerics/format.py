@@ -181,6 +181,8 @@ class Format:
         for field in ("subnormals", "signed", "zero"):
             if not isinstance(getattr(self, field), bool):
                 bad(field, getattr(self, field), "must be a bool")
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"Format name={self.name!r} is invalid: must be a str or None")
         if self.specials == "ieee" and (self.exp_bits < 2 or self.man_bits < 1):
             bad("specials", "ieee", "needs exp_bits >= 2 and man_bits >= 1 (Inf and NaN codes)")
         if not self.zero and self.subnormals:
@@ -424,19 +426,30 @@ def _reads_back(spelling: str) -> "Format | None":
         return None
 
 
-def parse_spec(spec: str) -> Format:
-    """Parse a spec string such as ``e5m10``, ``e4m3fn``, ``e5m2b16fnuz`` or ``ue8m0fn-nozero``.
-
-    Grammar: ``[u]e<exp>m<man>[b<bias>][ieee|fn|fnuz|finite][-nosub|-nozero]``; ``u`` makes it
-    unsigned, ``-nosub`` removes subnormals, ``-nozero`` makes the zero exponent field a binade.
-    """
+def _spec_parts(spec: str):
+    """``(regex match or None, subnormals, zero)`` of a spec string (suffixes removed)."""
     text = spec.strip().lower()
     subnormals, zero = True, True
     if text.endswith("-nosub"):
         text, subnormals = text[: -len("-nosub")], False
     elif text.endswith("-nozero"):
         text, subnormals, zero = text[: -len("-nozero")], False, False
-    match = _SPEC_RE.match(text)
+    return _SPEC_RE.match(text), subnormals, zero
+
+
+def is_spec(spec: str) -> bool:
+    """Whether ``spec`` follows the spec grammar of :func:`parse_spec` (its numbers may still
+    be out of range)."""
+    return _spec_parts(spec)[0] is not None
+
+
+def parse_spec(spec: str) -> Format:
+    """Parse a spec string such as ``e5m10``, ``e4m3fn``, ``e5m2b16fnuz`` or ``ue8m0fn-nozero``.
+
+    Grammar: ``[u]e<exp>m<man>[b<bias>][ieee|fn|fnuz|finite][-nosub|-nozero]``; ``u`` makes it
+    unsigned, ``-nosub`` removes subnormals, ``-nozero`` makes the zero exponent field a binade.
+    """
+    match, subnormals, zero = _spec_parts(spec)
     if not match:
         raise ValueError(
             f"format spec {spec!r} is not understood: expected a named format (see `fpsim formats`) "

@@ -9,7 +9,7 @@ spec strings and the aliases are data in :mod:`fpsim.numerics.names`, which
 from __future__ import annotations
 
 from fpsim.numerics import names
-from fpsim.numerics.format import Format, parse_spec
+from fpsim.numerics.format import Format, is_spec, parse_spec
 from fpsim.numerics.names import ALIASES
 
 
@@ -58,5 +58,7 @@ def format(fmt: "str | Format") -> Format:  # noqa: A001 - the public name the A
     try:
         return parse_spec(key)
     except ValueError as err:
+        if is_spec(key):  # understood as a spec: the range error says what is wrong
+            raise
         known = ", ".join(list(NAMED) + list(ALIASES))
         raise ValueError(f"{err}; known names: {known}") from None

@@ -10,8 +10,12 @@ Conventions (IEEE 754-2019 default exception handling, as Berkeley SoftFloat imp
   their sign is not specified (compare NaN-ness only).
 * Invalid (NaN result, ``INVALID``): inf - inf, 0 * inf, 0 / 0, inf / inf, sqrt of a negative
   non-zero number, and fma with 0 * inf (even when the addend is NaN) or inf - inf.
-* Division of a finite non-zero number by zero gives a signed Inf and ``DIVBYZERO``; in a format
-  without Inf the infinite result becomes NaN (``ieee`` policy) or ±max (``saturate``).
+* Division of a finite non-zero number by zero gives a signed Inf and ``DIVBYZERO``. An infinite
+  result (also from Inf operands) is rounded into the format as :func:`fpsim.quantize` rounds an
+  Inf input: ±Inf in a format with Inf under ``ieee``; ±max under ``saturate``; in a format
+  without Inf ±max where the mode rounds toward zero for that sign (``rtz``, ``rto``, ``rup``
+  for -Inf, ``rdn`` for +Inf) and in formats without NaN, else NaN. The flags stay those of the
+  exact infinite result (``DIVBYZERO`` or none: no ``OVERFLOW``/``INEXACT``).
 * An exact zero result of add/sub/fma cancellation is +0, or -0 under ``rdn``; the sum of two
   zeros of the same sign keeps that sign. Zero products and quotients take the XOR of the signs.
   sqrt(-0) is -0.
@@ -30,7 +34,7 @@ from fractions import Fraction
 from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as _format
 from fpsim.numerics.modes import Flag, Overflow, RoundMode
-from fpsim.reference.rounding import _nan, _signed, round_rational, round_value
+from fpsim.reference.rounding import _signed, round_rational, round_value
 
 SR_BITS_MAX = 62
 
@@ -122,9 +126,8 @@ def op_value(op: str, operands, fmt: "Format | str", rounding="rne", overflow="i
     nan = math.nan
 
     def infinite(neg: bool) -> tuple[float, int]:
-        if fmt.has_inf:
-            return _signed(math.inf, neg), 0
-        return (_signed(float(fmt.max), neg) if policy == Overflow.SATURATE else _nan(fmt, neg)), 0
+        # The one rule for infinities: rounded as quantize rounds an Inf input.
+        return round_value(_signed(math.inf, neg), fmt, mode, policy, rnd, k), 0
 
     # 1. Specials: NaN operands, invalid operations, infinities, exact zeros.
     if op == "fma":
