@@ -8,6 +8,14 @@ Each timing is the best of ``--repeat`` runs after one warm-up call (which also 
 kernel on first use). fpsim is timed both writing into a preallocated array (``out=``, what
 ``np.copyto`` does) and allocating its result (the default call, which pays the page faults of a
 fresh array).
+
+Two more rows bound what the drivers can reach: a Numba ``prange`` loop that copies the bits in
+the drivers' chunks (the memory traffic of ``out=`` with no rounding) and ``x.copy()`` (numpy's
+own allocating copy, which pays the same page faults as an allocating call).
+
+``--kernel`` adds the statistics cost of the serial driver alone: 2^16 inputs (in L2 cache),
+thread CPU time (what other processes on a shared machine take from this one is not counted),
+best of 15 x ``--repeat``; the ratios of the table above are wall times and move with the load.
 """
 
 from __future__ import annotations
@@ -20,19 +28,22 @@ import time
 
 import numba
 import numpy as np
+from numba import njit, prange
 
 import fpsim
+from fpsim.numerics.backend import nchunks
 
 FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
-def best_time(fn, repeat: int) -> float:
+def best_time(fn, repeat: int, clock=time.perf_counter) -> float:
+    """Best ``clock`` time of ``repeat`` calls after one warm-up call (wall time by default)."""
     fn()
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
@@ -43,6 +54,46 @@ def data(kind: str, n: int) -> np.ndarray:
     # wide range: |x| = 2^U(-30, 20) with random signs (underflow, subnormals and overflow occur)
     mag = np.exp2(rng.uniform(-30, 20, n)) * rng.choice([-1.0, 1.0], n)
     return mag.astype(np.float32)
+
+
+@njit(parallel=True, cache=True)
+def copy_chunks(xb, outb, nchunk):
+    """Copy ``xb`` into ``outb`` in the quantize drivers' ``nchunk`` contiguous chunks."""
+    n = xb.size
+    for c in prange(nchunk):
+        lo = (c * n) // nchunk
+        hi = ((c + 1) * n) // nchunk
+        xs = xb[lo:hi]
+        os = outb[lo:hi]
+        for j in range(xs.size):
+            os[j] = xs[j]
+
+
+def kernel_rows(repeat: int) -> list[str]:
+    """Rows of the serial driver's ``stats=True`` / plain CPU time, per format and data kind."""
+    from fpsim.kernels import cpu
+    from fpsim.kernels.histogram import STATS_LEN
+    from fpsim.numerics.convert import _prepare
+
+    rows = ["", "| data | format | serial driver ns / element, plain | with statistics | ratio |",
+            "|---|---|---|---|---|"]
+    n = 1 << 16
+    for kind in ("normal", "wide"):
+        xb = data(kind, n).view(np.uint32)
+        outb = np.empty_like(xb)
+        for name in FORMATS:
+            fmt, mode, policy, key, srk = _prepare(name, "rne", None, 0, 0, None)
+            P = fmt.params("float32")
+            counts = np.zeros((1, 5), np.int64)
+            times = []
+            for hist_len in (0, STATS_LEN):
+                hist = np.zeros((1, hist_len), np.int64)
+                times.append(best_time(lambda: cpu.quantize_serial(
+                    xb, outb, P, mode, policy, key, srk, counts, hist), 15 * repeat,
+                    time.thread_time))
+            rows.append(f"| {kind} | {name} | {times[0] / n * 1e9:.3f} | {times[1] / n * 1e9:.3f} "
+                        f"| {times[1] / times[0]:.2f} |")
+    return rows
 
 
 def oracle(name: str):
@@ -62,6 +113,12 @@ def run(n: int, repeat: int) -> tuple[list[str], dict]:
         t_copy = best_time(lambda: np.copyto(out, x), repeat)
         copy_rate = n / t_copy
         rows.append(f"| {kind} | np.copyto (baseline) | {copy_rate / 1e9:.2f} | 1.00 | | |")
+        xb, outb, k = x.view(np.uint32), out.view(np.uint32), nchunks(n)
+        for label, fn in (("Numba copy loop, quantize's chunks (bound for out=)",
+                           lambda: copy_chunks(xb, outb, k)),
+                          ("x.copy() (bound for allocating calls)", lambda: x.copy())):
+            t = best_time(fn, repeat)
+            rows.append(f"| {kind} | {label} | {n / t / 1e9:.2f} | {t_copy / t:.2f} | | |")
         with np.errstate(all="ignore"):
             t_np16 = best_time(lambda: x.astype(np.float16).astype(np.float32), repeat)
         for name in FORMATS:
@@ -83,6 +140,7 @@ def run(n: int, repeat: int) -> tuple[list[str], dict]:
                             f"| {t_oracle / t:.2f} | {t_np16 / t:.2f} |")
             summary[(kind, name)] = {
                 "copy_ratio": (n / times["rne, out="]) / copy_rate,
+                "alloc_ratio": (n / times["rne"]) / copy_rate,
                 "sr_over_rne": times["sr, out="] / times["rne, out="],
                 "stats_over_plain": times["rne, stats=True, out="] / times["rne, out="],
             }
@@ -100,6 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=1 << 24)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--write", default=None, help="replace the quantize section of this file")
+    parser.add_argument("--kernel", action="store_true",
+                        help="add the serial driver's statistics cost in thread CPU time")
     args = parser.parse_args(argv)
     rows, summary = run(args.n, args.repeat)
     header = [
@@ -109,10 +169,14 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|",
     ]
     worst = min(v["copy_ratio"] for v in summary.values())
+    worst_alloc = min(v["alloc_ratio"] for v in summary.values())
     sr = max(v["sr_over_rne"] for v in summary.values())
     st = max(v["stats_over_plain"] for v in summary.values())
-    footer = ["", f"Worst RNE ratio to np.copyto: {worst:.2f}; SR / RNE time at most {sr:.2f}x; "
+    footer = ["", f"Worst RNE ratio to np.copyto: {worst:.2f} (out=), {worst_alloc:.2f} (allocating); "
+              f"SR / RNE time at most {sr:.2f}x; "
               f"stats=True / plain time at most {st:.2f}x."]
+    if args.kernel:
+        footer += kernel_rows(args.repeat)
     text = "\n".join(header + rows + footer)
     print(text)
     if args.write:

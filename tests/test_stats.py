@@ -92,3 +92,48 @@ def test_stats_count_inputs_when_rounding_in_place():
     got_y, got = fpsim.quantize(y, "fp16", stats=True, out=y)
     assert got_y is y and got == want
     assert np.array_equal(y.view(np.uint32), want_y.view(np.uint32))
+
+
+def _event_free_blocks(fmt, dtype, seed):
+    """Runs of 3 x 2048 inputs inside ``min_normal <= |x| < 2^floor(log2 max)`` (exact ones,
+    inexact ones and zeros: the rounding loop then skips the event word) alternating with runs
+    holding one input of each other class (subnormal results, underflow, the top binade,
+    overflow, Inf, NaN, carrier subnormals)."""
+    rng = np.random.default_rng(seed)
+    top = 2.0 ** np.floor(np.log2(fmt.max))
+    runs = []
+    for r in range(6):
+        mag = np.exp2(rng.uniform(np.log2(fmt.min_normal), np.log2(top), 3 * 2048))
+        mag[::5] = fpsim.quantize(mag[::5], fmt)  # exact inputs
+        mag[::7] = 0.0
+        x = (mag * rng.choice([-1.0, 1.0], mag.size)).astype(dtype)
+        x[0], x[-1] = fmt.min_normal, np.nextafter(dtype.type(top), dtype.type(0))
+        runs.append(x)
+        odd = np.array([fmt.min_normal / 3, fmt.min_subnormal / 4, top, fmt.max, -4 * fmt.max,
+                        np.inf, np.nan, np.finfo(dtype).smallest_subnormal, -0.0], dtype)
+        runs.append(np.concatenate([odd[r:r + 1 + r % 3], x[:700 * r]]))
+    return np.concatenate(runs)
+
+
+@pytest.mark.parametrize("mode", ["rne", "rna", "rtz", "rup", "rdn", "rto", "sr"])
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+                                  "float4_e2m1fn", "float8_e5m2fnuz"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_stats_of_event_free_blocks_equal_recount(mode, name, dtype):
+    """Blocks whose inputs all lie in the format's normal range below its top binade are
+    rounded without the per-element event word (their inexact count comes from the input
+    fractions); their Stats and results must equal an independent recount and the plain call."""
+    fmt = fpsim.format(name)
+    x = _event_free_blocks(fmt, np.dtype(dtype), seed=len(name))
+    y, st = fpsim.quantize(x, fmt, mode, seed=5, stats=True)
+    plain = fpsim.quantize(x, fmt, mode, seed=5)
+    assert np.array_equal(y.view(np.uint8), plain.view(np.uint8))
+    assert st.total == x.size
+    for event, count in _recount(x, y, fmt).items():
+        assert getattr(st, event) == count, f"{event}: kernel {getattr(st, event)}, recount {count}"
+    with np.errstate(invalid="ignore"):
+        huge = np.abs(x.astype(np.float64)) == 4 * fmt.max
+    assert st.overflow == int(huge.sum()) + (int(np.isinf(x).sum()) if not fmt.has_inf else 0)
+    counts, zeros, infs, nans = _hist(x)
+    assert np.array_equal(st.exp_hist, counts)
+    assert (st.hist_zero, st.hist_inf, st.hist_nan) == (zeros, infs, nans)

@@ -57,52 +57,140 @@ def _round_range(xs, os, off, P, mode, overflow, key, srk, simple):
 
 
 @njit(cache=True, inline="always")
+def _event_free_range(P):
+    """``(lo, span, low_mask)``: carrier magnitudes ``a`` with ``lo <= a < lo + span`` (or 0)
+    round with no event but inexact, in every mode and overflow policy of a simple format.
+
+    Such an ``a`` is a normal carrier value in the format's normal range below ``2^e``, the
+    binade of ``max``: rounding is monotone and both ``min_normal`` and ``2^e <= max`` are values of
+    the format, so the result is normal and finite (no underflow, subnormal, overflow or NaN
+    result). It is exact iff the carrier fraction bits the format lacks (``low_mask``) are zero.
+    Zero is exact in a simple format. (With ``max`` below ``min_normal`` the range is empty.)
+    """
+    cm = P.carrier_man_bits
+    lo = max(np.int64(P.min_normal_bits), np.int64(1) << cm)
+    span = max(np.int64(0), ((np.int64(P.max_bits) >> cm) << cm) - lo)
+    return lo, span, (np.int64(1) << (cm - P.man_bits)) - 1
+
+
+@njit(cache=True, inline="always")
+def _count_exponents(xblk, row, P):
+    """Add the exponent fields of the block to the 4 interleaved histograms of ``row``, and the
+    exact binades of its carrier-subnormal inputs."""
+    # Four elements per step, one copy each (independent increments; measured 1.9x faster than
+    # indexing the copy by j & 3).
+    h0 = row[0:EXP_BINS]
+    h1 = row[EXP_BINS:2 * EXP_BINS]
+    h2 = row[2 * EXP_BINS:3 * EXP_BINS]
+    h3 = row[3 * EXP_BINS:4 * EXP_BINS]
+    m4 = xblk.size - xblk.size % 4
+    field0_before = h0[0] + h1[0] + h2[0] + h3[0]
+    for j in range(0, m4, 4):
+        h0[_load(xblk, j, P)[0] >> P.carrier_man_bits] += 1
+        h1[_load(xblk, j + 1, P)[0] >> P.carrier_man_bits] += 1
+        h2[_load(xblk, j + 2, P)[0] >> P.carrier_man_bits] += 1
+        h3[_load(xblk, j + 3, P)[0] >> P.carrier_man_bits] += 1
+    for j in range(m4, xblk.size):
+        h0[_load(xblk, j, P)[0] >> P.carrier_man_bits] += 1
+    # Carrier subnormals (exponent field 0, not zero) need their exact binade: only blocks
+    # with exponent-field-0 inputs (zeros or subnormals) are scanned again.
+    if h0[0] + h1[0] + h2[0] + h3[0] != field0_before:
+        for j in range(xblk.size):
+            a, sign = _load(xblk, j, P)
+            if (a != 0) & (a < (np.int64(1) << P.carrier_man_bits)):
+                row[SUB0 + bit_length(a)] += 1
+
+
+@njit(cache=True, inline="always")
+def _count_outside(xblk, P, lo, span):
+    """Number of non-zero inputs of the block outside ``lo <= |x| < lo + span`` (one unsigned
+    compare: below ``lo`` the difference wraps to a huge value)."""
+    n = 0
+    for j in range(xblk.size):
+        a = _load(xblk, j, P)[0]
+        n += (a != 0) & (np.uint64(a - lo) >= np.uint64(span))
+    return n
+
+
+@njit(cache=True, inline="always")
+def _count_inexact_fraction(xblk, P, low_mask):
+    """Number of inputs of the block with fraction bits below the format's precision."""
+    n = 0
+    for j in range(xblk.size):
+        n += (_load(xblk, j, P)[0] & low_mask) != 0
+    return n
+
+
+@njit(cache=True)
+def _round_block(xs, os, off, P, mode, overflow, key, srk, simple):
+    """:func:`_round_range` as a function of its own, for the event-free blocks of
+    :func:`_round_range_stats`: inlined into its branch, the loop lost its AVX-512 width."""
+    numba.literally(mode)
+    numba.literally(simple)
+    _round_range(xs, os, off, P, mode, overflow, key, srk, simple)
+
+
+@njit(cache=True, inline="always")
+def _round_block_events(xs, os, off, P, mode, overflow, key, srk, simple, counts, row, c):
+    """Round one block, adding its events to ``counts[c]`` and its NaN inputs to ``row``.
+
+    The event and NaN-input counts are vector reductions in the rounding loop. (Inlined: as a
+    function of its own it measured 3-10% slower.)
+    """
+    packed = np.int64(0)  # one 12-bit count per event (BLOCK <= EV_MAX_SUM)
+    n_xnan = 0
+    for j in range(xs.size):
+        a, sign = _load(xs, j, P)
+        rnd = random_bits(key, off + j) if mode == SR else np.int64(0)
+        r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, simple)
+        os[j] = carrier_bits(r, sign_out, P)
+        packed += ev
+        n_xnan += a > P.carrier_inf_bits
+    for k in range(5):
+        counts[c, k] += (packed >> (EV_FIELD * k)) & EV_MAX_SUM
+    row[NAN_BIN] += n_xnan
+
+
+@njit(cache=True, inline="always")
 def _round_range_stats(xs, os, off, P, mode, overflow, key, srk, simple, counts, hist, c):
     """As :func:`_round_range`, block by block, adding events and histogram to row ``c``.
 
     Per block, every read of the inputs comes before the first write of the outputs, so ``os``
-    may be ``xs`` (rounding in place): the histogram loop (a bare increment per element) and, when
-    the block has carrier-subnormal inputs, the loop giving them their exact binade run first;
-    then the rounding loop, whose event and NaN-input counts are vector reductions.
+    may be ``xs`` (rounding in place): the histogram loop (a bare increment per element) and,
+    when the block has carrier-subnormal inputs, the loop giving them their exact binade run
+    first. Then, for a simple format, one vector pass counts the block's inputs outside the
+    event-free range (:func:`_event_free_range`). A block without any (most blocks of data that
+    fits the format) gets its inexact count from the input fractions and is rounded by the loop
+    without statistics; computing the event word per element costs that loop half its vector
+    width (AVX-512 to AVX2, measured: 2x the time). Other blocks take the loop with events.
+    Both ways give the same counts, so which one a block takes is free to depend on the blocks
+    before it: after a block that fails the test, the next ``skip`` blocks take the loop with
+    events untested, ``skip`` growing 0, 1, 3, 7, 15 while the test keeps failing (data mostly
+    outside the range, such as N(0,1) into float8_e4m3fn, then pays for a test every 16th block
+    instead of every block) and back to 0 on a success.
     """
     row = hist[c]
+    lo, span, low_mask = _event_free_range(P)
+    backoff = 0
+    skip = 0
     for b in range(0, xs.size, BLOCK):
         xblk = xs[b:b + BLOCK]
         oblk = os[b:b + BLOCK]
-        # Exponent fields into 4 interleaved histograms, four elements per step (independent
-        # increments; measured 1.9x faster than indexing the copy by j & 3).
-        h0 = row[0:EXP_BINS]
-        h1 = row[EXP_BINS:2 * EXP_BINS]
-        h2 = row[2 * EXP_BINS:3 * EXP_BINS]
-        h3 = row[3 * EXP_BINS:4 * EXP_BINS]
-        m4 = xblk.size - xblk.size % 4
-        field0_before = h0[0] + h1[0] + h2[0] + h3[0]
-        for j in range(0, m4, 4):
-            h0[_load(xblk, j, P)[0] >> P.carrier_man_bits] += 1
-            h1[_load(xblk, j + 1, P)[0] >> P.carrier_man_bits] += 1
-            h2[_load(xblk, j + 2, P)[0] >> P.carrier_man_bits] += 1
-            h3[_load(xblk, j + 3, P)[0] >> P.carrier_man_bits] += 1
-        for j in range(m4, xblk.size):
-            h0[_load(xblk, j, P)[0] >> P.carrier_man_bits] += 1
-        # Carrier subnormals (exponent field 0, not zero) need their exact binade: only blocks
-        # with exponent-field-0 inputs (zeros or subnormals) are scanned again.
-        if h0[0] + h1[0] + h2[0] + h3[0] != field0_before:
-            for j in range(xblk.size):
-                a, sign = _load(xblk, j, P)
-                if (a != 0) & (a < (np.int64(1) << P.carrier_man_bits)):
-                    row[SUB0 + bit_length(a)] += 1
-        packed = np.int64(0)  # one 12-bit count per event (BLOCK <= EV_MAX_SUM)
-        n_xnan = 0
-        for j in range(xblk.size):
-            a, sign = _load(xblk, j, P)
-            rnd = random_bits(key, off + b + j) if mode == SR else np.int64(0)
-            r, sign_out, ev = round_bits(a, sign, P, mode, overflow, rnd, srk, simple)
-            oblk[j] = carrier_bits(r, sign_out, P)
-            packed += ev
-            n_xnan += a > P.carrier_inf_bits
-        for k in range(5):
-            counts[c, k] += (packed >> (EV_FIELD * k)) & EV_MAX_SUM
-        row[NAN_BIN] += n_xnan
+        _count_exponents(xblk, row, P)
+        event_free = False
+        if simple == 1:
+            if skip > 0:
+                skip -= 1
+            else:
+                event_free = _count_outside(xblk, P, lo, span) == 0
+                backoff = 0 if event_free else min(2 * backoff + 1, 15)
+                skip = backoff
+        if event_free:
+            counts[c, 4] += _count_inexact_fraction(xblk, P, low_mask)
+            _round_block(xblk, oblk, off + b, P, mode, overflow, key, srk, simple)
+        else:
+            _round_block_events(xblk, oblk, off + b, P, mode, overflow, key, srk, simple,
+                                counts, row, c)
 
 
 @njit(cache=True)
