@@ -220,3 +220,19 @@ def test_step_summary_total_equals_sum_of_stats():
         want = sum((st for (_, r, _), st in sites.items() if r in roles), Stats())
         _assert_same_stats(summary.total(roles), want, str(roles))
     _assert_same_stats(StepSummary(0, {}).total(), Stats(), "empty")
+
+
+def test_casts_and_quantize_share_the_compiled_drivers():
+    """The cast sites' kernel calls the quantize drivers with the argument types the public
+    path uses (a read-only input), so each driver is compiled once for both; a writeable-input
+    signature would be a second compilation of every driver (~35 s each, cold)."""
+    from fpsim.kernels import cpu
+    from fpsim.numerics import convert
+    from fpsim.numerics.modes import Overflow, RoundMode
+
+    x = np.linspace(-3, 3, 100, dtype=np.float32)
+    fpsim.quantize(x, "fp16", stats=True)
+    prep = convert.PreparedQuantize(fpsim.format("fp16"), int(RoundMode.RNE), int(Overflow.IEEE))
+    convert._quantize_prepared([x], prep, [np.uint64(0)], True)
+    inputs = [sig[0] for sig in cpu.quantize_serial_rne.signatures]
+    assert inputs and all(not t.mutable for t in inputs), inputs

@@ -258,7 +258,10 @@ def _quantize_prepared(xs: list, prep: PreparedQuantize, keys: list, want_stats:
     counts = np.zeros((len(xs), 8), np.int64)
     exp_hist = np.zeros((len(xs), _N_BINADES if want_stats else 0), np.int64)
     bits_t = np.uint32 if carrier == "float32" else np.int64
-    _SEGMENTS[prep.mode](flat.view(bits_t), out.view(bits_t), np.array(rows, np.int64),
+    # (the input read-only, as the public path passes it: the drivers this kernel calls then
+    # have the same argument types and are compiled once for both paths, not twice)
+    _SEGMENTS[prep.mode](backend.read_only(flat.view(bits_t)), out.view(bits_t),
+                         np.array(rows, np.int64),
                          prep.params(carrier), prep.overflow, prep.srk, counts,
                          _scratch_rows(max(r[2] for r in rows), want_stats), exp_hist)
     ys = [out[a:b].reshape(x.shape) for x, (a, b, _, _) in zip(xs, rows)]
