@@ -8,9 +8,8 @@ processes (Numba compiles on one core).
 
 Two sets:
 
-* ``"main"``: what training, ``fpsim train`` and ``fpsim compare`` need (float32 carrier,
-  every rounding mode, with and without statistics, small and large arrays, encode/decode,
-  elementwise arithmetic and the engine's matrix products).
+* ``"main"``: what ``fpsim compare``'s default job (and so training under fp32, fp16 and the
+  loss scalers) needs: a few steps of each of its cells, one task per cell.
 * ``"all"``: ``"main"`` plus the float64 carrier, the general format classes, matmul models,
   tensor-core models, scaled and block formats and fixed-point grids — what the test suite uses.
 """
@@ -19,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -27,6 +27,8 @@ import time
 from typing import Callable
 
 import numpy as np
+
+from fpsim.training.study import DEFAULT_SCALERS
 
 #: Rounding modes in the order of :class:`~fpsim.numerics.modes.RoundMode`.
 MODES = ("rne", "rna", "rtz", "rup", "rdn", "rto", "sr")
@@ -66,22 +68,24 @@ def _arith(fmt: str, dtype) -> None:
             fpsim.sqrt(np.abs(x), fmt, rounding=mode)
 
 
-def _train() -> None:
-    """Two steps, a shadow pass and an evaluation of the default ``fpsim compare`` setting
-    under each of its cells (policies and loss scalers), with Stats and histograms."""
+def _train(scaler: str) -> None:
+    """Two steps, a shadow pass and an evaluation of the default ``fpsim compare`` setting under
+    one of its cells (``scaler``: a name of its scalers, ``fp32`` the float32 run), with Stats
+    and histograms: the kernels that cell of the main job calls, in the argument types it
+    uses."""
     from fpsim.training import instrument, study
     from fpsim.training.loop import Session, TrainConfig
 
     _, config = study.load_config(None)
-    for _, run in study.cells(config, study.DEFAULT_SCALERS):
-        cfg = TrainConfig.from_dict(dict(run, shadow_every=1, hist_every=1)).resolved()
-        s = Session(cfg)
-        rec = instrument.Recorder(keep=False)
-        idx = np.arange(min(cfg.batch_size, len(s.data.x_train)))
-        with instrument.recording(rec):
-            for _ in range(2):
-                s.train_step(idx, rec)
-        s.evaluate(s.data.x_test[:64], s.data.y_test[:64])
+    [(_, run)] = study.cells(config, (scaler,))
+    cfg = TrainConfig.from_dict(dict(run, shadow_every=1, hist_every=1)).resolved()
+    s = Session(cfg)
+    rec = instrument.Recorder(keep=False)
+    idx = np.arange(min(cfg.batch_size, len(s.data.x_train)))
+    with instrument.recording(rec):
+        for _ in range(2):
+            s.train_step(idx, rec)
+    s.evaluate(s.data.x_test[:64], s.data.y_test[:64])
 
 
 def _matmul() -> None:
@@ -129,11 +133,14 @@ def _fixed() -> None:
                 fpsim.quantize(x[np.isfinite(x)], spec, rounding=mode, stats=True)
 
 
-#: name -> (set, what it does). Ordered longest first (measured), so parallel jobs end together.
+#: name -> (set, what it does). The main set is the main job's cells, one task each (run in one
+#: process, later cells mostly load what earlier ones compiled); the rest are ordered longest
+#: first (measured), so parallel jobs end together.
 TASKS: dict[str, tuple[str, Callable[[], None]]] = {
-    "quantize float32 fp16": ("main", lambda: _quantize_all("fp16", np.float32)),
-    "training steps": ("main", _train),
-    "arithmetic float32": ("main", lambda: _arith("fp16", np.float32)),
+    **{f"training: {scaler}": ("main", functools.partial(_train, scaler))
+       for scaler in DEFAULT_SCALERS},
+    "quantize float32 fp16": ("all", lambda: _quantize_all("fp16", np.float32)),
+    "arithmetic float32": ("all", lambda: _arith("fp16", np.float32)),
     "quantize float32 general formats": ("all", lambda: _quantize_all("float8_e4m3fnuz",
                                                                         np.float32)),
     "quantize float64 fp16": ("all", lambda: _quantize_all("fp16", np.float64)),
@@ -180,12 +187,15 @@ def is_warm(which: str = "main") -> bool:
 def ensure(which: str = "main", jobs: int | None = None, progress=True) -> bool:
     """Warm up set ``which`` unless it already is (:func:`is_warm`); return True if it ran.
 
-    Commands call this first, so a fresh install shows progress while it compiles, and
-    compiles on ``jobs`` cores (default: the CPUs, at most 4) instead of one.
+    Commands call this first, so a fresh install shows a line per task while it compiles
+    (``jobs``: processes; default 1 for the main set, whose tasks share their kernels, else
+    the CPUs, at most 4).
     """
     if is_warm(which):
         return False
-    jobs = jobs or min(4, os.cpu_count() or 1)
+    # The main set's tasks share most kernels: one process compiles each once, where parallel
+    # ones would compile the same kernels side by side.
+    jobs = jobs or (1 if which == "main" else min(4, os.cpu_count() or 1))
     stream = sys.stderr if progress is True else (progress or None)
     if stream is not None:
         print(f"compiling fpsim's kernels for first use in {jobs} process(es); they are cached "

@@ -21,15 +21,18 @@ def register(subparsers) -> None:
                         "tensor-core models, scaled and fixed-point formats), not just those "
                         "of training and fpsim compare")
     p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
-                   help="compile in N processes (default: the number of CPUs, at most 4)")
+                   help="compile in N processes (default: 1 for the main set, whose tasks "
+                        "share their kernels; with --all the number of CPUs, at most 4)")
 
 
 def run(args) -> int:
     """Run a parsed ``fpsim warmup`` command line; return the exit status."""
     from fpsim.warmup import warmup
 
-    jobs = args.jobs if args.jobs is not None else min(4, os.cpu_count() or 1)
+    which = "all" if args.all else "main"
+    jobs = args.jobs if args.jobs is not None else (
+        1 if which == "main" else min(4, os.cpu_count() or 1))
     if jobs < 1:
         raise _UsageError(f"error: --jobs must be at least 1, got {jobs}")
-    warmup("all" if args.all else "main", jobs=jobs, progress=sys.stderr)
+    warmup(which, jobs=jobs, progress=sys.stderr)
     return 0
