@@ -168,6 +168,12 @@ def run_task(name: str) -> float:
     return time.perf_counter() - start
 
 
+def _stream(progress):
+    """The text stream a ``progress`` argument names: True the current ``sys.stderr``, None or
+    False none, else the stream itself."""
+    return sys.stderr if progress is True else (progress or None)
+
+
 def _marker(which: str) -> str:
     """The file that says set ``which`` was warmed up with the current kernel sources (it lives
     in the cache folder named by their hash, so any change of the kernels drops it)."""
@@ -196,7 +202,7 @@ def ensure(which: str = "main", jobs: int | None = None, progress=True) -> bool:
     # The main set's tasks share most kernels: one process compiles each once, where parallel
     # ones would compile the same kernels side by side.
     jobs = jobs or (1 if which == "main" else min(4, os.cpu_count() or 1))
-    stream = sys.stderr if progress is True else (progress or None)
+    stream = _stream(progress)
     if stream is not None:
         print(f"compiling fpsim's kernels for first use in {jobs} process(es); they are cached "
               "for later runs (`fpsim warmup` does this ahead)", file=stream, flush=True)
@@ -220,10 +226,7 @@ def warmup(which: str = "main", jobs: int = 1, progress=True) -> dict[str, float
     cache on disk is what they share. ``progress``: a text stream for a line per task, True for
     the current ``sys.stderr``, None or False for none.
     """
-    if progress is True:
-        progress = sys.stderr
-    elif progress is False:
-        progress = None
+    progress = _stream(progress)
     names = task_names(which)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
