@@ -284,7 +284,7 @@ def test_saved_parameters_are_the_trajectory_and_bounded(tmp_path, run):
         assert len(r.runs()) == n_runs  # refused before any run row
     with pytest.raises(ValueError, match="lca_max_bytes must be a positive integer"):
         TrainConfig(lca_max_bytes=0).resolved()
-    with pytest.raises(ValueError, match="lca must be true or false"):
+    with pytest.raises(TypeError, match="lca must be true or false"):
         TrainConfig(lca="yes").resolved()
 
 
