@@ -236,3 +236,17 @@ def test_casts_and_quantize_share_the_compiled_drivers():
     convert._quantize_prepared([x], prep, [np.uint64(0)], True)
     inputs = [sig[0] for sig in cpu.quantize_serial_rne.signatures]
     assert inputs and all(not t.mutable for t in inputs), inputs
+
+
+def test_parallel_driver_and_serial_twin_share_the_chunk_kernels():
+    """The parallel quantize driver (a ``prange`` over chunks, whose index Numba types uint64)
+    and its serial twin (a plain range, int64) pass ``cpu._chunk`` the same argument types, so
+    each ``_chunk`` version compiles once for both; a uint64 chunk index doubled them."""
+    from fpsim.kernels import cpu
+
+    x = np.linspace(-3, 3, config.SERIAL_BELOW + 1)  # the parallel driver
+    fpsim.quantize(x, "fp16", stats=True)
+    fpsim.quantize(x[:100], "fp16", stats=True)  # its serial twin
+    assert cpu.quantize_rne.signatures and cpu.quantize_serial_rne.signatures
+    rows = {str(sig[-1]) for sig in cpu._chunk.signatures}
+    assert rows == {"int64"}, rows

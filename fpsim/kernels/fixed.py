@@ -564,7 +564,7 @@ def _grid_round(xs, os, cs, G, mode, overflow, key, srk, f32out, counts, hist, b
         hi = ((c + 1) * n) // nchunk
         _grid_chunk(xs[lo:hi], os[lo:hi] if os.size != 0 else os,
                     cs[lo:hi] if cs.size != 0 else cs, lo, G, mode, overflow, key, srk, f32out,
-                    counts, hist, c, bad, lanes32)
+                    counts, hist, np.int64(c), bad, lanes32)  # int64: as in cpu._quantize
 
 
 # One compiled driver per rounding mode and its serial twin (small arrays), compiled on first
