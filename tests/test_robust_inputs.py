@@ -433,3 +433,26 @@ def test_only_the_fpsim_command_gets_the_start_up_interrupt_handler(monkeypatch,
     monkeypatch.setattr(sys, "orig_argv", orig_argv)
     monkeypatch.setattr(sys, "argv", [argv0])
     assert _interrupt.started_as_command() is expected
+
+
+# ---- on/off arguments of the numeric API ----------------------------------------------------------
+import fpsim  # noqa: E402
+
+
+@pytest.mark.parametrize("call", [
+    lambda v: fpsim.quantize([1.0], "fp16", stats=v),
+    lambda v: fpsim.quantize([1.0], "q2.5", stats=v),
+    lambda v: fpsim.add([1.0], [2.0], "fp16", stats=v),
+    lambda v: fpsim.add([1.0], [2.0], "fp16", flags=v),
+], ids=["quantize-stats", "fixed-quantize-stats", "add-stats", "add-flags"])
+@pytest.mark.parametrize("value", ["no", "False", 1, None, [True]])
+def test_on_off_arguments_refuse_what_is_not_a_bool(call, value):
+    """``stats="no"`` was taken as true (``bool("no")``): an on/off argument is a bool."""
+    with pytest.raises(TypeError, match=r"(stats|flags) must be true or false, got"):
+        call(value)
+
+
+def test_on_off_arguments_take_numpy_bools():
+    y, st = fpsim.quantize([1.0, 3.0], "fp16", stats=np.bool_(True))
+    assert st.exp_hist.sum() == 2
+    assert isinstance(fpsim.add([1.0], [2.0], "fp16", flags=np.False_), np.ndarray)

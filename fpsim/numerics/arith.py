@@ -16,7 +16,7 @@ from fpsim.numerics.format import Format
 from fpsim.numerics.formats import format as _format
 from fpsim.kernels import arith as karith
 from fpsim.kernels.rng import stream_key
-from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.numerics.modes import Overflow, RoundMode, as_flag
 from fpsim.numerics.modes import Flag
 
 _OPS = {"add": karith.OP_ADD, "sub": karith.OP_SUB, "mul": karith.OP_MUL, "div": karith.OP_DIV,
@@ -94,7 +94,7 @@ def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits,
     tin = tininess_flag(tininess)
     srk = arith_sr_bits(fmt, sr_bits)
     done = backend.elementwise(_OPS[op], args, fmt, _wide(fmt), mode, policy,
-                               stream_key(seed, stream), srk, tin, bool(flags), bool(stats))
+                               stream_key(seed, stream), srk, tin, as_flag("flags", flags), as_flag("stats", stats))
     if done is None:
         raise _not_a_value(args, fmt)
     vals, fl, st = done

@@ -22,7 +22,7 @@ from fpsim.kernels.histogram import STATS_LEN as _STATS_LEN
 from fpsim.kernels.rng import stream_key
 from fpsim.kernels.round import SR_BITS_MAX
 from fpsim.numerics.stats import N_BINADES as _N_BINADES, Stats as _Stats
-from fpsim.numerics.modes import Overflow, RoundMode
+from fpsim.numerics.modes import Overflow, RoundMode, as_flag
 
 
 #: Host coercion of array-likes (the CPU entries of the dispatch table use it); kept under its
@@ -76,8 +76,8 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 
             None: ``ieee``, or a scaled format's own element policy.
         seed, stream: key of the counter-based random bits of ``sr`` (element ``i`` of the
             flattened array always gets the same bits for the same seed and stream).
-        stats: also return a :class:`Stats` with event counts and the input exponent histogram,
-            counted in the same pass.
+        stats: True to also return a :class:`Stats` with event counts and the input exponent
+            histogram, counted in the same pass (a bool: anything else is a TypeError).
         sr_bits: number of random bits ``sr`` compares (None: 62, i.e. exact for every input not
             below 2^-10 of the smallest subnormal).
         out: optional preallocated, writeable result array (C-contiguous, the result's shape
@@ -95,6 +95,7 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 
         positive for unsigned ones, the input's sign otherwise); NaN inputs stay NaN in the
         carrier even for formats that cannot encode NaN.
     """
+    want_stats = as_flag("stats", stats)
     gf = _fixed.grid_format(fmt)
     if gf is not None:
         if state is not None:
@@ -102,23 +103,23 @@ def quantize(x, fmt: "str | Format", rounding="rne", overflow=None, seed: int = 
                              "fixed-point format")
         res, st = _fixed.quantize(backend.to_host(x), gf, int(RoundMode.parse(rounding)),
                                   overflow, stream_key(seed, stream), _sr_bits(sr_bits),
-                                  bool(stats), out)
+                                  want_stats, out)
         res = res if out is not None else backend.unwrap_0d(res)
-        return (res, st) if stats else res
+        return (res, st) if want_stats else res
     sf = _scaled.scaled_format(fmt)
     if sf is not None:
         if out is not None:
             raise ValueError(f"out= is not available for scaled formats ({sf.name})")
         sf, mode, key, srk = _scaled_prepare(sf, rounding, overflow, seed, stream, sr_bits)
-        res, st = _scaled.quantize(backend.to_host(x), sf, mode, key, srk, bool(stats), state)
-        return (res, st) if stats else res
+        res, st = _scaled.quantize(backend.to_host(x), sf, mode, key, srk, want_stats, state)
+        return (res, st) if want_stats else res
     if state is not None:
         raise ValueError("state= belongs to delayed scaling (a scaled format), not to an "
                          "element format")
     fmt, mode, policy, key, srk = _prepare(fmt, rounding, overflow, seed, stream, sr_bits)
-    res, st = backend.quantize(x, fmt, mode, policy, key, srk, bool(stats), out)
+    res, st = backend.quantize(x, fmt, mode, policy, key, srk, want_stats, out)
     res = res if out is not None else backend.unwrap_0d(res)  # out= is returned as it is
-    return (res, st) if stats else res
+    return (res, st) if want_stats else res
 
 
 def code_dtype(fmt: "str | Format") -> np.dtype:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import numbers
 
+import numpy as np
+
 
 def _parse(cls, value, aliases: dict, what: str):
     """``value`` as a member of the IntEnum ``cls``: a member, its name or an alias in any case,
@@ -22,6 +24,15 @@ def _parse(cls, value, aliases: dict, what: str):
         return cls(int(value))
     names = ", ".join(m.name.lower() for m in cls)
     raise ValueError(f"{what}={value!r} is invalid: allowed values are {names}")
+
+
+def as_flag(name: str, value) -> bool:
+    """``value`` as a bool, for an on/off argument such as ``stats=`` or ``flags=``: True/False
+    (numpy's too); anything else, a string such as ``"no"`` above all, which ``bool()`` would
+    take as true, is a TypeError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be true or false, got {value!r} ({type(value).__name__})")
 
 
 class RoundMode(enum.IntEnum):

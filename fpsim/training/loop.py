@@ -33,6 +33,7 @@ from fpsim import engine as E
 from fpsim.training import determinism, instrument, optim, scaling
 from fpsim.training.precision import policy as make_policy
 from fpsim.training.context import RunContext
+from fpsim.numerics.modes import as_flag
 from fpsim.training.records import RESUME_SETTINGS_NOTE, RecordError, RunDB, has_python_objects
 
 #: Defaults per (model, dataset) that train to convergence (see docs/training.md): any field
@@ -96,12 +97,6 @@ def _momentum(field, value) -> float:
     return v
 
 
-def _flag(field, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{field} must be true or false, got {_got(value)}")
-    return bool(value)
-
-
 def _text(field, value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{field} must be a string, got {_got(value)}")
@@ -149,8 +144,8 @@ _FIELD_CHECKS = {
     "seed": lambda f, v: _integer(f, v, 0, 2 ** 63, "2^63"),  # (SQLite INTEGER: 64-bit signed)
     "model_config": _table, "dataset_options": _table,
     "scaler": _spec("a scaler name, a table of scaler arguments or a Scaler"),
-    "loss_weight": _positive, "shadow_every": _integer, "instrument": _flag,
-    "hist_every": _integer, "checkpoint_every": _integer, "name": _text, "lca": _flag,
+    "loss_weight": _positive, "shadow_every": _integer, "instrument": as_flag,
+    "hist_every": _integer, "checkpoint_every": _integer, "name": _text, "lca": as_flag,
     "lca_max_bytes": lambda f, v: _integer(f, v, low=1),
 }
 
