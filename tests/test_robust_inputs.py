@@ -435,7 +435,7 @@ def test_only_the_fpsim_command_gets_the_start_up_interrupt_handler(monkeypatch,
     assert _interrupt.started_as_command() is expected
 
 
-# ---- on/off arguments of the numeric API ----------------------------------------------------------
+# ---- on/off arguments of the numeric API ------------------------------------------
 import fpsim  # noqa: E402
 
 
