@@ -43,3 +43,54 @@ def test_every_kernel_caches_under_the_source_hash(name):
              if disp._cache is not None and not os.path.realpath(
                  disp._cache._cache_path).startswith(expected)}
     assert not wrong, f"kernels caching outside {expected}: {wrong}"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_kernel_compiles_under_the_cross_process_lock(name):
+    """Every cached kernel compiles holding its lock file (fpsim.kernels._compile_under_lock)."""
+    found = _dispatchers(name)
+    unlocked = [label for label, disp in found
+                if getattr(disp.compile, "__qualname__", "") != "_compile_under_lock.<locals>.compile"]
+    assert not unlocked, f"kernels compiling without the lock: {unlocked}"
+
+
+_RACE = r"""
+import os, sys, time
+import numpy as np
+import fpsim
+from fpsim.kernels import cpu
+ready, go = sys.argv[1], sys.argv[2]
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.01)
+fpsim.decode(np.arange(1000, dtype=np.uint16), "bfloat16")
+print(sum(cpu.decode.stats.cache_misses.values()), sum(cpu.decode.stats.cache_hits.values()))
+"""
+
+
+def test_processes_sharing_a_cold_cache_compile_a_kernel_once(tmp_path):
+    """Two processes that need the same parallel kernel at the same moment, with an empty cache:
+    one compiles it, the other waits for the lock and loads the result (without the lock both
+    compiled it, and concurrent saves of a parallel kernel can leave cache files that crash the
+    process loading them, Numba issue 10128)."""
+    import subprocess
+    import sys
+    script = tmp_path / "race.py"
+    script.write_text(_RACE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"ready{i}"), str(go)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    deadline = 600
+    import time
+    t0 = time.monotonic()
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+        assert time.monotonic() - t0 < deadline and all(p.poll() is None for p in procs), \
+            [p.communicate() for p in procs if p.poll() is not None]
+        time.sleep(0.05)
+    go.write_text("")
+    outs = [p.communicate(timeout=deadline) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    misses, hits = zip(*(tuple(map(int, out.split())) for out, _ in outs))
+    assert sorted(misses) == [0, 1] and sorted(hits) == [0, 1], outs

@@ -45,6 +45,66 @@ def _cache_dir() -> str:
     return os.path.join(base, "fpsim", tag)
 
 
+#: Lock files of the kernels this process is compiling (a lock is taken once per process).
+_held_locks: set = set()
+
+
+def _compile_under_lock(dispatcher, lock_dir: str) -> None:
+    """Make ``dispatcher.compile`` hold a lock file of its own in the kernel cache while it
+    looks in the cache, compiles and saves, so that processes sharing the cache compile each
+    kernel one at a time: the second one waits and then loads the first one's result.
+
+    Two processes compiling the same ``parallel=True`` function at once can leave cache files
+    that do not belong together, and a process loading them crashes (Numba issue 10128; seen
+    here as test subprocesses ending in SIGSEGV while a test process and the CUDA simulator's
+    check compiled the same drivers). It also saves the second compilation. Deadlock-free: a
+    process takes Numba's (in-process) compiler lock before any of these, so only one thread
+    of a process holds them, and a kernel's compilation only waits for the kernels it calls,
+    never for its callers (the call graph has no cycles)."""
+    import fcntl
+    from numba.core.compiler_lock import global_compiler_lock
+
+    compile_ = dispatcher.compile
+    fn = dispatcher.py_func
+    path = os.path.join(lock_dir, f"{fn.__module__}.{fn.__qualname__}.lock")
+
+    def compile(sig):
+        with global_compiler_lock:
+            if path in _held_locks:  # a nested compilation of the same kernel
+                return compile_(sig)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # a cache that cannot be written is not shared either
+                return compile_(sig)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                _held_locks.add(path)
+                try:
+                    return compile_(sig)
+                finally:
+                    _held_locks.discard(path)
+            finally:
+                os.close(fd)  # (releases the lock; the kernel releases it if we die)
+
+    dispatcher.compile = compile
+
+
+def _lock_compilations(modules) -> None:
+    """:func:`_compile_under_lock` for every cached CPU kernel of ``modules`` (POSIX only)."""
+    if os.name != "posix":
+        return
+    lock_dir = os.path.join(numba.config.CACHE_DIR, "locks")
+    try:
+        os.makedirs(lock_dir, exist_ok=True)
+    except OSError:
+        return
+    for module in modules:
+        for obj in vars(module).values():
+            if (isinstance(obj, numba.core.registry.CPUDispatcher)
+                    and obj.py_func.__module__ == module.__name__):
+                _compile_under_lock(obj, lock_dir)
+
+
 @contextlib.contextmanager
 def _kernel_cache():
     saved = numba.config.CACHE_DIR
@@ -62,3 +122,5 @@ def _kernel_cache():
 with _kernel_cache():
     from fpsim.kernels import (accumulate, arith, batched, bits, cpu, fixed, histogram, rng,
                                round, scaled, tensor_core)
+    _lock_compilations((accumulate, arith, batched, bits, cpu, fixed, histogram, rng, round,
+                        scaled, tensor_core))
