@@ -123,9 +123,8 @@ def _count_inexact_fraction(xblk, P, low_mask):
 
 @njit(cache=True)
 def _round_block(xs, os, off, P, mode, overflow, key, srk, simple):
-    """:func:`_round_range` as a function of its own: the whole chunk without statistics, and
-    the event-free blocks of :func:`_round_range_stats` (inlined into that branch, the loop
-    lost its AVX-512 width)."""
+    """:func:`_round_range` as a function of its own, for the event-free blocks of
+    :func:`_round_range_stats`: inlined into its branch, the loop lost its AVX-512 width."""
     numba.literally(mode)
     numba.literally(simple)
     _round_range(xs, os, off, P, mode, overflow, key, srk, simple)
@@ -207,10 +206,7 @@ def _chunk(xs, os, off, P, mode, overflow, key, srk, simple, counts, hist, c):
     numba.literally(mode)
     numba.literally(simple)
     if hist.shape[1] == 0:
-        # The out-of-line block function, not a third inlined copy of the rounding loop: the
-        # same loop, with one call per chunk, and one copy less for LLVM to optimize in every
-        # version of this function (each mode x format class x carrier).
-        _round_block(xs, os, off, P, mode, overflow, key, srk, simple)
+        _round_range(xs, os, off, P, mode, overflow, key, srk, simple)
     else:
         _round_range_stats(xs, os, off, P, mode, overflow, key, srk, simple, counts, hist, c)
 
