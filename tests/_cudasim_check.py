@@ -238,12 +238,7 @@ def _write(path, results):
 
 def main(argv) -> int:
     """Run the cases named in ``argv[1:]`` (default: all), results to ``argv[0]``."""
-    # By default the cases run last family first: the test run that starts this one compiles
-    # the quantize and arithmetic drivers in its first minutes (test_api, test_arith) and the
-    # matmul and tensor-core kernels late, so in this order each kernel is compiled by
-    # whichever process gets to it first and loaded from the cache by the other, instead of
-    # both compiling the quantize drivers at once.
-    path, wanted = argv[0], (argv[1:] or case_ids()[::-1])
+    path, wanted = argv[0], (argv[1:] or case_ids())
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         _write(path, {"__skip__": "NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported"})
         return 0
