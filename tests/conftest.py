@@ -57,28 +57,3 @@ if _LOG_DIR:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):
     _current_test["id"] = item.nodeid
-
-
-_cudasim = {}
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Move the CUDA-simulator tests to the end of the run and start their one simulator run
-    now, in the background (test_cudasim.py says why). Under pytest-xdist every worker
-    collects the same items; the first worker starts the run, and all of them read its files."""
-    sim = [item for item in items if item.path.name == "test_cudasim.py"]
-    if not sim:
-        return
-    keep = set(id(item) for item in sim)
-    items[:] = [item for item in items if id(item) not in keep] + sim
-    worker = getattr(config, "workerinput", {}).get("workerid", "master")
-    if worker in ("master", "gw0"):
-        mod = sim[0].module
-        _cudasim["thread"] = mod.start_in_background(mod.shared_dir(config))
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """Wait for a simulator run this process started (it must not outlive the run)."""
-    thread = _cudasim.get("thread")
-    if thread is not None:
-        thread.join()

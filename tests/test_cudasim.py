@@ -6,11 +6,6 @@ numba already, so the cases run in one subprocess per session with NUMBA_ENABLE_
 (_cudasim_check.py), which writes each case's result to a JSON file; each test here reads its
 own case, so one mismatch fails one test and hides no other. No GPU is needed. Without
 numba-cuda's simulator every test skips, saying why.
-
-The subprocess starts at collection, in the background (conftest.py: one test process starts it,
-and these tests are moved to the end of the run): with a cold kernel cache it compiles the CPU
-kernels it compares against for minutes, and a test process waiting for it meanwhile would
-leave its core idle.
 """
 
 from __future__ import annotations
@@ -20,8 +15,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
@@ -29,8 +22,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _cudasim_cases import case_ids  # noqa: E402
 
 _SCRIPT = pathlib.Path(__file__).with_name("_cudasim_check.py")
-#: Longest the simulator run may take (a cold kernel cache on a loaded 2-core machine: ~15 min).
-TIMEOUT_S = 2400
 
 
 def _run_simulator(path: pathlib.Path) -> str:
@@ -38,48 +29,28 @@ def _run_simulator(path: pathlib.Path) -> str:
     env["PYTHONPATH"] = os.pathsep.join([str(_SCRIPT.parent.parent), env.get("PYTHONPATH", "")])
     try:
         proc = subprocess.run([sys.executable, str(_SCRIPT), str(path)], env=env,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
+                              capture_output=True, text=True, timeout=1800)
         return proc.stdout[-3000:] + proc.stderr[-3000:]
     except subprocess.TimeoutExpired as e:
         return f"the simulator run timed out after {e.timeout} s"
 
 
-def shared_dir(config) -> pathlib.Path:
-    """The folder every test process of this run can see: pytest's base temp, or under
-    pytest-xdist the folder holding each worker's."""
-    base = config._tmp_path_factory.getbasetemp()
-    return base.parent if hasattr(config, "workerinput") else base
-
-
-def start_in_background(folder: pathlib.Path) -> threading.Thread:
-    """Run the simulator in a thread of this process: results to ``folder/cudasim-results.json``,
-    its output's tail to ``cudasim-output.txt``, then ``cudasim.done``."""
-    def run():
-        out = "the simulator run raised before it ended"
-        try:
-            out = _run_simulator(folder / "cudasim-results.json")
-        finally:
-            (folder / "cudasim-output.txt").write_text(out)
-            (folder / "cudasim.done").write_text("done")
-    thread = threading.Thread(target=run, name="cudasim", daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.fixture(scope="session")
-def cudasim_results(request):
-    """The results of every case, from the one simulator run of this test run (started at
-    collection by conftest.py), waited for."""
-    folder = shared_dir(request.config)
-    done = folder / "cudasim.done"
-    deadline = time.monotonic() + TIMEOUT_S + 60
-    while not done.exists():
-        if time.monotonic() > deadline:
-            pytest.fail(f"the simulator run did not finish within {TIMEOUT_S + 60} s "
-                        f"(no {done})")
-        time.sleep(0.5)
-    out = (folder / "cudasim-output.txt").read_text()
-    path = folder / "cudasim-results.json"
+def cudasim_results(tmp_path_factory, worker_id):
+    """The results of every case: one subprocess run for the whole test run (the simulator's
+    start and the CPU kernels' loading are paid once). Under pytest-xdist the workers share one
+    run: the first to take the lock runs the simulator, the others wait for its file."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the directory all workers' base temps live in
+    path, log = shared / "cudasim-results.json", shared / "cudasim-output.txt"
+    with open(shared / "cudasim.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not log.exists():
+            log.write_text(_run_simulator(path))
+        out = log.read_text()
     results = json.loads(path.read_text()) if path.exists() else {}
     if "__skip__" in results:
         pytest.skip(results["__skip__"])
