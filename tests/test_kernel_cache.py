@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 from numba.core.registry import CPUDispatcher
@@ -49,8 +52,9 @@ def test_every_kernel_caches_under_the_source_hash(name):
 def test_every_kernel_compiles_under_the_cross_process_lock(name):
     """Every cached kernel compiles holding its lock file (fpsim.kernels._compile_under_lock)."""
     found = _dispatchers(name)
+    wrapper = "_compile_under_lock.<locals>.compile"
     unlocked = [label for label, disp in found
-                if getattr(disp.compile, "__qualname__", "") != "_compile_under_lock.<locals>.compile"]
+                if getattr(disp.compile, "__qualname__", "") != wrapper]
     assert not unlocked, f"kernels compiling without the lock: {unlocked}"
 
 
@@ -73,8 +77,6 @@ def test_processes_sharing_a_cold_cache_compile_a_kernel_once(tmp_path):
     one compiles it, the other waits for the lock and loads the result (without the lock both
     compiled it, and concurrent saves of a parallel kernel can leave cache files that crash the
     process loading them, Numba issue 10128)."""
-    import subprocess
-    import sys
     script = tmp_path / "race.py"
     script.write_text(_RACE)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
@@ -83,7 +85,6 @@ def test_processes_sharing_a_cold_cache_compile_a_kernel_once(tmp_path):
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     deadline = 600
-    import time
     t0 = time.monotonic()
     while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
         assert time.monotonic() - t0 < deadline and all(p.poll() is None for p in procs), \

@@ -55,9 +55,8 @@ def _compile_under_lock(dispatcher, lock_dir: str) -> None:
     kernel one at a time: the second one waits and then loads the first one's result.
 
     Two processes compiling the same ``parallel=True`` function at once can leave cache files
-    that do not belong together, and a process loading them crashes (Numba issue 10128; seen
-    here as test subprocesses ending in SIGSEGV while a test process and the CUDA simulator's
-    check compiled the same drivers). It also saves the second compilation. Deadlock-free: a
+    that do not belong together, and a process loading them crashes (numba/numba#10128). It
+    also saves the second compilation. Deadlock-free: a
     process takes Numba's (in-process) compiler lock before any of these, so only one thread
     of a process holds them, and a kernel's compilation only waits for the kernels it calls,
     never for its callers (the call graph has no cycles)."""

@@ -94,7 +94,8 @@ def _apply(op, args, fmt, rounding, overflow, seed, flags, stream, sr_bits,
     tin = tininess_flag(tininess)
     srk = arith_sr_bits(fmt, sr_bits)
     done = backend.elementwise(_OPS[op], args, fmt, _wide(fmt), mode, policy,
-                               stream_key(seed, stream), srk, tin, as_flag("flags", flags), as_flag("stats", stats))
+                               stream_key(seed, stream), srk, tin, as_flag("flags", flags),
+                               as_flag("stats", stats))
     if done is None:
         raise _not_a_value(args, fmt)
     vals, fl, st = done
