@@ -401,12 +401,72 @@ def test_loss_scaling_float16_loss_unscale_and_one_step_per_loss():
 
 def test_loss_scaling_refusals():
     opt = torch.optim.SGD(_mlp().parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="adaptive .per-site. loss scaling"):
-        ft.LossScaling("adaptive", opt)
+    with pytest.raises(ValueError, match="adaptive .per-layer. scaling measures"):
+        ft.LossScaling("adaptive", opt)  # (no sites: no model to measure)
     with pytest.raises(TypeError, match="must be a torch.optim.Optimizer"):
         ft.LossScaling("dynamic", object())
     with pytest.raises(ValueError, match="unknown loss scaler"):
         ft.LossScaling("dynamc", opt)
+
+
+def test_adaptive_scaling_on_a_torch_model_steps_skips_and_is_removable():
+    """Adaptive scaling on a hooked torch MLP (its bit-for-bit agreement with fpsim's engine is
+    in test_torch_engine.py): the scales compose down the network, each gradient rounding rounds
+    at its site's scale (its Stats report it), the gradients reach the optimizer at true
+    magnitude, a non-finite step is skipped, and remove() takes the hooks off."""
+    model = _mlp()
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((8, 16), np.float32))
+    y = torch.from_numpy(np.random.default_rng(4).integers(0, 4, 8))
+    sites = ft.apply_policy(model, "fp8_e4m3_e5m2")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaling = ft.LossScaling("adaptive", opt, sites=sites)
+    assert scaling.scaler.u_max == 57344.0  # (e5m2: the policy's gradient format)
+    rec = fpsim.Recorder()
+    with fpsim.recording(rec):
+        loss = torch.nn.functional.cross_entropy(model(x), y) * 2.0 ** -8
+        scaling.scale(loss).backward()
+    summary = rec.end_step()
+    scales = scaling.scaler.report()
+    assert set(scales) == {"loss-cast", "0", "2"}
+    a0, s0 = scales["0"]
+    a2, s2 = scales["2"]
+    assert s2 > 1 and a0 == a2 * s2  # (the scale of layer 2's input gradient reaches layer 0)
+    assert summary.scales[("0", "activation-grad", "backward")] == a0
+    assert summary.scales[("0.weight", "weight-grad", "backward")] == a0
+    # the weight gradient of layer 0: the master gradient rounded into e5m2 at scale a0
+    w0 = model[0].parametrizations["weight"]
+    g = w0.original.grad.numpy()
+    assert np.array_equal(fpsim.quantize(g * a0, "e5m2") / a0, g) and a0 > 1
+    before = [p.detach().clone() for p in model.parameters()]
+    assert scaling.step() and scaling.steps == 1
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    # a non-finite gradient skips the step
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x), y) * float("nan")  # (e5m2 saturates Inf)
+    scaling.scale(loss).backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    assert not scaling.step() and scaling.skipped == 1
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    # a backward pass not started by scale() is refused, not rounded at a wrong scale
+    opt.zero_grad()
+    with pytest.raises(RuntimeError, match="not started by LossScaling.scale"):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.raises(ValueError, match="already carry adaptive scaling"):
+        ft.LossScaling("dynamic", opt, sites=sites)
+    scaling.remove()
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()  # (plain rounding again)
+    assert sites.context.gradient_scales is None
+
+
+def test_adaptive_scaling_refusals_on_torch():
+    model = _mlp()
+    sites = ft.apply_policy(model, "mixed_fp16")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="exact only for power-of-two scales"):
+        ft.LossScaling({"name": "adaptive", "power_of_two": False}, opt, sites=sites)
+    with pytest.raises(ValueError, match="the one list apply_policy returned"):
+        ft.LossScaling("adaptive", opt, sites=ft.Cast("fp16", "fp16"))
 
 
 # ----------------------------------------------------------------------------- run records

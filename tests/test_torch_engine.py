@@ -31,6 +31,16 @@
    scores, probabilities and context, the embedding plus positions, both residual sums of a
    block), and ``nn.MultiheadAttention`` has no module boundary there for the bridge's hooks.
 
+3. **Adaptive loss scaling in the engine and in the bridge.** fpsim's engine carries each
+   gradient at its scale; the bridge keeps torch's gradients at true magnitude and rounds them
+   at the scale the engine would carry (``fpsim/torch/adaptive.py``). With the same policy and
+   scaler on both, one step gives, in float64, the same scales at every GEMM site and the
+   output site, the same Stats at every key, the same weight-gradient guard firings and the
+   same parameter gradients, all bit for bit. The cases make sure each mechanism runs: scales
+   above 1 that compose down the network (FP8, or a small loss), branches of a residual block
+   that meet at different scales (statistic variant A0), the weight-gradient guard (a large
+   loss), the reference preset and the unscaling into the format.
+
 Why float64 is the engine's oracle dtype: the engine computes in the dtype of its operands (see
 ``fpsim/engine/tensor.py``); the zoo's ``build`` has no dtype option and makes float32
 parameters and buffers, so, as ``tests/test_networks.py`` does, they are converted in place.
@@ -441,14 +451,15 @@ def _stats_difference(a: fpsim.Stats, b: fpsim.Stats) -> dict:
 
 
 def _placed(twin: Twin, policy_engine, policy_torch):
-    """Place the policies on both models; check the sites are the same under the name map."""
+    """Place the policies on both models; check the sites are the same under the name map.
+    Returns the torch side's sites (what ``apply_policy`` returned)."""
     engine_sites = [s.name for s in policy_engine.apply(twin.engine)]
     torch_sites = ft.apply_policy(twin.torch, policy_torch)
     mapped = [twin.sites[s] for s in torch_sites]
     assert sorted(mapped) == sorted(engine_sites), (
         f"sites only in fpsim: {sorted(set(engine_sites) - set(mapped))}, "
         f"only in torch: {sorted(set(mapped) - set(engine_sites))}")
-    return engine_sites
+    return torch_sites
 
 
 def _mapped(twin: Twin, stats: dict) -> dict:
@@ -573,3 +584,69 @@ def test_mixed_fp16_stats_in_float32_differ_only_where_the_unrounded_values_do(n
         if FP16_ULP_BOUND[name] is not None:
             distance = ulps_of_largest(a, b, dtype=np.float16)
             assert distance <= FP16_ULP_BOUND[name], (key, distance)
+
+
+# ----------------------------------------------------------------------------- part 3
+#: (model, scaler, policy, loss weight, what the case must exercise)
+ALS_CASES = [
+    ("mlp", "adaptive", "fp8_e4m3_e5m2", 1.0, "scales"),
+    ("cnn", "adaptive", "mixed_fp16", 2.0 ** -12, "scales"),
+    ("cnn", "adaptive-paper", "fp8_e4m3_e5m2", 1.0, "scales"),
+    ("resnet", "adaptive", "fp8_e4m3_e5m2", 1.0, "scales"),
+    ("resnet", "adaptive:variant=A0", "fp8_e4m3_e5m2", 1.0, "merge"),
+    ("resnet", "adaptive", "mixed_fp16", 2.0 ** 20, "guard"),
+    ("mlp", "adaptive:unscale=format", "mixed_fp16", 2.0 ** -12, "scales"),
+]
+
+
+@pytest.mark.parametrize("name, spec, policy, weight, exercises", ALS_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[4]}" for c in ALS_CASES])
+def test_adaptive_scaling_equals_the_engine_bit_for_bit_in_float64(name, spec, policy, weight,
+                                                                   exercises):
+    from fpsim.training import scaling
+
+    twin = build_twin(name, np.float64, seed=0)
+    sites = _placed(twin, precision.policy(policy), policy)
+    x, y = _digits_batch(16, np.float64)
+
+    engine_scaler = scaling.scaler(spec, precision.policy(policy).gradient_format())
+    engine_scaler.attach(twin.engine)
+    rec = fpsim.Recorder()
+    with fpsim.recording(rec):
+        out = twin.engine(E.Tensor(x))
+        start = float(engine_scaler.loss_scale())
+        (E.cross_entropy(out, y) * weight).backward(start, tag=start,
+                                                    merge=engine_scaler.merge)
+    engine_stats = rec.end_step().sites
+
+    torch_scaling = ft.LossScaling(spec, torch.optim.SGD(twin.torch.parameters(), lr=0.1),
+                                   sites=sites)
+    merges = []  # (the scales of every meeting of gradients at different scales)
+    target = torch_scaling.scaler.merge_target
+    torch_scaling.scaler.merge_target = lambda scales, m: merges.append(set(scales)) or target(
+        scales, m)
+    rec = fpsim.Recorder()
+    with fpsim.recording(rec):
+        logits = twin.torch(torch.from_numpy(x.copy()))
+        torch_scaling.scale(F.cross_entropy(logits, torch.from_numpy(y)) * weight).backward()
+    torch_stats = _mapped(twin, rec.end_step().sites)
+
+    engine_scales = engine_scaler.report()
+    torch_scales = {twin.sites.get(k, k): v for k, v in torch_scaling.scaler.report().items()}
+    assert engine_scales == torch_scales
+    assert sorted(engine_stats) == sorted(torch_stats)
+    different = {k: _stats_difference(engine_stats[k], torch_stats[k])
+                 for k in engine_stats if engine_stats[k] != torch_stats[k]}
+    assert not different, f"Stats differ at {different}"
+    assert engine_scaler.guard_events == torch_scaling.scaler.guard_events
+    for ename, p in twin.engine.named_parameters():
+        tname, index = twin.params[ename]
+        got = twin.torch_master(tname).grad[index].numpy()
+        assert np.array_equal(got.view(np.uint64), p.grad.view(np.uint64)), ename
+    # the case runs what it is there for
+    if exercises == "scales":
+        assert max(a * s for a, s in engine_scales.values()) > 1, engine_scales
+    if exercises == "merge":
+        assert any(len(m) > 1 for m in merges), merges
+    if exercises == "guard":
+        assert engine_scaler.guard_events > 0

@@ -39,6 +39,9 @@ class TorchRunContext(RunContext):
     def __init__(self, seed: int = 0):
         super().__init__(seed)
         self.loss_scale: float | None = None
+        #: the per-site scales of adaptive loss scaling (:class:`fpsim.torch.adaptive.
+        #: GradientScales`, set by :class:`fpsim.torch.LossScaling`), or None
+        self.gradient_scales = None
 
 
 def parse_cast(spec, what: str):
@@ -86,6 +89,11 @@ class _CastFunction(torch.autograd.Function):
     @once_differentiable  # (a rounding has no second derivative: refuse create_graph)
     def backward(ctx, grad):
         backward, site, role, key, context = ctx.rounding
+        scales = getattr(context, "gradient_scales", None)
+        if scales is not None:  # (adaptive scaling: this site's own scale, see adaptive.py)
+            return (scales.round_gradient(ctx, grad, lambda g, a: round_tensor(
+                g, backward, site, role, "backward", key, a), site, role),
+                None, None, None, None, None)
         scale = getattr(context, "loss_scale", None)  # (read now: set after the forward pass)
         return (round_tensor(grad, backward, site, role, "backward", key, scale),
                 None, None, None, None, None)

@@ -51,9 +51,11 @@ class PolicySites(list):
     """The names of the cast sites :func:`apply_policy` placed (a list of str), with the run
     :attr:`context` they read and :meth:`remove`."""
 
-    def __init__(self, names, context: RunContext, undo):
+    def __init__(self, names, context: RunContext, undo, module=None, policy=None):
         super().__init__(names)
         self.context = context
+        #: the model the sites are on, and the :class:`~fpsim.training.precision.Policy`
+        self.module, self.policy = module, policy
         self._undo = undo
 
     def remove(self) -> None:
@@ -71,8 +73,10 @@ class _RoundedParameter(torch.nn.Module):
         self.context = context
 
     def forward(self, w):
-        return _CastFunction.apply(w, self.forward_cast, self.backward_cast, self.site,
-                                   "weight", self.context)
+        out = _CastFunction.apply(w, self.forward_cast, self.backward_cast, self.site,
+                                  "weight", self.context)
+        self.last = out.detach()  # (the copy the layer computes with: adaptive scaling reads it)
+        return out
 
 
 def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) -> PolicySites:
@@ -167,7 +171,7 @@ def apply_policy(module: torch.nn.Module, policy, *, seed: int | None = None) ->
     undo.insert(0, step_hook.remove)
     setattr(module, _ATTR, True)
     undo.insert(0, lambda: setattr(module, _ATTR, None))
-    return PolicySites(names, context, undo)
+    return PolicySites(names, context, undo, module, pol)
 
 
 def remove_policy(module: torch.nn.Module, sites: PolicySites) -> None:

@@ -14,20 +14,26 @@ as AMP does it. What differs from ``torch.amp.GradScaler``: the scaler is fpsim'
 variant (``dynamic:apex``, ``dynamic:hysteresis``, ``dynamic:chainer``, ...) and every static
 scale is available, and the unscaling multiplies by ``float32(1 / float64(S))`` exactly as
 fpsim's training loop does; there is no autocast (the policy's cast sites do the rounding);
-the gradients are checked for Inf/NaN on the host. Per-site (adaptive) scaling needs the
-engine's tagged cotangents and is not available on torch models.
+the gradients are checked for Inf/NaN on the host.
+
+Adaptive per-layer scaling (``"adaptive"``, ``"adaptive-paper"`` and their options) works on a
+model whose sites :func:`fpsim.torch.apply_policy` placed (pass them as ``sites=``): the scale
+of every gradient rounding is the one fpsim's engine would carry there
+(:mod:`fpsim.torch.adaptive` says how), the gradients reach the optimizer at true magnitude,
+and a step with a non-finite gradient is skipped.
 """
 
 from __future__ import annotations
 
 import torch
 
+from fpsim.torch.adaptive import GradientScales
 from fpsim.training.scaling import AdaptiveScaler, StepStats
 from fpsim.training.scaling import scaler as make_scaler
 
 
 class LossScaling:
-    """A global loss scaler driving a torch optimizer.
+    """A loss scaler driving a torch optimizer: a global one, or adaptive per-layer scaling.
 
     Args:
         scaler: a scaler spec of :func:`fpsim.training.scaling.scaler` (``"dynamic"``,
@@ -36,7 +42,8 @@ class LossScaling:
         optimizer: the ``torch.optim.Optimizer`` over the master parameters.
         sites: the cast sites whose gradients carry the scale (what
             :func:`fpsim.torch.apply_policy` returned, a :class:`fpsim.torch.Cast`, or a list
-            of them): their backward Stats are then reported with the scale.
+            of them): their backward Stats are then reported with the scale. An adaptive
+            scaler needs what ``apply_policy`` returned (its model and gradient format).
 
     Attributes:
         scaler: the fpsim scaler; steps / skipped: counts of steps applied and skipped;
@@ -47,16 +54,6 @@ class LossScaling:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError("fpsim.torch.LossScaling: optimizer must be a "
                             f"torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.scaler = make_scaler(scaler)
-        if isinstance(self.scaler, AdaptiveScaler):
-            raise ValueError("fpsim.torch.LossScaling: adaptive (per-site) loss scaling carries "
-                             "a scale with every cotangent, which fpsim's engine does and "
-                             "torch's autograd does not; use a global scaler here (none, "
-                             "static, dynamic) or train with fpsim's engine")
-        self.optimizer = optimizer
-        self.steps = self.skipped = 0
-        self.last_scale: float | None = None
-        self._unscaled = self._stepped = False
         many = sites if isinstance(sites, (list, tuple)) and not hasattr(sites, "context") \
             else ([] if sites is None else [sites])
         self._contexts = []
@@ -65,7 +62,28 @@ class LossScaling:
             if not hasattr(ctx, "loss_scale"):
                 raise TypeError("fpsim.torch.LossScaling: sites= takes what apply_policy "
                                 f"returned or fpsim.torch.Cast modules, got {type(s).__name__}")
+            if getattr(ctx, "gradient_scales", None) is not None:
+                raise ValueError("fpsim.torch.LossScaling: these sites already carry adaptive "
+                                 "scaling; call .remove() on that LossScaling first")
             self._contexts.append(ctx)
+        placed = [s for s in many if getattr(s, "module", None) is not None]
+        # (an adaptive scaler reads u_min / u_max from the policy's gradient format)
+        self.scaler = make_scaler(scaler, placed[0].policy.gradient_format() if placed
+                                  else "float16")
+        #: the per-site scales of an adaptive scaler (None for a global one)
+        self.gradient_scales = None
+        if isinstance(self.scaler, AdaptiveScaler):
+            if len(placed) != 1:
+                raise ValueError("fpsim.torch.LossScaling: adaptive (per-layer) scaling measures "
+                                 "the model's Linear and Conv2d layers; pass sites= the one "
+                                 "list apply_policy returned for the model (with any Cast "
+                                 "modules beside it)")
+            self.gradient_scales = GradientScales(self.scaler, placed[0].module,
+                                                  self._contexts)
+        self.optimizer = optimizer
+        self.steps = self.skipped = 0
+        self.last_scale: float | None = None
+        self._unscaled = self._stepped = False
 
     def loss_scale(self) -> float:
         """The scale ``S`` of this step's loss."""
@@ -76,12 +94,17 @@ class LossScaling:
         would overflow; ``torch.amp.GradScaler`` also returns float32). Starts a step:
         :meth:`unscale_` and :meth:`step` may follow once each."""
         scale = self.loss_scale()
-        for ctx in self._contexts:  # (the backward pass this loss starts carries it)
-            ctx.loss_scale = scale
         self._unscaled = self._stepped = False
         self.last_scale = scale
         if loss.dtype in (torch.float16, torch.bfloat16):
             loss = loss.float()
+        if self.gradient_scales is not None:
+            # (the gradients stay at true magnitude; the scales travel beside them, starting
+            # at the loss with init_scale)
+            self.gradient_scales.begin(loss)
+            return loss
+        for ctx in self._contexts:  # (the backward pass this loss starts carries it)
+            ctx.loss_scale = scale
         return loss * scale
 
     def _grads(self) -> list[torch.Tensor]:
@@ -123,6 +146,8 @@ class LossScaling:
             self.unscale_()
         found_inf = any(not bool(torch.isfinite(g).all()) for g in self._grads())
         self._stepped = True
+        if self.gradient_scales is not None:
+            self.gradient_scales.end()
         apply = bool(self.scaler.update(StepStats(found_inf, summary)))
         if apply:
             self.optimizer.step()
@@ -130,6 +155,11 @@ class LossScaling:
         else:
             self.skipped += 1
         return apply
+
+    def remove(self) -> None:
+        """Take an adaptive scaler's hooks off the model (nothing to do for a global one)."""
+        if self.gradient_scales is not None:
+            self.gradient_scales.remove()
 
     def state_dict(self) -> dict:
         """The scaler's state and the step counts (for checkpoints)."""

@@ -242,7 +242,7 @@ class TrainConfig:
         if c.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {c.schedule!r}; choose constant or cosine")
         pol = make_policy(c.policy)  # validates
-        scaling.scaler(c.scaler, _grad_format(pol))
+        scaling.scaler(c.scaler, pol.gradient_format())
         return c
 
 
@@ -272,11 +272,6 @@ def run_model(db: str, run_id: int):
     return cfg, data, build_model(cfg, data)
 
 
-def _grad_format(policy) -> str:
-    """The activation-gradient format of a policy (u_min / u_max of the adaptive scaler): the
-    cast's ``format`` attribute (float32 without a cast, or for a cast that names none)."""
-    cast = policy.casts["activation_grads"]
-    return "float32" if cast is None else getattr(cast, "format", "float32")
 
 
 def versions() -> dict:
@@ -345,7 +340,7 @@ class Session:
                                                    schedule=schedule, **kw)
         self.context = RunContext(cfg.seed)
         self.sites = self.policy.apply(self.model, self.opt, context=self.context)
-        self.scaler = scaling.scaler(cfg.scaler, _grad_format(self.policy))
+        self.scaler = scaling.scaler(cfg.scaler, self.policy.gradient_format())
         self.scaler_sites = self.scaler.attach(self.model)
         self.params = self.model.parameters()
         self.step = 0

@@ -148,6 +148,12 @@ class Policy:
                 rows += c.scale_records()
         return rows
 
+    def gradient_format(self) -> str:
+        """The activation-gradient format (u_min / u_max of the adaptive scaler): the cast's
+        ``format`` attribute (float32 without a cast, or for a cast that names none)."""
+        cast = self.casts["activation_grads"]
+        return "float32" if cast is None else getattr(cast, "format", "float32")
+
     def cast_for(self, field: str, site: str):
         """The cast of role field ``field`` at ``site`` after overrides."""
         for pattern, fields in self.overrides:

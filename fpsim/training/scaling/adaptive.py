@@ -297,13 +297,37 @@ class AdaptiveScaler(Scaler):
         (g1, a1), (g2, a2) = a, b
         a1, a2 = _tag_scale(a1), _tag_scale(a2)
         m = max(float(np.abs(g1).max(initial=0)) / a1, float(np.abs(g2).max(initial=0)) / a2)
-        target = next((s for s in sorted({a1, a2}, reverse=True) if m * s < self.u_max), None)
-        if target is None:
-            target = min(a1, a2)
-            while target >= 0.125 and m * target >= self.u_max:
-                target /= 2
+        target = self.merge_target((a1, a2), m)
         dt = g1.dtype.type
         return g1 * dt(target / a1) + g2 * dt(target / a2), target
+
+    def merge_target(self, scales, m: float) -> float:
+        """The one scale that cotangents carried at ``scales`` are brought to before they are
+        added, for a true-magnitude maximum ``m`` of the values: the largest of ``scales`` with
+        ``m * scale < u_max``, else the smallest halved (down to 1/8) until it fits."""
+        target = next((s for s in sorted(set(scales), reverse=True) if m * s < self.u_max),
+                      None)
+        if target is None:
+            target = min(scales)
+            while target >= 0.125 and m * target >= self.u_max:
+                target /= 2
+        return target
+
+    def guard_factor(self, m: float) -> float:
+        """The weight-gradient guard's factor ``2^-k`` for a gradient whose largest magnitude
+        at its carried scale is ``m`` (class docstring), or 1.0 where it fits (or is NaN / Inf,
+        where nothing can help)."""
+        if not (self.u_max < m < math.inf):
+            return 1.0
+        # m / u_max = f * 2^e with f in [0.5, 1): m * 2^-e <= u_max, m * 2^-(e-1) > u_max
+        # unless f == 0.5 exactly (then e - 1 suffices); e >= 1 since m > u_max.
+        f, k = math.frexp(m / self.u_max)
+        k = k - 1 if f == 0.5 and k > 1 else k
+        while m * 2.0 ** -k > self.u_max:  # (guards the division's rounding)
+            k += 1
+        while k > 1 and m * 2.0 ** -(k - 1) <= self.u_max:
+            k -= 1
+        return 2.0 ** -k
 
     def unscale(self, grads: list) -> list:
         """Per-site scaling unscales every parameter gradient during backward: unchanged."""
@@ -434,21 +458,13 @@ class AdaptiveScaler(Scaler):
         def back(g, tag):
             if not self.enabled or g.size == 0:
                 return g, tag
-            m = float(np.max(np.abs(g)))
-            if not (self.u_max < m < math.inf):  # fits (or NaN / Inf: nothing can help)
+            factor = self.guard_factor(float(np.max(np.abs(g))))
+            if factor == 1.0:
                 return g, tag
-            # m / u_max = f * 2^e with f in [0.5, 1): m * 2^-e <= u_max, m * 2^-(e-1) > u_max
-            # unless f == 0.5 exactly (then e - 1 suffices); e >= 1 since m > u_max.
-            f, k = math.frexp(m / self.u_max)
-            k = k - 1 if f == 0.5 and k > 1 else k
-            while m * 2.0 ** -k > self.u_max:  # (guards the division's rounding)
-                k += 1
-            while k > 1 and m * 2.0 ** -(k - 1) <= self.u_max:
-                k -= 1
             a = _tag_scale(tag)
             self.guard_events += 1
-            self.guard_last[name] = (a, 2.0 ** -k)
-            return g * g.dtype.type(2.0 ** -k), a * 2.0 ** -k
+            self.guard_last[name] = (a, factor)
+            return g * g.dtype.type(factor), a * factor
         return custom(p, _identity, back, tagged=True)
 
 
