@@ -6,7 +6,8 @@
 2. one training step (forward, backward, SGD) of a small CNN on digits-sized images (batch 64,
    1x8x8 inputs, two 3x3 convolutions of 8 and 16 channels, a linear head) under
    ``apply_policy(model, "mixed_fp16")`` with Stats recorded, against the same step of the
-   un-hooked torch model in float32 (target <= 2).
+   un-hooked torch model in float32 (target <= 2); and that hooked step under dynamic and
+   under adaptive per-layer loss scaling (``fpsim.torch.LossScaling``; no target).
 
 Run: ``python benchmarks/bench_torch.py [--repeat 7] [--steps 50]``
 """
@@ -35,11 +36,14 @@ def _cnn(torch):
         torch.nn.Linear(16 * 8 * 8, 10))
 
 
-def _steps(torch, model, x, y, n: int, record: bool) -> float:
-    """Seconds per training step, best of three runs of ``n`` steps."""
+def _steps(torch, model, x, y, n: int, record: bool, scaler=None, sites=None) -> float:
+    """Seconds per training step, best of three runs of ``n`` steps; with ``scaler``, the
+    step goes through ``fpsim.torch.LossScaling(scaler, optimizer, sites=sites)``."""
     import fpsim
+    import fpsim.torch as ft
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
+    scaling = None if scaler is None else ft.LossScaling(scaler, opt, sites=sites)
 
     def run():
         for _ in range(n):
@@ -47,8 +51,13 @@ def _steps(torch, model, x, y, n: int, record: bool) -> float:
             ctx = fpsim.recording(rec) if record else _null()
             with ctx:
                 opt.zero_grad()
-                loss_fn(model(x), y).backward()
-                opt.step()
+                loss = loss_fn(model(x), y)
+                if scaling is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaling.scale(loss).backward()
+                    scaling.step()
     return best_time(run, 3) / n
 
 
@@ -81,6 +90,12 @@ def main(argv=None) -> int:
     model = _cnn(torch)
     ft.apply_policy(model, "mixed_fp16")
     hooked = _steps(torch, model, x, y, args.steps, record=True)
+    scaled = {}
+    for spec in ("dynamic", "adaptive"):
+        model = _cnn(torch)
+        sites = ft.apply_policy(model, "mixed_fp16")
+        scaled[spec] = _steps(torch, model, x, y, args.steps, record=True, scaler=spec,
+                              sites=sites)
     q_ratio, s_ratio = bridge / numpy_path, hooked / plain
     print(machine_line(1 << 24, args.repeat).replace("threads)", "threads; torch "
           f"{torch.__version__}, 1 thread)"))
@@ -93,6 +108,9 @@ def main(argv=None) -> int:
     print(f"| CNN training step, torch float32 | {1e3 * plain:.2f} ms | 1 | |")
     print(f"| the same step, mixed_fp16 policy, Stats recorded | {1e3 * hooked:.2f} ms | "
           f"{s_ratio:.2f} | <= {TARGET_STEP}: {'met' if s_ratio <= TARGET_STEP else 'missed'} |")
+    for spec, seconds in scaled.items():
+        print(f"| the same, with {spec} loss scaling | {1e3 * seconds:.2f} ms | "
+              f"{seconds / plain:.2f} | |")
     return 0 if q_ratio <= TARGET_QUANTIZE and s_ratio <= TARGET_STEP else 1
 
 
