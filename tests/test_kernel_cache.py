@@ -58,6 +58,42 @@ def test_every_kernel_compiles_under_the_cross_process_lock(name):
     assert not unlocked, f"kernels compiling without the lock: {unlocked}"
 
 
+def test_the_cast_kernels_start_the_threading_layer_before_they_load():
+    """The segmented cast kernels call parallel=True drivers; loaded from the cache in a process
+    whose threading layer has not started, their first call crashed (numba/numba#8578), so
+    their compile starts it first (fpsim.kernels._start_threads_on_load), under the lock."""
+    from fpsim.kernels import batched
+    for disp in batched.SEGMENTS:
+        inner = dict(zip(disp.compile.__code__.co_freevars,
+                         (c.cell_contents for c in disp.compile.__closure__)))["compile_"]
+        assert inner.__qualname__ == "_start_threads_on_load.<locals>.compile", disp
+
+
+_FIRST_CAST = r"""
+import numpy as np
+from fpsim.training.casts import Cast, CastContext
+x = np.linspace(-3, 3, 10, dtype=np.float32)
+ctx = CastContext("s", "weight", "forward", 0, 0, True, True)
+(y, st), _ = Cast.parse("fp16").round_many([x, x], [ctx, ctx])
+assert np.array_equal(y, x.astype(np.float16).astype(np.float32)) and st.total == 10
+print("ok")
+"""
+
+
+def test_a_fresh_process_whose_first_kernel_is_a_cached_cast_kernel_runs(tmp_path):
+    """The README's first training example crashed (SIGSEGV) in processes whose first kernel
+    was the cast sites' segmented kernel loaded from a cache the test suite had built. The
+    crash depends on the cache's history (on the failing cache it happened 3 times of 3, and
+    not once after the fix); this runs that first call in two fresh processes, the second
+    loading what the first compiled or loaded."""
+    script = tmp_path / "first_cast.py"
+    script.write_text(_FIRST_CAST)
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-X", "faulthandler", str(script)],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
 _RACE = r"""
 import os, sys, time
 import numpy as np

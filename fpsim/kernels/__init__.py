@@ -88,6 +88,29 @@ def _compile_under_lock(dispatcher, lock_dir: str) -> None:
     dispatcher.compile = compile
 
 
+def _start_threads_on_load(dispatcher) -> None:
+    """Make ``dispatcher.compile`` start Numba's threading layer before it compiles or loads.
+
+    A kernel that is not ``parallel=True`` but calls one that is (the segmented cast kernels of
+    :mod:`.batched` call the quantize drivers) crashes with SIGSEGV on its first call when it
+    is loaded from the cache in a process that has not started the threading layer yet:
+    loading a ``parallel=True`` kernel from the cache starts it, loading its caller does not
+    (numba/numba#8578, open). Starting it first is what loading the callee would have done;
+    starting it after the load is too late (measured: the first call still crashes).
+    """
+    from numba.np.ufunc.parallel import _launch_threads
+
+    compile_ = dispatcher.compile
+
+    def compile(sig):
+        # (before the load: the loaded code's calls into the threading layer are linked
+        # against the symbols that starting it registers; idempotent after the first call)
+        _launch_threads()
+        return compile_(sig)
+
+    dispatcher.compile = compile
+
+
 def _lock_compilations(modules) -> None:
     """:func:`_compile_under_lock` for every cached CPU kernel of ``modules`` (POSIX only)."""
     if os.name != "posix":
@@ -121,5 +144,7 @@ def _kernel_cache():
 with _kernel_cache():
     from fpsim.kernels import (accumulate, arith, batched, bits, cpu, fixed, histogram, rng,
                                round, scaled, tensor_core)
+    for _kernel in batched.SEGMENTS:  # (the kernels that call parallel=True kernels; inside
+        _start_threads_on_load(_kernel)  # the lock, which wraps every kernel's compile last)
     _lock_compilations((accumulate, arith, batched, bits, cpu, fixed, histogram, rng, round,
                         scaled, tensor_core))
