@@ -113,13 +113,13 @@ class GradientScales:
         for ctx in self.contexts:
             if getattr(ctx, "gradient_scales", None) is self:
                 ctx.gradient_scales = None
-        self._ups, self._arrived, self._out = None, {}, {}
+        self.end()
 
     # -- once per step, before backward ------------------------------------------------------
     def begin(self, loss: torch.Tensor) -> None:
         """Note the graph of ``loss``: for every node, the nearest nodes toward the loss that
         set a scale (``_LOSS`` where none lies between)."""
-        self._arrived, self._out, self._pending = {}, {}, {}
+        self.end()
         root = loss.grad_fn
         self._ups = {}
         if root is None:

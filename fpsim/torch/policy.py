@@ -75,7 +75,9 @@ class _RoundedParameter(torch.nn.Module):
     def forward(self, w):
         out = _CastFunction.apply(w, self.forward_cast, self.backward_cast, self.site,
                                   "weight", self.context)
-        self.last = out.detach()  # (the copy the layer computes with: adaptive scaling reads it)
+        if getattr(self.context, "gradient_scales", None) is not None:
+            # (adaptive scaling measures the GEMM with the copy the layer computes with)
+            self.last = out.detach()
         return out
 
 

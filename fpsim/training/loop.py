@@ -272,8 +272,6 @@ def run_model(db: str, run_id: int):
     return cfg, data, build_model(cfg, data)
 
 
-
-
 def versions() -> dict:
     """Versions recorded with each run, and the BLAS the float32 GEMMs ran on."""
     import numba
