@@ -45,7 +45,38 @@ def main(argv=None) -> int:
         t = best(lambda: fpsim.quantize(x, name))
         ts = best(lambda: fpsim.quantize(x, name, stats=True))
         print(f"| {name} | {n / t / 1e9:.1f} | {2 * 4 * n / t / 1e9:.0f} | "
-              f"{t_copy / t:.2f} | {n / ts / 1e9:.1f} G elem/s |")
+              f"{t_copy / t:.2f} | {n / ts / 1e9:.1f} G elem/s |", flush=True)
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no GPU")
+    except Exception as e:  # noqa: BLE001 - the torch anchor is optional
+        print(f"torch comparison not run ({type(e).__name__}: {e})")
+        return 0
+    import fpsim.torch as ft
+    xt = torch.as_tensor(x, device="cuda")  # (the same memory)
+
+    def tbest(fn):
+        fn()
+        torch.cuda.synchronize()
+        t = float("inf")
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            t = min(t, time.perf_counter() - t0)
+        return t
+    print("\n| float32 -> format -> float32 on a torch CUDA tensor | G elem/s | / copy |")
+    print("|---|---|---|")
+    rows = [("torch clone (a copy)", lambda: xt.clone()),
+            ("torch cast round trip, float16", lambda: xt.half().float()),
+            ("torch cast round trip, bfloat16", lambda: xt.bfloat16().float()),
+            ("torch cast round trip, float8_e4m3fn", lambda: xt.to(torch.float8_e4m3fn).float())]
+    rows += [(f"fpsim.torch.quantize, {name}", lambda name=name: ft.quantize(xt, name))
+             for name in ("float16", "bfloat16", "float8_e4m3fn")]
+    for label, fn in rows:
+        t = tbest(fn)
+        print(f"| {label} | {n / t / 1e9:.1f} | {t_copy / t:.2f} |", flush=True)
     return 0
 
 

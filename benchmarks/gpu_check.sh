@@ -1,21 +1,94 @@
 #!/usr/bin/env bash
 # Every GPU-only check of the CUDA backend, in one command, on a machine with an NVIDIA GPU:
-#   bash benchmarks/gpu_check.sh            (from the repository root; writes gpu_check.log)
-# 1. the driver parity suite on the real device (the CUDA-simulator script of the tests, run
-#    without the simulator: every kernel family against the CPU, bit for bit);
-# 2. fpsim validate hardware: float16 and bfloat16 add/mul/fma (all 2^32 pairs; fma x 7
-#    addends) and the float32 -> float16 / bfloat16 conversions (all 2^32 inputs);
-# 3. the fake-quantization throughput benchmark against the device's copy bandwidth.
-# Uses the Python found on PATH with its installed numpy / numba(-cuda) (no install step: the
-# device image has no network); fpsim is taken from this checkout.
+#   bash benchmarks/gpu_check.sh [RESULTS_DIR]     (from anywhere; default ./gpu_check)
+# Each step writes its own log (and JSON where it has one) into RESULTS_DIR, and summary.txt
+# collects the lines that matter. The steps, run side by side (Numba compiles on one core per
+# process, so the CPU kernels' first compilation is spread over processes):
+#   warmup    fpsim warmup --all: the CPU kernels the other steps compare against;
+#   bench     the fake-quantization throughput against the device's copy bandwidth, then
+#   hardware  fpsim validate hardware: float16 and bfloat16 add/sub/mul/div/fma (all 2^32
+#             pairs; fma x 7 addends) and float32 -> float16 / bfloat16 (all 2^32 inputs)
+#   casts     torch's own CUDA casts from float32 to fp16 / bf16 / FP8 against fpsim, all 2^32
+#             inputs (benchmarks/gpu_casts.py)
+#             (bench, hardware and casts one after the other, so the benchmark has the GPU alone);
+#   parity-1, parity-2   the driver parity script of the tests (tests/_cudasim_check.py) on the
+#             real device: every kernel family against the CPU, bit for bit, in two halves;
+#   torch     the PyTorch bridge's bit-for-bit tests on CUDA tensors (pytest -k cuda);
+#   gemm      the tensor-core models against the device's cuBLAS GEMMs (benchmarks/gpu_gemm.py).
+# Every step stops after GPU_CHECK_LIMIT seconds (default 420), so the whole command does too.
+# Uses the Python found on PATH (or $PYTHON) with its installed numpy / numba-cuda / torch (no
+# install step); fpsim is taken from this checkout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}"
+R=$(mkdir -p "${1:-gpu_check}" && cd "${1:-gpu_check}" && pwd)
+export PYTHONPATH="$PWD:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# Up to eight processes share the cores: four Numba threads each, not one per core each.
+export NUMBA_NUM_THREADS=${NUMBA_NUM_THREADS:-4}
 PY=${PYTHON:-python3}
+LIMIT=${GPU_CHECK_LIMIT:-420}
+T0=$(date +%s)
+
+step() {  # step NAME COMMAND...: run it under the time limit, log to NAME.log, note its end
+  local name=$1; shift
+  local t=$(date +%s)
+  timeout "$LIMIT" "$@" >"$R/$name.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc after $(( $(date +%s) - t )) s (started at +$(( t - T0 )) s)" \
+    >>"$R/steps.txt"
+}
+
 {
-  date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  $PY -c "import numpy, numba; print('numpy', numpy.__version__, 'numba', numba.__version__)"
-  echo "== 1. driver parity on the device"; time $PY tests/_cudasim_check.py | tail -3
-  echo "== 2. hardware validation"; time $PY -m fpsim validate hardware --format float16,bfloat16 --op add,mul,fma,convert
-  echo "== 3. throughput"; $PY benchmarks/bench_gpu.py
-} 2>&1 | tee gpu_check.log
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  nvidia-smi | head -4 | tail -1
+  echo "cores: $(nproc)"
+  $PY - <<'EOF'
+import importlib.metadata as m, platform
+print("python", platform.python_version())
+for p in ("numpy", "numba", "numba-cuda", "llvmlite", "torch", "cupy-cuda13x", "ml_dtypes"):
+    try:
+        print(p, m.version(p))
+    except m.PackageNotFoundError:
+        print(p, "not installed")
+EOF
+} >"$R/env.txt" 2>&1
+
+half() {  # the case ids of _cudasim_cases.py, first or second half by family
+  $PY -c "
+from _cudasim_cases import case_ids
+first = [c for c in case_ids() if c.split('-')[0] in ('quantize', 'encode', 'decode', 'hw')]
+print(' '.join(first if '$1' == '1' else [c for c in case_ids() if c not in first]))"
+}
+
+step warmup $PY -m fpsim warmup --all --jobs 8 &
+( step bench $PY benchmarks/bench_gpu.py
+  step hardware $PY -m fpsim validate hardware --format float16,bfloat16 \
+    --op add,sub,mul,div,fma,convert
+  step casts $PY benchmarks/gpu_casts.py ) &
+step parity-1 $PY tests/_cudasim_check.py --device "$R/parity-1.json" $(half 1) &
+step parity-2 $PY tests/_cudasim_check.py --device "$R/parity-2.json" $(half 2) &
+step torch $PY -m pytest -q -p no:cacheprovider -k cuda tests/test_torch.py &
+step gemm $PY benchmarks/gpu_gemm.py --json "$R/gemm.json" &
+wait
+
+{
+  echo "== steps"; cat "$R/steps.txt"
+  echo "== parity (cases equal / run)"
+  $PY - "$R" <<'EOF'
+import json, pathlib, sys
+r = {}
+for p in sorted(pathlib.Path(sys.argv[1]).glob("parity-*.json")):
+    r.update(json.loads(p.read_text()))
+bad = {k: v for k, v in r.items() if not (isinstance(v, dict) and v.get("ok"))}
+print(f"{len(r) - len(bad)} / {len(r)} equal")
+for k, v in bad.items():
+    print(" ", k, str(v.get("detail", v) if isinstance(v, dict) else v)[:400])
+EOF
+  echo "== hardware"; grep -E "cases|not run|error" "$R/hardware.log"
+  echo "== casts"; cat "$R/casts.log"
+  echo "== bench"; cat "$R/bench.log"
+  echo "== torch"; tail -5 "$R/torch.log"
+  echo "== gemm"; cat "$R/gemm.log"
+  echo "== warmup"; tail -3 "$R/warmup.log"
+} >"$R/summary.txt" 2>&1
+cat "$R/summary.txt"

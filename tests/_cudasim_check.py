@@ -2,7 +2,10 @@
 every case of _cudasim_cases.py, CUDA driver against CPU driver bit for bit (values, Stats,
 codes, flags), each case's result written to a JSON file.
 
-Usage: ``NUMBA_ENABLE_CUDASIM=1 python tests/_cudasim_check.py RESULTS.json [CASE_ID ...]``
+Usage: ``NUMBA_ENABLE_CUDASIM=1 python tests/_cudasim_check.py RESULTS.json [CASE_ID ...]``,
+or on a real GPU (``benchmarks/gpu_check.sh``), without the simulator:
+``python tests/_cudasim_check.py --device RESULTS.json [CASE_ID ...]``. On the device the
+inputs are larger (65,536 values per quantize case, 4,096 operands per elementwise op).
 
 The JSON maps each case id to ``{"ok": bool, "detail": str, "seconds": float}``; a case that
 raises is a failure with the traceback as its detail, and the others still run. The file is
@@ -52,18 +55,16 @@ def _diff(what, got, want) -> str:
 class Runner:
     """Inputs shared by the cases, and one method per case family."""
 
-    def __init__(self):
+    def __init__(self, n: int = 400, m: int = 96):
         from numba import cuda
 
         import fpsim
         from fpsim.kernels import cpu, cuda as kcuda
         self.cuda, self.fpsim, self.cpu, self.kcuda = cuda, fpsim, cpu, kcuda
         rng = np.random.default_rng(0)
-        n = 400
         x64 = rng.standard_normal(n) * np.exp2(rng.uniform(-40, 40, n))
         x64[:8] = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, 1e-310, 65520.0]
         self.x64, self.x32 = x64, x64.astype(np.float32)
-        m = 96
         ops = {k: fpsim.quantize(rng.standard_normal(m) * np.exp2(rng.integers(-16, 16, m)),
                                  "float16") for k in "abc"}
         ops["a"][:6] = [0.0, -0.0, np.inf, np.nan, 65504.0, 2.0 ** -24]
@@ -237,17 +238,23 @@ def _write(path, results):
 
 
 def main(argv) -> int:
-    """Run the cases named in ``argv[1:]`` (default: all), results to ``argv[0]``."""
+    """Run the cases named in ``argv[1:]`` (default: all), results to ``argv[0]``; with a
+    leading ``--device``, on the real GPU instead of the simulator."""
+    device = bool(argv) and argv[0] == "--device"
+    argv = argv[1:] if device else argv
     path, wanted = argv[0], (argv[1:] or case_ids())
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        _write(path, {"__skip__": "NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported"})
+    simulated = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    if simulated == device:
+        _write(path, {"__skip__": "--device needs NUMBA_ENABLE_CUDASIM unset" if device else
+                      "NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported"})
         return 0
     try:
         import fpsim.kernels.cuda  # noqa: F401  (first: it makes numba.cuda importable here)
         from numba import cuda
         if not cuda.is_available():
-            raise RuntimeError("numba.cuda.is_available() is False under the simulator")
-        runner = Runner()
+            raise RuntimeError("numba.cuda.is_available() is False"
+                               + ("" if device else " under the simulator"))
+        runner = Runner(1 << 16, 1 << 12) if device else Runner()
     except ImportError as e:  # numba-cuda not installed, or failing to import here
         _write(path, {"__skip__": f"numba-cuda's simulator is unavailable ({type(e).__name__}: {e})"})
         return 0

@@ -2,7 +2,10 @@
 kind and rounding mode, CPU tensors), dtypes kept where exact and refused where not, the cast's
 backward equals a hand-written straight-through rounding of the gradient (stochastic rounding
 keyed as documented, independent of torch's generator), per-site Stats of a hooked model equal
-numpy recounts, policies come off cleanly, and bad input is refused with a message."""
+numpy recounts, policies come off cleanly, and bad input is refused with a message.
+
+The bit-for-bit tests run once more on CUDA tensors where torch sees a GPU (``device="cuda"``;
+they skip, saying so, elsewhere): the reference is always the numpy path on a host copy."""
 
 from __future__ import annotations
 
@@ -19,14 +22,17 @@ import fpsim.torch as ft  # noqa: E402
 MODES = ("rne", "rna", "rtz", "rup", "rdn", "rto", "sr")
 FORMATS = ("fp16", "bfloat16", "e4m3", "e5m2", "e3m2", "e2m1", "e5m10b20", "int8", "q3.4",
            "mxfp8_e4m3")
+#: Where the bit-for-bit tests run: CPU tensors always, CUDA tensors where torch has a GPU.
+DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")))
 
 
-def _inputs(dtype=torch.float32, n=4096, seed=0):
+def _inputs(dtype=torch.float32, n=4096, seed=0, device="cpu"):
     """Values across the binades of every tested format, with zeros, specials and ties."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(n) * np.exp2(rng.integers(-30, 20, n))
     x[:8] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.5, 2.5, 65520.0]
-    return torch.from_numpy(x.astype(np.float64)).to(dtype).reshape(64, -1)
+    return torch.from_numpy(x.astype(np.float64)).to(dtype).reshape(64, -1).to(device)
 
 
 def _bits(a) -> np.ndarray:
@@ -35,8 +41,9 @@ def _bits(a) -> np.ndarray:
 
 
 def _host(t: torch.Tensor) -> np.ndarray:
-    """``t``'s values as numpy holds them, converted exactly by numpy (torch's own float16 to
-    float32 conversion rewrites NaN payloads)."""
+    """``t``'s values as numpy holds them (copied from the device if need be), converted exactly
+    by numpy (torch's own float16 to float32 conversion rewrites NaN payloads)."""
+    t = t.detach().cpu()
     if t.dtype == torch.bfloat16:  # (the top half of a float32)
         return (t.view(torch.int16).numpy().astype(np.uint16).astype(np.uint32) << 16).view(
             np.float32)
@@ -51,54 +58,63 @@ def _same(t: torch.Tensor, ref: np.ndarray):
     np.testing.assert_array_equal(_bits(got.astype(wide)), _bits(np.asarray(ref).astype(wide)))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_quantize_equals_the_numpy_path_bit_for_bit(fmt):
+def test_quantize_equals_the_numpy_path_bit_for_bit(fmt, device):
     # (scaled formats scale float32 tensors: the numpy path refuses float64, and so does this)
     for dtype in (torch.float32,) if fmt == "mxfp8_e4m3" else (torch.float32, torch.float64):
-        x = _inputs(dtype)
+        x = _inputs(dtype, device=device)
         for mode in MODES:
             for overflow in (None, "saturate"):
                 got = ft.quantize(x, fmt, rounding=mode, overflow=overflow, seed=7, stream=3)
-                ref = fpsim.quantize(x.numpy(), fmt, mode, overflow, seed=7, stream=3)
-                assert got.dtype == dtype and got.shape == x.shape
+                ref = fpsim.quantize(_host(x), fmt, mode, overflow, seed=7, stream=3)
+                assert got.dtype == dtype and got.shape == x.shape and got.device == x.device
                 _same(got, ref)
 
 
-def test_stats_and_codes_equal_the_numpy_path():
-    x = _inputs()
+@pytest.mark.parametrize("device", DEVICES)
+def test_stats_and_codes_equal_the_numpy_path(device):
+    x = _inputs(device=device)
     for fmt in ("fp16", "e4m3", "e2m1"):
         got, st = ft.quantize(x, fmt, rounding="sr", seed=1, stats=True)
-        ref, rst = fpsim.quantize(x.numpy(), fmt, "sr", seed=1, stats=True)
+        ref, rst = fpsim.quantize(_host(x), fmt, "sr", seed=1, stats=True)
         _same(got, ref)
         assert st == rst
         codes = ft.encode(x, fmt, rounding="rna")
-        ref_codes = fpsim.encode(x.numpy(), fmt, "rna")
+        ref_codes = fpsim.encode(_host(x), fmt, "rna")
         assert codes.dtype == {1: torch.uint8, 2: torch.uint16}[ref_codes.itemsize]
-        np.testing.assert_array_equal(codes.to(torch.int64).numpy(), ref_codes.astype(np.int64))
+        assert codes.device == x.device
+        np.testing.assert_array_equal(codes.to(torch.int64).cpu().numpy(),
+                                      ref_codes.astype(np.int64))
         values = ft.decode(codes, fmt)
-        assert values.dtype == torch.float64
+        assert values.dtype == torch.float64 and values.device == x.device
         _same(values, fpsim.decode(ref_codes, fmt))
     enc = ft.encode(x, "mxfp8_e4m3")  # a scaled format: (element codes, scale codes)
-    ref = fpsim.encode(x.numpy(), "mxfp8_e4m3")
+    ref = fpsim.encode(_host(x), "mxfp8_e4m3")
     for a, b in zip(enc, ref):
-        np.testing.assert_array_equal(a.to(torch.int64).numpy(), np.asarray(b, np.int64))
+        np.testing.assert_array_equal(a.to(torch.int64).cpu().numpy(), np.asarray(b, np.int64))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("op, arity", [("add", 2), ("sub", 2), ("mul", 2), ("div", 2),
                                        ("fma", 3), ("sqrt", 1)])
-def test_arithmetic_equals_the_numpy_path(op, arity):
+def test_arithmetic_equals_the_numpy_path(op, arity, device):
     for fmt in ("fp16", "e4m3", "bfloat16"):
-        args = [ft.quantize(_inputs(seed=i).abs() if op == "sqrt" else _inputs(seed=i), fmt)
-                for i in range(arity)]
+        args = [ft.quantize(_inputs(seed=i, device=device).abs() if op == "sqrt"
+                            else _inputs(seed=i, device=device), fmt) for i in range(arity)]
         for mode in MODES:
-            got, flags, st = getattr(ft, op)(*args, fmt, rounding=mode, seed=2, flags=True,
-                                             stats=True)
-            ref, rflags, rst = getattr(fpsim, op)(*[a.numpy() for a in args], fmt, mode,
-                                                  seed=2, flags=True, stats=True)
-            assert got.dtype == torch.float32
-            _same(got, ref)
-            np.testing.assert_array_equal(flags.numpy(), rflags)
-            assert st == rst
+            # CUDA tensors: Stats are computed on a host copy, so without them is the device
+            for stats in (True, False) if device == "cuda" else (True,):
+                done = getattr(ft, op)(*args, fmt, rounding=mode, seed=2, flags=True,
+                                       stats=stats)
+                ref, rflags, rst = getattr(fpsim, op)(*[_host(a) for a in args], fmt, mode,
+                                                      seed=2, flags=True, stats=True)
+                got, flags = done[:2]
+                assert got.dtype == torch.float32
+                assert got.device == flags.device == args[0].device
+                _same(got, ref)
+                np.testing.assert_array_equal(flags.cpu().numpy(), rflags)
+                assert not stats or done[2] == rst
 
 
 def test_narrow_dtypes_kept_where_exact_and_refused_where_not():
@@ -168,9 +184,10 @@ def _stream(site, role, step):
     return zlib.crc32(f"{site}|{role}".encode()) | (step << 32)
 
 
-def test_cast_backward_is_straight_through_rounding_of_the_gradient():
-    x = _inputs().clone().requires_grad_()
-    upstream = _inputs(seed=5)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cast_backward_is_straight_through_rounding_of_the_gradient(device):
+    x = _inputs(device=device).clone().requires_grad_()
+    upstream = _inputs(seed=5, device=device)
     for fwd, bwd in (("fp16", "e5m2"), ("e4m3:sr", "e5m2:sr:saturate"), (None, "bf16:rtz")):
         x.grad = None
         torch.manual_seed(0)
@@ -178,13 +195,13 @@ def test_cast_backward_is_straight_through_rounding_of_the_gradient():
         y.backward(upstream)
         f = fwd and fwd.split(":")
         b = bwd.split(":")
-        want_y = x.detach().numpy() if f is None else fpsim.quantize(
-            x.detach().numpy(), f[0], *(f[1:] or ["rne"]), seed=11,
-            stream=_stream("blk", "activation", 3))
-        want_g = fpsim.quantize(upstream.numpy(), b[0], *(b[1:] or ["rne"]), seed=11,
+        want_y = _host(x) if f is None else fpsim.quantize(
+            _host(x), f[0], *(f[1:] or ["rne"]), seed=11, stream=_stream("blk", "activation", 3))
+        want_g = fpsim.quantize(_host(upstream), b[0], *(b[1:] or ["rne"]), seed=11,
                                 stream=_stream("blk", "activation-grad", 3))
         _same(y.detach(), np.asarray(want_y))
         _same(x.grad, want_g)
+        assert y.device == x.grad.device == x.device
         # torch's generator plays no part in the bits
         torch.manual_seed(12345)
         again = ft.cast(x, fwd, bwd, site="blk", role="activation", step=3, seed=11)

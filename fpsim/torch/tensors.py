@@ -187,7 +187,13 @@ def decode(codes, fmt):
 
 def _elementwise(name: str, tensors, fmt, kwargs):
     tensors = [_check_tensor(t, f"operand {i}") for i, t in enumerate(tensors)]
-    done = getattr(fpsim, name)(*[to_array(t) for t in tensors], fmt, **kwargs)
+    if kwargs.get("stats") and any(t.is_cuda for t in tensors):
+        # fpsim's device arithmetic gives flags but no Stats: with stats=True the op runs on
+        # host copies (the same bits), and the results go back to the operands' device.
+        arrays = [to_array(t.cpu()) for t in tensors]
+    else:
+        arrays = [to_array(t) for t in tensors]
+    done = getattr(fpsim, name)(*arrays, fmt, **kwargs)
     parts = list(done) if isinstance(done, tuple) else [done]
     dtype = _result_dtype(*tensors)
     parts[0] = as_dtype(from_array(parts[0], tensors[0]), dtype, fmt, name)
