@@ -15,7 +15,12 @@
 #             real device: every kernel family against the CPU, bit for bit, in two halves;
 #   torch     the PyTorch bridge's bit-for-bit tests on CUDA tensors (pytest -k cuda);
 #   gemm      the tensor-core models against the device's cuBLAS GEMMs (benchmarks/gpu_gemm.py).
-# Every step stops after GPU_CHECK_LIMIT seconds (default 420), so the whole command does too.
+# Every step stops after GPU_CHECK_LIMIT seconds (default 420), so the whole command does too;
+# GPU_CHECK_STEPS picks steps (default: all of "warmup bench hardware casts parity torch gemm
+# gemm-large").
+# With .gpu/parity-refs.npz (GPU_CHECK_REFS), recorded ahead by
+#   python tests/_cudasim_check.py --record .gpu/parity-refs.npz
+# the parity steps compile no CPU kernel, and the warm-up is skipped.
 # Uses the Python found on PATH (or $PYTHON) with its installed numpy / numba-cuda / torch (no
 # install step); fpsim is taken from this checkout.
 set -uo pipefail
@@ -53,22 +58,43 @@ for p in ("numpy", "numba", "numba-cuda", "llvmlite", "torch", "cupy-cuda13x", "
 EOF
 } >"$R/env.txt" 2>&1
 
-half() {  # the case ids of _cudasim_cases.py, first or second half by family
+half() {  # the case ids of _cudasim_cases.py (with the torch ones), in two halves by family
   $PY -c "
-from _cudasim_cases import case_ids
-first = [c for c in case_ids() if c.split('-')[0] in ('quantize', 'encode', 'decode', 'hw')]
-print(' '.join(first if '$1' == '1' else [c for c in case_ids() if c not in first]))"
+from _cudasim_cases import case_ids, torch_case_ids
+ids = case_ids() + torch_case_ids()
+first = [c for c in ids if c.split('-')[0] in ('quantize', 'encode', 'decode', 'hw', 'torch')]
+print(' '.join(first if '$1' == '1' else [c for c in ids if c not in first]))"
 }
 
-step warmup $PY -m fpsim warmup --all --jobs 8 &
-( step bench $PY benchmarks/bench_gpu.py
-  step hardware $PY -m fpsim validate hardware --format float16,bfloat16 \
-    --op add,sub,mul,div,fma,convert
-  step casts $PY benchmarks/gpu_casts.py ) &
-step parity-1 $PY tests/_cudasim_check.py --device "$R/parity-1.json" $(half 1) &
-step parity-2 $PY tests/_cudasim_check.py --device "$R/parity-2.json" $(half 2) &
-step torch $PY -m pytest -q -p no:cacheprovider -k cuda tests/test_torch.py &
-step gemm $PY benchmarks/gpu_gemm.py --json "$R/gemm.json" &
+# The parity script's CPU side: recorded ahead (REFS, see tests/_cudasim_check.py --record), or
+# computed here (minutes of CPU-kernel compilation on a cold cache).
+REFS=${GPU_CHECK_REFS:-.gpu/parity-refs.npz}
+EXPECT=(); [ -f "$REFS" ] && EXPECT=(--expected "$REFS")
+STEPS=" ${GPU_CHECK_STEPS:-warmup bench hardware casts parity torch gemm gemm-large} "
+on() { [[ $STEPS == *" $1 "* ]]; }
+
+# (the warm-up runs training cells, which need fpsim.models: the project installed for its
+# package map, in place, without dependencies or network)
+on warmup && [ ${#EXPECT[@]} -eq 0 ] && {
+  $PY -c "import fpsim.models" 2>/dev/null || $PY -m pip install -q --no-deps \
+    --no-build-isolation --no-index -e . >"$R/install.log" 2>&1
+  step warmup $PY -m fpsim warmup --all --jobs 8; } &
+( on bench && step bench $PY benchmarks/bench_gpu.py
+  # (`fpsim validate hardware`, called without the CLI, which needs fpsim installed)
+  on hardware && step hardware $PY -c "import argparse, sys; from fpsim.validate import hardware
+sys.exit(hardware.run(argparse.Namespace(format='float16,bfloat16',
+                                         op='add,sub,mul,div,fma,convert', limit=None)))"
+  on casts && step casts $PY benchmarks/gpu_casts.py ) &
+if on parity; then
+  step parity-1 $PY tests/_cudasim_check.py --device "${EXPECT[@]}" "$R/parity-1.json" $(half 1) &
+  step parity-2 $PY tests/_cudasim_check.py --device "${EXPECT[@]}" "$R/parity-2.json" $(half 2) &
+fi
+on torch && step torch $PY -m pytest -q -p no:cacheprovider -k cuda tests/test_torch.py &
+on gemm && step gemm $PY benchmarks/gpu_gemm.py --json "$R/gemm.json" &
+# large products (few cuBLAS split-K choices): the GPU's own preset only
+on gemm-large && NUMBA_NUM_THREADS=12 step gemm-large $PY benchmarks/gpu_gemm.py --mn 2048 \
+  --ks 1024,4096 --only fp16:fp32-out,bf16:fp32-out --dists normal --no-fit \
+  --json "$R/gemm-large.json" &
 wait
 
 {
@@ -84,11 +110,9 @@ print(f"{len(r) - len(bad)} / {len(r)} equal")
 for k, v in bad.items():
     print(" ", k, str(v.get("detail", v) if isinstance(v, dict) else v)[:400])
 EOF
-  echo "== hardware"; grep -E "cases|not run|error" "$R/hardware.log"
-  echo "== casts"; cat "$R/casts.log"
-  echo "== bench"; cat "$R/bench.log"
-  echo "== torch"; tail -5 "$R/torch.log"
-  echo "== gemm"; cat "$R/gemm.log"
-  echo "== warmup"; tail -3 "$R/warmup.log"
+  for f in hardware casts bench torch gemm gemm-large warmup; do
+    [ -f "$R/$f.log" ] && { echo "== $f"; grep -v "NumbaPerformanceWarning\|warn(" "$R/$f.log" \
+      | tail -60; }
+  done
 } >"$R/summary.txt" 2>&1
 cat "$R/summary.txt"

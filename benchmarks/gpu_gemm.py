@@ -82,6 +82,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="write every result to this file")
     parser.add_argument("--mn", type=int, default=128)
     parser.add_argument("--ks", default=",".join(map(str, KS)))
+    parser.add_argument("--only", default=None,
+                        help="comma-separated inputs:way pairs to run (e.g. fp16:fp32-out)")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="compare with the GPU's own preset only (large products)")
+    parser.add_argument("--dists", default="normal,wide")
     args = parser.parse_args(argv)
     import torch
 
@@ -95,6 +100,9 @@ def main(argv=None) -> int:
     cases = [("fp16", torch.float16, "fp32-out"), ("bf16", torch.bfloat16, "fp32-out"),
              ("fp16", torch.float16, "fp16-out"), ("fp16", torch.float16, "fp16-acc")]
     cases += [(n, d, w) for n, d in fp8.items() for w in ("fp8", "fp8-fast")]
+    if args.only:
+        keep = set(args.only.split(","))
+        cases = [c for c in cases if f"{c[0]}:{c[2]}" in keep]
     results = []
     print("| inputs | way | K | dist | best preset (matches) | "
           f"{gpu or 'own'} preset | fp32 correctly rounded | gpu s | model s |")
@@ -102,7 +110,7 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(0)
     for inputs, dtype, way in cases:
         for k in (int(s) for s in args.ks.split(",")):
-            for dist in ("normal", "wide"):
+            for dist in args.dists.split(","):
                 row = {"inputs": inputs, "way": way, "K": k, "dist": dist,
                        "M": args.mn, "N": args.mn}
                 results.append(row)
@@ -126,8 +134,10 @@ def main(argv=None) -> int:
                     continue
                 A, B, D = _values(torch, a), _values(torch, b), _values(torch, d)
                 t0 = time.perf_counter()
+                own = f"{gpu}-{inputs}" + ("-fp16out" if way == "fp16-acc" else "")
                 try:
-                    v = fpsim.validate_gemm(A, B, D, fit=True, show=3)
+                    v = (fpsim.validate_gemm(A, B, D, preset=own, show=3) if args.no_fit
+                         else fpsim.validate_gemm(A, B, D, fit=True, show=3))
                 except ValueError as e:
                     row["error"] = f"validate_gemm: {e}"[:300]
                     print(f"| {inputs} | {way} | {k} | {dist} | {row['error'][:120]} | | | | |")
@@ -138,8 +148,8 @@ def main(argv=None) -> int:
                 row["best"] = {"preset": v.preset, "matches": v.matches,
                                "ulp_differences": v.ulp_differences,
                                "first_mismatches": v.first_mismatches}
-                by = {r["preset"]: r["matches"] for r in v.ranking}
-                own = f"{gpu}-{inputs}" + ("-fp16out" if way == "fp16-acc" else "")
+                by = ({r["preset"]: r["matches"] for r in v.ranking} if v.ranking
+                      else {v.preset: v.matches})
                 row["own_preset"] = {"preset": own, "matches": by.get(own)}
                 if way == "fp16-out" and gpu:
                     # fp32 accumulation then one rounding into binary16: the fp32 model, then RNE

@@ -54,3 +54,18 @@ def case_ids() -> list[str]:
     ids += [f"tensorcore-{name}" for name in TENSOR_CORE]
     ids += ["hw-compare-clean", "hw-compare-corrupted"]
     return ids
+
+
+#: Formats of the PyTorch bridge's device cases (those of tests/test_torch.py).
+TORCH_FORMATS = ("fp16", "bfloat16", "e4m3", "e5m2", "e3m2", "e2m1", "e5m10b20", "int8", "q3.4",
+                 "mxfp8_e4m3")
+
+
+def torch_case_ids() -> list[str]:
+    """The PyTorch bridge on CUDA tensors against the numpy path: run only on a real GPU
+    (``_cudasim_check.py --device``; the simulator has no CUDA tensors), so not in
+    :func:`case_ids`."""
+    ids = [f"torch-quantize-{f}" for f in TORCH_FORMATS]
+    ids += [f"torch-arith-{op}" for op in OPS]
+    return ids + ["torch-codes-stats", "torch-cast-backward"]
+

@@ -5,7 +5,10 @@ codes, flags), each case's result written to a JSON file.
 Usage: ``NUMBA_ENABLE_CUDASIM=1 python tests/_cudasim_check.py RESULTS.json [CASE_ID ...]``,
 or on a real GPU (``benchmarks/gpu_check.sh``), without the simulator:
 ``python tests/_cudasim_check.py --device RESULTS.json [CASE_ID ...]``. On the device the
-inputs are larger (65,536 values per quantize case, 4,096 operands per elementwise op).
+inputs are larger (65,536 values per quantize case, 4,096 operands per elementwise op). A GPU
+machine with a cold kernel cache would spend minutes compiling the CPU references, so they can
+be computed ahead on any machine, ``python tests/_cudasim_check.py --record REFS.npz``, and
+replayed there: ``python tests/_cudasim_check.py --device --expected REFS.npz RESULTS.json``.
 
 The JSON maps each case id to ``{"ok": bool, "detail": str, "seconds": float}``; a case that
 raises is a failure with the traceback as its detail, and the others still run. The file is
@@ -28,7 +31,8 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cudasim_cases import MATMUL, MODES, OPS, QUANTIZE_FORMATS, case_ids  # noqa: E402
+from _cudasim_cases import (MATMUL, MODES, OPS, QUANTIZE_FORMATS, TORCH_FORMATS,  # noqa: E402
+                            case_ids, torch_case_ids)
 
 
 def _bits(a):
@@ -52,29 +56,104 @@ def _diff(what, got, want) -> str:
             f"cuda {got.reshape(-1)[i]!r} cpu {want.reshape(-1)[i]!r}")
 
 
+def _flatten(key: str, v, out: dict) -> None:
+    """Store a CPU-side result (array, Stats, str, None or a tuple of them) under ``key`` as
+    plain arrays, for an npz file read back with ``allow_pickle=False``."""
+    from fpsim.numerics.stats import Stats
+    if isinstance(v, tuple):
+        out[key + ".tuple"] = np.array(len(v))
+        for i, x in enumerate(v):
+            _flatten(f"{key}.{i}", x, out)
+    elif isinstance(v, Stats):
+        out[key + ".stats"] = np.array([getattr(v, f) for f in _STATS_INTS], np.int64)
+        out[key + ".hist"] = v.exp_hist
+    elif isinstance(v, str):
+        out[key + ".str"] = np.array(v)
+    elif v is None:
+        out[key + ".none"] = np.array(0)
+    else:
+        out[key + ".arr"] = np.asarray(v)
+
+
+def _unflatten(key: str, d):
+    """The value :func:`_flatten` stored under ``key`` in the npz ``d``."""
+    from fpsim.numerics.stats import Stats
+    if key + ".tuple" in d:
+        return tuple(_unflatten(f"{key}.{i}", d) for i in range(int(d[key + ".tuple"])))
+    if key + ".stats" in d:
+        return Stats(*(int(i) for i in d[key + ".stats"][:6]), d[key + ".hist"],
+                     *(int(i) for i in d[key + ".stats"][6:]))
+    if key + ".str" in d:
+        return str(d[key + ".str"])
+    if key + ".none" in d:
+        return None
+    return d[key + ".arr"]
+
+
+#: Stats' integer fields, in the order of its constructor (exp_hist goes between the two groups).
+_STATS_INTS = ("total", "underflow", "subnormal", "overflow", "nan", "inexact", "hist_zero",
+               "hist_inf", "hist_nan")
+
+
 class Runner:
-    """Inputs shared by the cases, and one method per case family."""
+    """Inputs shared by the cases, and one method per case family.
 
-    def __init__(self, n: int = 400, m: int = 96):
-        from numba import cuda
+    Each case computes a CUDA side and a CPU side. ``role`` says which run: ``"both"`` (the
+    simulator, or a GPU computing its own references), ``"record"`` (the CPU side only, every
+    result kept for :meth:`save`: no CUDA needed) or ``"replay"`` (the CUDA side against results
+    recorded earlier, so that a GPU machine compiles no CPU kernel: a cold CPU kernel cache
+    costs 35-100 s per driver signature there).
+    """
 
+    def __init__(self, n: int = 400, m: int = 96, role: str = "both", expected=None):
         import fpsim
-        from fpsim.kernels import cpu, cuda as kcuda
-        self.cuda, self.fpsim, self.cpu, self.kcuda = cuda, fpsim, cpu, kcuda
+        from fpsim.kernels import cpu
+        self.fpsim, self.cpu, self.role = fpsim, cpu, role
+        self.expected, self.recorded, self.key, self.count = expected, {}, "__init__", 0
+        if role != "record":
+            from numba import cuda
+
+            from fpsim.kernels import cuda as kcuda
+            self.cuda, self.kcuda = cuda, kcuda
         rng = np.random.default_rng(0)
         x64 = rng.standard_normal(n) * np.exp2(rng.uniform(-40, 40, n))
         x64[:8] = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, 1e-310, 65520.0]
         self.x64, self.x32 = x64, x64.astype(np.float32)
-        ops = {k: fpsim.quantize(rng.standard_normal(m) * np.exp2(rng.integers(-16, 16, m)),
-                                 "float16") for k in "abc"}
-        ops["a"][:6] = [0.0, -0.0, np.inf, np.nan, 65504.0, 2.0 ** -24]
-        ops["b"][:6] = [-0.0, 0.0, -np.inf, 1.0, 65504.0, -(2.0 ** -24)]
-        self.ops = ops
-        self.A = fpsim.quantize(rng.standard_normal((4, 9)), "float16")
-        self.B = fpsim.quantize(rng.standard_normal((9, 3)), "float16")
+
+        def inputs():
+            ops = tuple(fpsim.quantize(rng.standard_normal(m) * np.exp2(rng.integers(-16, 16, m)),
+                                       "float16") for _ in "abc")
+            return ops + (fpsim.quantize(rng.standard_normal((4, 9)), "float16"),
+                          fpsim.quantize(rng.standard_normal((9, 3)), "float16"))
+        a, b, c, self.A, self.B = self.cpu_side(inputs)
+        a, b = a.copy(), b.copy()
+        a[:6] = [0.0, -0.0, np.inf, np.nan, 65504.0, 2.0 ** -24]
+        b[:6] = [-0.0, 0.0, -np.inf, 1.0, 65504.0, -(2.0 ** -24)]
+        self.ops = {"a": a, "b": b, "c": c}
+
+    def cpu_side(self, fn):
+        """``fn()`` (the CPU reference), or in replay mode the result recorded for this call."""
+        key = f"{self.key}/{self.count}"
+        self.count += 1
+        if self.role == "replay":
+            return _unflatten(key, self.expected)
+        v = fn()
+        if self.role == "record":
+            _flatten(key, v, self.recorded)
+        return v
+
+    def cuda_side(self, fn):
+        """``fn()`` (the device computation), or None when recording."""
+        return None if self.role == "record" else fn()
+
+    def save(self, path: str) -> None:
+        """Write the recorded CPU results to the npz file ``path``."""
+        np.savez_compressed(path, **self.recorded)
 
     def run(self, cid: str) -> str:
-        """Run case ``cid``: '' when CUDA equals CPU, else what differs."""
+        """Run case ``cid``: '' when CUDA equals CPU (or when only recording), else what
+        differs."""
+        self.key, self.count = cid, 0
         kind, _, rest = cid.partition("-")
         if kind == "quantize" and rest.startswith("driver-"):
             mode, stats = rest[len("driver-"):].split("-")
@@ -95,7 +174,10 @@ class Runner:
         if kind == "tensorcore":
             return self.tensor_core(rest)
         if kind == "hw":
-            return self.hw_compare(rest == "compare-corrupted")
+            return "" if self.role == "record" else self.hw_compare(rest == "compare-corrupted")
+        if kind == "torch":
+            family, _, arg = rest.partition("-")
+            return getattr(self, "torch_" + family)(arg)
         raise KeyError(f"unknown case {cid!r}")
 
     def quantize_driver(self, mode: int, stats: bool) -> str:
@@ -114,24 +196,26 @@ class Runner:
                 bits_t = np.uint32 if carrier == "float32" else np.int64
                 P = fmt.params(carrier)
                 for overflow in (0, 1):
-                    res = {}
-                    # The CPU's input read-only, as every cast site passes it
-                    # (backend.read_only): its drivers are then the suite's compiled ones, not
-                    # 14 signatures of their own (35-100 s each to compile with a cold cache).
-                    # (The simulator copies kernel arguments back, so its input stays writeable.)
-                    for label, drv, xb in (("cuda", self.kcuda, xc.view(bits_t)),
-                                           ("cpu", self.cpu, backend.read_only(xc.view(bits_t)))):
+                    def one(drv, xb):
                         out = np.empty_like(xc)
                         counts = np.zeros((1, 5), np.int64)
                         hist = np.zeros((1, STATS_LEN if stats else 0), np.int64)
                         drv.quantize(xb, out.view(bits_t), P, mode, overflow,
                                      stream_key(4, 0), 62, counts, hist)
-                        res[label] = (out, Stats.from_kernel(xc.size, counts, hist, P)
-                                      if stats else None)
+                        return out, (Stats.from_kernel(xc.size, counts, hist, P)
+                                     if stats else None)
+                    # The CPU's input read-only, as every cast site passes it
+                    # (backend.read_only): its drivers are then the suite's compiled ones, not
+                    # 14 signatures of their own (35-100 s each to compile with a cold cache).
+                    # (The simulator copies kernel arguments back, so its input stays writeable.)
+                    got = self.cuda_side(lambda: one(self.kcuda, xc.view(bits_t)))
+                    want = self.cpu_side(lambda: one(self.cpu, backend.read_only(xc.view(bits_t))))
+                    if got is None:
+                        continue
                     where = f"{name} {carrier} overflow={overflow}"
-                    d = _diff(f"{where} values", res["cuda"][0], res["cpu"][0])
-                    if not d and res["cuda"][1] != res["cpu"][1]:
-                        d = f"{where} Stats: cuda {res['cuda'][1]} cpu {res['cpu'][1]}"
+                    d = _diff(f"{where} values", got[0], want[0])
+                    if not d and got[1] != want[1]:
+                        d = f"{where} Stats: cuda {got[1]} cpu {want[1]}"
                     if d:
                         problems.append(d)
         return "; ".join(problems)
@@ -140,71 +224,229 @@ class Runner:
         """``fpsim.quantize`` of a device array (the dispatch, the carrier rule, device Stats)
         against the host call."""
         from fpsim.numerics import backend
+        w, wst = self.cpu_side(lambda: self.fpsim.quantize(self.x32, "float16", mode, seed=9,
+                                                           stats=True))
+        if self.role == "record":
+            return ""
         d32 = self.cuda.to_device(self.x32)
         if not backend.is_device_array(d32) or backend.is_device_array(self.x32):
-            return "backend.is_device_array misclassifies a simulator or a numpy array"
+            return "backend.is_device_array misclassifies a device or a numpy array"
         if backend.kind_of(d32) != "cuda" or backend.kind_of(self.x32) != "cpu":
             return "backend.kind_of picks the wrong table column"
         y, st = self.fpsim.quantize(d32, "float16", mode, seed=9, stats=True)
-        w, wst = self.fpsim.quantize(self.x32, "float16", mode, seed=9, stats=True)
         d = _diff("values", y.copy_to_host(), w)
         return d or ("" if st == wst else f"Stats: cuda {st} cpu {wst}")
 
     def encode_api(self, mode: str) -> str:
         """``fpsim.encode`` of a device array (int64 device codes) against the host call."""
-        c = self.fpsim.encode(self.cuda.to_device(self.x32), "float8_e5m2", mode, seed=9)
-        want = self.fpsim.encode(self.x32, "float8_e5m2", mode, seed=9)
-        return _diff("codes", c.copy_to_host(), want.astype(np.int64))
+        want = self.cpu_side(lambda: self.fpsim.encode(self.x32, "float8_e5m2", mode, seed=9))
+        c = self.cuda_side(lambda: self.fpsim.encode(self.cuda.to_device(self.x32),
+                                                     "float8_e5m2", mode, seed=9))
+        return "" if c is None else _diff("codes", c.copy_to_host(), want.astype(np.int64))
 
     def decode_api(self) -> str:
         """``fpsim.decode`` of device codes against the host call."""
         codes = np.ascontiguousarray(np.arange(1 << 16, dtype=np.uint16)[::7])
-        v = self.fpsim.decode(self.cuda.to_device(codes), "bfloat16")
-        return _diff("values", v.copy_to_host(), self.fpsim.decode(codes, "bfloat16"))
+        want = self.cpu_side(lambda: self.fpsim.decode(codes, "bfloat16"))
+        v = self.cuda_side(lambda: self.fpsim.decode(self.cuda.to_device(codes), "bfloat16"))
+        return "" if v is None else _diff("values", v.copy_to_host(), want)
 
     def elementwise(self, op: str, mode: str) -> str:
         """One op in one mode on device operands against the host: values and IEEE flags."""
         fn = getattr(self.fpsim, op)
-        dev = [self.cuda.to_device(self.ops[k]) for k in OPS[op]]
-        got, gf = fn(*dev, "float16", mode, flags=True, seed=5)
-        want, wf = fn(*[self.ops[k] for k in OPS[op]], "float16", mode, flags=True, seed=5)
+        want, wf = self.cpu_side(lambda: fn(*[self.ops[k] for k in OPS[op]], "float16", mode,
+                                            flags=True, seed=5))
+        done = self.cuda_side(lambda: fn(*[self.cuda.to_device(self.ops[k]) for k in OPS[op]],
+                                         "float16", mode, flags=True, seed=5))
+        if done is None:
+            return ""
+        got, gf = done
         return _diff("values", got.copy_to_host(), want) or _diff("flags", gf.copy_to_host(), wf)
 
     def nonvalue_refused(self) -> str:
         """A device operand that is not a value of the format: the host's ValueError."""
-        msg = {}
-        for label, to in (("cuda", self.cuda.to_device), ("cpu", np.asarray)):
+        def message(to):
             try:
                 self.fpsim.add(to(np.array([0.1])), to(np.array([1.0])), "float16")
-                msg[label] = "no error"
+                return "no error"
             except ValueError as e:
-                msg[label] = str(e)
-        ok = msg["cuda"] == msg["cpu"] and "index (0,)" in msg["cuda"]
-        return "" if ok else f"cuda: {msg['cuda']!r}; cpu: {msg['cpu']!r}"
+                return str(e)
+        cpu = self.cpu_side(lambda: message(np.asarray))
+        dev = self.cuda_side(lambda: message(self.cuda.to_device))
+        if dev is None:
+            return ""
+        ok = dev == cpu and "index (0,)" in dev
+        return "" if ok else f"cuda: {dev!r}; cpu: {cpu!r}"
 
     def matmul(self, kw: dict) -> str:
         """The device model kernel against the host model kernel (``fast=False``)."""
-        got = self.fpsim.matmul(self.cuda.to_device(self.A), self.cuda.to_device(self.B), **kw)
-        want = self.fpsim.matmul(self.A, self.B, fast=False, **kw)
-        return _diff("values", got.copy_to_host(), want)
+        want = self.cpu_side(lambda: self.fpsim.matmul(self.A, self.B, fast=False, **kw))
+        got = self.cuda_side(lambda: self.fpsim.matmul(self.cuda.to_device(self.A),
+                                                       self.cuda.to_device(self.B), **kw))
+        return "" if got is None else _diff("values", got.copy_to_host(), want)
 
     def tensor_core(self, name: str) -> str:
         """The device tensor-core kernel against the host one: wide-range operands with
         subnormals, a partial last block, an addend, and a row and a column with NaN / Inf."""
         tc = self.fpsim.tensor_core(name)
-        rng = np.random.default_rng(1)
-        q = self.fpsim.quantize
-        A = q(rng.standard_normal((5, 37)) * np.exp2(rng.integers(-12, 6, (5, 37))),
-              tc.input_format, overflow="saturate")
-        B = q(rng.standard_normal((37, 4)) * np.exp2(rng.integers(-12, 6, (37, 4))),
-              tc.input_format, overflow="saturate")
-        C = q(rng.standard_normal((5, 4)), tc.output_format)
-        A[1, 3] = np.nan
-        B[2, 3] = np.inf if tc.input_format.has_inf else np.nan
-        got = self.fpsim.matmul(self.cuda.to_device(A), self.cuda.to_device(B), preset=name,
-                                c=self.cuda.to_device(C))
-        want = self.fpsim.matmul(A, B, preset=name, c=C)
-        return _diff("values", got.copy_to_host(), want)
+
+        def inputs():
+            rng = np.random.default_rng(1)
+            q = self.fpsim.quantize
+            A = q(rng.standard_normal((5, 37)) * np.exp2(rng.integers(-12, 6, (5, 37))),
+                  tc.input_format, overflow="saturate")
+            B = q(rng.standard_normal((37, 4)) * np.exp2(rng.integers(-12, 6, (37, 4))),
+                  tc.input_format, overflow="saturate")
+            C = q(rng.standard_normal((5, 4)), tc.output_format)
+            A[1, 3] = np.nan
+            B[2, 3] = np.inf if tc.input_format.has_inf else np.nan
+            return A, B, C
+        A, B, C = self.cpu_side(inputs)
+        want = self.cpu_side(lambda: self.fpsim.matmul(A, B, preset=name, c=C))
+        got = self.cuda_side(lambda: self.fpsim.matmul(
+            self.cuda.to_device(A), self.cuda.to_device(B), preset=name,
+            c=self.cuda.to_device(C)))
+        return "" if got is None else _diff("values", got.copy_to_host(), want)
+
+    # ---- the PyTorch bridge on CUDA tensors (device only) ------------------------------------
+    def _torch_inputs(self, seed=0, dtype=np.float32, n=4096):
+        """The values of tests/test_torch.py's inputs (every binade of the tested formats,
+        zeros, specials, ties), as numpy."""
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(n) * np.exp2(rng.integers(-30, 20, n))
+        x[:8] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.5, 2.5, 65520.0]
+        return x.astype(dtype).reshape(64, -1)
+
+    def _torch(self):
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device")
+        import fpsim.torch as ft
+        return torch, ft
+
+    @staticmethod
+    def _host(t) -> np.ndarray:
+        """A result tensor's values as numpy (bfloat16 as the float32 it widens to exactly)."""
+        import torch
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            return (t.view(torch.int16).numpy().astype(np.uint16).astype(np.uint32)
+                    << 16).view(np.float32)
+        return t.numpy()
+
+    def torch_quantize(self, fmt: str) -> str:
+        """``fpsim.torch.quantize`` of CUDA tensors (float32, float64) against
+        ``fpsim.quantize`` of the numpy arrays: every mode, both overflow policies."""
+        problems = []
+        for dtype in (np.float32,) if fmt == "mxfp8_e4m3" else (np.float32, np.float64):
+            x = self._torch_inputs(dtype=dtype)
+            for mode in MODES:
+                for overflow in (None, "saturate"):
+                    want = self.cpu_side(lambda: self.fpsim.quantize(
+                        x, fmt, mode, overflow, seed=7, stream=3))
+                    if self.role == "record":
+                        continue
+                    torch, ft = self._torch()
+                    got = ft.quantize(torch.from_numpy(x).cuda(), fmt, rounding=mode,
+                                      overflow=overflow, seed=7, stream=3)
+                    where = f"{np.dtype(dtype).name} {mode} overflow={overflow}"
+                    if got.device.type != "cuda" or got.dtype != torch.from_numpy(x).dtype:
+                        problems.append(f"{where}: a {got.dtype} tensor on {got.device}")
+                        continue
+                    d = _diff(where, self._host(got), np.asarray(want, dtype))
+                    if d:
+                        problems.append(d)
+        return "; ".join(problems)
+
+    def torch_arith(self, op: str) -> str:
+        """``fpsim.torch.<op>`` of CUDA tensors (the device kernels: flags, no Stats) against
+        the numpy path: values and flags, fp16 / e4m3 / bfloat16, every mode."""
+        problems = []
+        for fmt in ("fp16", "e4m3", "bfloat16"):
+            args = self.cpu_side(lambda: tuple(self.fpsim.quantize(
+                np.abs(self._torch_inputs(seed=i)) if op == "sqrt" else
+                self._torch_inputs(seed=i), fmt) for i in range(len(OPS[op]))))
+            for mode in MODES:
+                want, wflags = self.cpu_side(lambda: getattr(self.fpsim, op)(
+                    *args, fmt, mode, seed=2, flags=True))
+                if self.role == "record":
+                    continue
+                torch, ft = self._torch()
+                got, flags = getattr(ft, op)(*[torch.from_numpy(a).cuda() for a in args], fmt,
+                                             rounding=mode, seed=2, flags=True)
+                where = f"{fmt} {mode}"
+                d = (_diff(where + " values", self._host(got), np.asarray(want, np.float32))
+                     or _diff(where + " flags", self._host(flags), wflags))
+                if got.device.type != "cuda":
+                    d = f"{where}: result on {got.device}"
+                if d:
+                    problems.append(d)
+        return "; ".join(problems)
+
+    def torch_codes(self, _arg: str) -> str:
+        """Stats of ``fpsim.torch.quantize(..., stats=True)``, codes of ``encode`` and values
+        of ``decode`` on CUDA tensors against the numpy path (a scaled format's pair too)."""
+        x = self._torch_inputs()
+        problems = []
+        for fmt in ("fp16", "e4m3", "e2m1"):
+            want, wst = self.cpu_side(lambda: self.fpsim.quantize(x, fmt, "sr", seed=1,
+                                                                  stats=True))
+            codes = self.cpu_side(lambda: self.fpsim.encode(x, fmt, "rna"))
+            values = self.cpu_side(lambda: self.fpsim.decode(codes, fmt))
+            if self.role == "record":
+                continue
+            torch, ft = self._torch()
+            xt = torch.from_numpy(x).cuda()
+            got, st = ft.quantize(xt, fmt, rounding="sr", seed=1, stats=True)
+            gc = ft.encode(xt, fmt, rounding="rna")
+            gv = ft.decode(gc, fmt)
+            d = (_diff(fmt + " quantize", self._host(got), want)
+                 or ("" if st == wst else f"{fmt} Stats: cuda {st} cpu {wst}")
+                 or _diff(fmt + " codes", gc.to(torch.int64).cpu().numpy(),
+                          codes.astype(np.int64))
+                 or _diff(fmt + " decode", self._host(gv), values))
+            if {got.device.type, gc.device.type, gv.device.type} != {"cuda"}:
+                d = f"{fmt}: results on {got.device}, {gc.device}, {gv.device}"
+            if d:
+                problems.append(d)
+        want = self.cpu_side(lambda: tuple(np.asarray(c, np.int64) for c in
+                                           self.fpsim.encode(x, "mxfp8_e4m3")))
+        if self.role != "record":
+            torch, ft = self._torch()
+            for i, (g, w) in enumerate(zip(ft.encode(torch.from_numpy(x).cuda(), "mxfp8_e4m3"),
+                                           want)):
+                d = _diff(f"mxfp8_e4m3 codes {i}", g.to(torch.int64).cpu().numpy(), w)
+                if d:
+                    problems.append(d)
+        return "; ".join(problems)
+
+    def torch_cast(self, _arg: str) -> str:
+        """``fpsim.torch.cast`` on a CUDA tensor: the forward rounding and the backward's
+        straight-through rounding of the gradient, stochastic rounding keyed as documented,
+        against the numpy path."""
+        import zlib
+        x, up = self._torch_inputs(), self._torch_inputs(seed=5)
+        problems = []
+        for fwd, bwd in (("fp16", "e5m2"), ("e4m3:sr", "e5m2:sr:saturate"), (None, "bf16:rtz")):
+            f, b = fwd and fwd.split(":"), bwd.split(":")
+            key = zlib.crc32(b"blk|activation") | (3 << 32)
+            gkey = zlib.crc32(b"blk|activation-grad") | (3 << 32)
+            want_y = self.cpu_side(lambda: x if f is None else self.fpsim.quantize(
+                x, f[0], *(f[1:] or ["rne"]), seed=11, stream=key))
+            want_g = self.cpu_side(lambda: self.fpsim.quantize(
+                up, b[0], *(b[1:] or ["rne"]), seed=11, stream=gkey))
+            if self.role == "record":
+                continue
+            torch, ft = self._torch()
+            xt = torch.from_numpy(x).cuda().requires_grad_()
+            y = ft.cast(xt, fwd, bwd, site="blk", role="activation", step=3, seed=11)
+            y.backward(torch.from_numpy(up).cuda())
+            d = (_diff(f"{fwd}/{bwd} forward", self._host(y), np.asarray(want_y, np.float32))
+                 or _diff(f"{fwd}/{bwd} gradient", self._host(xt.grad),
+                          np.asarray(want_g, np.float32)))
+            if d:
+                problems.append(d)
+        return "; ".join(problems)
 
     def hw_compare(self, corrupt: bool) -> str:
         """The hardware-validation compare kernel (``fpsim validate hardware``), fed with
@@ -238,11 +480,24 @@ def _write(path, results):
 
 
 def main(argv) -> int:
-    """Run the cases named in ``argv[1:]`` (default: all), results to ``argv[0]``; with a
-    leading ``--device``, on the real GPU instead of the simulator."""
-    device = bool(argv) and argv[0] == "--device"
-    argv = argv[1:] if device else argv
-    path, wanted = argv[0], (argv[1:] or case_ids())
+    """Run the cases named after the results path (default: all). Options first:
+    ``--device`` (the real GPU, not the simulator), ``--record REFS.npz`` (no results path: the
+    CPU side of the device-sized cases only, written to ``REFS.npz``), ``--expected REFS.npz``
+    (with ``--device``: compare with those CPU results instead of computing them)."""
+    opts = {}
+    while argv and argv[0].startswith("--"):
+        flag = argv.pop(0)
+        opts[flag] = argv.pop(0) if flag in ("--record", "--expected") else True
+    device = "--device" in opts or "--record" in opts  # (device-sized inputs)
+    if "--record" in opts:
+        runner = Runner(1 << 16, 1 << 12, role="record")
+        wanted = argv or case_ids() + torch_case_ids()
+        for cid in wanted:
+            runner.run(cid)
+        runner.save(opts["--record"])
+        print(f"recorded the CPU side of {len(wanted)} cases in {opts['--record']}")
+        return 0
+    path, wanted = argv[0], (argv[1:] or case_ids() + (torch_case_ids() if device else []))
     simulated = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
     if simulated == device:
         _write(path, {"__skip__": "--device needs NUMBA_ENABLE_CUDASIM unset" if device else
@@ -254,9 +509,14 @@ def main(argv) -> int:
         if not cuda.is_available():
             raise RuntimeError("numba.cuda.is_available() is False"
                                + ("" if device else " under the simulator"))
-        runner = Runner(1 << 16, 1 << 12) if device else Runner()
+        if "--expected" in opts:
+            expected = np.load(opts["--expected"], allow_pickle=False)
+            runner = Runner(1 << 16, 1 << 12, role="replay", expected=expected)
+        else:
+            runner = Runner(1 << 16, 1 << 12) if device else Runner()
     except ImportError as e:  # numba-cuda not installed, or failing to import here
-        _write(path, {"__skip__": f"numba-cuda's simulator is unavailable ({type(e).__name__}: {e})"})
+        _write(path, {"__skip__": f"numba-cuda's simulator is unavailable ({type(e).__name__}: "
+                                  f"{e})"})
         return 0
     except Exception:  # noqa: BLE001 - setup failing is every case failing: say how
         tb = traceback.format_exc()

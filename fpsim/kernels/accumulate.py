@@ -20,13 +20,14 @@ Two drivers:
 
 from __future__ import annotations
 
+import math
 import numba
 import numpy as np
 from numba import njit, prange
 
 from fpsim.kernels.arith import OP_ADD, OP_MUL, OP_SUB, is_value, odd_bits, round_odd, rounded_op, special_value, two_sum_sign
 from fpsim.kernels.bitcast import bits_f64, f64_bits
-from fpsim.kernels.bits import mul_rn
+from fpsim.kernels.bits import mul_rn, signbit
 from fpsim.kernels.rng import random_bits
 from fpsim.kernels.round import RDN, RNE, SR, carrier_bits, round_bits
 
@@ -67,14 +68,14 @@ def acc_first(p, acc_kind, PA, mode, overflow, key, ctr, srk):
     """The first term entering the accumulator: ``p`` rounded into it, as ``p + 0`` with the
     zero of ``p``'s sign (exact before rounding in every mode and keeps -0; ``p + (+0)`` would
     turn -0 into +0, ``p + (-0)`` +0 into -0 when rounding down)."""
-    return acc_op(OP_ADD, p, np.copysign(0.0, p), acc_kind, PA, mode, overflow, key, ctr, srk)
+    return acc_op(OP_ADD, p, math.copysign(0.0, p), acc_kind, PA, mode, overflow, key, ctr, srk)
 
 
 @njit(cache=True)  # one compiled body for the three drivers (inlined, each compiles ~20 s longer)
 def final_round(x, es, PO, mode, overflow, rnd, srk):
     """``x + err`` (``es`` the sign of ``err``, see :func:`.arith.odd_bits`) rounded once into
     the output format; NaN, ±Inf and ±0 as special results."""
-    if not np.isfinite(x) or x == 0.0:
+    if not math.isfinite(x) or x == 0.0:
         return special_value(x, PO, mode, overflow, rnd, srk)
     mag, sign = odd_bits(x, es)
     return round_odd(mag, sign, PO, PO, mode, overflow, rnd, srk, 1)[0]
@@ -96,9 +97,9 @@ def exact_sum(terms, n, partials, mode):
     all_pos0 = True
     for k in range(n):
         x = terms[k]
-        finite &= np.isfinite(x)
-        all_neg0 &= (x == 0.0) & np.signbit(x)
-        all_pos0 &= (x == 0.0) & (not np.signbit(x))
+        finite &= math.isfinite(x)
+        all_neg0 &= (x == 0.0) & signbit(x)
+        all_pos0 &= (x == 0.0) & (not signbit(x))
     if not finite:
         s = 0.0
         for k in range(n):
@@ -270,7 +271,7 @@ def _sequential_rows(A, B, out, s, lo, hi, prod_kind, PP, PA, PO, mode, overflow
                 p = mul_rn(a, bk[j])
                 if prod_kind == PROD_FORMAT:
                     p = _mul_finite(a, bk[j], PP, mode, overflow, _rnd(mode, key, base + k), srk)
-                prev = s[j] if k > 0 else np.copysign(0.0, p)  # acc_first for k = 0
+                prev = s[j] if k > 0 else math.copysign(0.0, p)  # acc_first for k = 0
                 s[j] = _add_finite(prev, p, PA, mode, overflow, _rnd(mode, key, base + K + k),
                                    srk)
         o = out[i]
@@ -445,8 +446,8 @@ def _zero_sum(A, B, i, j, mode):
     all_pos0 = True
     for k in range(A.shape[1]):
         p = A[i, k] * B[k, j]
-        all_neg0 &= (p == 0.0) & np.signbit(p)
-        all_pos0 &= (p == 0.0) & (not np.signbit(p))
+        all_neg0 &= (p == 0.0) & signbit(p)
+        all_pos0 &= (p == 0.0) & (not signbit(p))
         if not all_neg0 and (mode != RDN or not all_pos0):
             break
     return -0.0 if all_neg0 or (mode == RDN and not all_pos0) else 0.0

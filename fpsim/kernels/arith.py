@@ -21,12 +21,13 @@ product goes through :func:`.bits.mul_rn` (libdevice ``dmul_rn`` on CUDA, a plai
 
 from __future__ import annotations
 
+import math
 import numba
 import numpy as np
 from numba import njit, prange
 
 from fpsim.kernels.bitcast import bits_f64, f64_bits
-from fpsim.kernels.bits import mul_rn
+from fpsim.kernels.bits import mul_rn, signbit
 from fpsim.kernels.rng import random_bits
 from fpsim.kernels.round import EV_FIELD, RDN, RNE, RTZ, SR, carrier_bits, round_bits
 from fpsim.numerics.modes import Flag
@@ -70,8 +71,8 @@ def two_sum_sign(a, b, mode):
     bb = s - a
     e = (a - (s - bb)) + (b - bb)
     if s == 0.0:
-        same = (a == 0.0) & (b == 0.0) & (np.signbit(a) == np.signbit(b))
-        s = (-0.0 if np.signbit(a) else 0.0) if same else (-0.0 if mode == RDN else 0.0)
+        same = (a == 0.0) & (b == 0.0) & (signbit(a) == signbit(b))
+        s = (-0.0 if signbit(a) else 0.0) if same else (-0.0 if mode == RDN else 0.0)
     return s, np.int64(e > 0.0) - np.int64(e < 0.0)
 
 
@@ -87,56 +88,56 @@ def exact_result(op, a, b, c, mode):
     if op == OP_SUB:
         b = -b
     if op == OP_ADD or op == OP_SUB:
-        if np.isnan(a) or np.isnan(b):
+        if math.isnan(a) or math.isnan(b):
             return np.nan, np.int64(0), True, 0
-        if np.isinf(a) or np.isinf(b):
-            if np.isinf(a) and np.isinf(b) and (a > 0.0) != (b > 0.0):
+        if math.isinf(a) or math.isinf(b):
+            if math.isinf(a) and math.isinf(b) and (a > 0.0) != (b > 0.0):
                 return np.nan, np.int64(0), True, F_INVALID
-            return (a if np.isinf(a) else b), np.int64(0), True, 0
+            return (a if math.isinf(a) else b), np.int64(0), True, 0
         s, es = two_sum_sign(a, b, mode)
         return s, es, s == 0.0, 0
     if op == OP_MUL or op == OP_FMA:
-        if np.isnan(a) or np.isnan(b):
+        if math.isnan(a) or math.isnan(b):
             return np.nan, np.int64(0), True, 0
-        prod_inf = np.isinf(a) or np.isinf(b)
+        prod_inf = math.isinf(a) or math.isinf(b)
         if prod_inf and (a == 0.0 or b == 0.0):
             return np.nan, np.int64(0), True, F_INVALID
         p = mul_rn(a, b)  # exact (or ±Inf); pinned: on CUDA it would fuse with the TwoSum
         if op == OP_MUL:
             return p, np.int64(0), prod_inf or p == 0.0, 0
-        if np.isnan(c):
+        if math.isnan(c):
             return np.nan, np.int64(0), True, 0
         if prod_inf:
-            if np.isinf(c) and (c > 0.0) != (p > 0.0):
+            if math.isinf(c) and (c > 0.0) != (p > 0.0):
                 return np.nan, np.int64(0), True, F_INVALID
             return p, np.int64(0), True, 0
-        if np.isinf(c):
+        if math.isinf(c):
             return c, np.int64(0), True, 0
         s, es = two_sum_sign(p, c, mode)
         return s, es, s == 0.0, 0
     if op == OP_DIV:
-        if np.isnan(a) or np.isnan(b):
+        if math.isnan(a) or math.isnan(b):
             return np.nan, np.int64(0), True, 0
-        if np.isinf(a) and np.isinf(b):
+        if math.isinf(a) and math.isinf(b):
             return np.nan, np.int64(0), True, F_INVALID
         if b == 0.0 and a == 0.0:
             return np.nan, np.int64(0), True, F_INVALID
         if b == 0.0:  # (Numba raises on float division by zero: no a / b here)
-            inf = -np.inf if np.signbit(a) != np.signbit(b) else np.inf
-            return inf, np.int64(0), True, (0 if np.isinf(a) else F_DIVBYZERO)
+            inf = -np.inf if signbit(a) != signbit(b) else np.inf
+            return inf, np.int64(0), True, (0 if math.isinf(a) else F_DIVBYZERO)
         q = a / b
-        if np.isinf(a) or np.isinf(b) or a == 0.0:
+        if math.isinf(a) or math.isinf(b) or a == 0.0:
             return q, np.int64(0), True, 0
         r = sign_of_rem(q, b, a)  # a = q*b + rem; the exact quotient is q + rem/b
         return q, (r if b > 0.0 else -r), False, 0
     # OP_SQRT
-    if np.isnan(a):
+    if math.isnan(a):
         return np.nan, np.int64(0), True, 0
     if a < 0.0:
         return np.nan, np.int64(0), True, F_INVALID
-    if a == 0.0 or np.isinf(a):
+    if a == 0.0 or math.isinf(a):
         return a, np.int64(0), True, 0
-    s = np.sqrt(a)
+    s = math.sqrt(a)
     return s, sign_of_rem(s, s, a), False, 0  # the exact root is above s iff a > s^2
 
 
@@ -162,12 +163,12 @@ def special_value(x, P, mode, overflow, rnd, srk):
     into the format as quantize rounds an Inf input (the one rule for infinities: it stays ±Inf
     only in a format with Inf under ``ieee``; otherwise ±max or NaN by mode and policy), so that
     the op's Stats, which round the exact results, describe the values returned."""
-    if np.isinf(x):
-        r, sign_out, ev = round_bits(_INF, np.int64(np.signbit(x)), P, mode, overflow, rnd, srk)
+    if math.isinf(x):
+        r, sign_out, ev = round_bits(_INF, np.int64(signbit(x)), P, mode, overflow, rnd, srk)
         return bits_f64(carrier_bits(r, sign_out, P))
-    if np.isnan(x) or (x == 0.0 and P.has_zero == 0):  # no zero (e8m0): NaN, as round_bits
+    if math.isnan(x) or (x == 0.0 and P.has_zero == 0):  # no zero (e8m0): NaN, as round_bits
         return bits_f64(_QNAN)
-    return bits_f64(_SIGN if (np.signbit(x) and P.has_negzero == 1) else np.int64(0))
+    return bits_f64(_SIGN if (signbit(x) and P.has_negzero == 1) else np.int64(0))
 
 
 @njit(cache=True, inline="always")
@@ -230,7 +231,7 @@ def is_value(x, P):
     hb = f64_bits(x)
     a = hb & ~_SIGN
     r, sign_out, ev = round_bits(a, (hb >> 63) & 1, P, RTZ, 0, np.int64(0), 1)
-    return np.isnan(x) | (carrier_bits(r, sign_out, P) == hb) | ((a == 0) & (r == 0))
+    return math.isnan(x) | (carrier_bits(r, sign_out, P) == hb) | ((a == 0) & (r == 0))
 
 
 @njit(cache=True)

@@ -1,4 +1,11 @@
-"""Small helpers shared by the scalar kernels: integer bit length, and the float-product shim.
+"""Small helpers shared by the scalar kernels: integer bit length, the sign bit of a float, and
+the float-product shim.
+
+The scalar kernels test floats with ``math.isnan`` / ``math.isinf`` / ``math.isfinite`` /
+``math.copysign`` / ``math.sqrt`` and :func:`signbit`, not NumPy's ufuncs: numba-cuda's table of
+NumPy ufuncs has no ``isinf``, ``isfinite``, ``signbit``, ``copysign`` or ``sqrt`` (a CUDA kernel
+using them fails to compile, measured with numba-cuda 0.30.4), while the ``math`` functions
+compile on every target to the same instructions.
 
 ``mul_rn(a, b)`` is ``a * b`` rounded to nearest. On the CPU it is the plain product (Numba does
 not contract ``a*b + c`` into a fused multiply-add there). A CUDA kernel would: numba-cuda
@@ -9,6 +16,8 @@ which is never contracted. Every product whose result is later added goes throug
 """
 
 from __future__ import annotations
+
+import math
 
 from numba import njit
 from numba.core.extending import overload
@@ -27,6 +36,13 @@ def bit_length(x):
             x >>= s
             n += s
     return n + (1 if x else 0)
+
+
+@njit(cache=True)
+def signbit(x):
+    """Whether the float64 ``x`` has its sign bit set (``-0.0`` and negative NaNs included), as
+    ``np.signbit``: ``copysign`` copies the sign bit, whatever ``x`` is."""
+    return math.copysign(1.0, x) < 0.0
 
 
 def mul_rn(a, b):

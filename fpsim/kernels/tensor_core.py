@@ -27,6 +27,8 @@ late addend's correctly rounded addition).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -96,7 +98,7 @@ def split_values(X, m, emin, sig, exp):
     ef = exp.ravel()
     for i in prange(Xf.size):
         x = Xf[i]
-        if x == 0.0 or not np.isfinite(x):
+        if x == 0.0 or not math.isfinite(x):
             sf[i] = 0
             ef[i] = emin
         else:
@@ -210,7 +212,7 @@ def _late_block(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, L, LP, PO, omo
             if ((k - k0) >> 1) % L.steps == step:
                 S = _add(S, sa[k] * sb[k], ea[k] + eb[k] + base)
         p = _finish(S, E, F, LP, L.mode, L.limit)
-        if not np.isfinite(p):
+        if not math.isfinite(p):
             return p
     if c == 0.0:
         return p
@@ -242,7 +244,7 @@ def block_fma(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, late_c, c_emin, 
     Returns:
         The block result as a float64 holding a value of the result format.
     """
-    if not np.isfinite(c):
+    if not math.isfinite(c):
         return c
     if late_c == 1:
         return _late_block(sa, ea, sb, eb, k0, k1, c, two_m, F0, carry_rule, L, LP, PO, omode)
@@ -266,15 +268,15 @@ def special_result(a, b, c, K):
     value)``: ``is_special`` 0 when every product and ``c`` are finite."""
     pos = False
     neg = False
-    nan = np.isnan(c)
-    if np.isinf(c):
+    nan = math.isnan(c)
+    if math.isinf(c):
         pos |= c > 0
         neg |= c < 0
     for k in range(K):
         p = a[k] * b[k]
-        if np.isnan(p):
+        if math.isnan(p):
             nan = True
-        elif np.isinf(p):
+        elif math.isinf(p):
             pos |= p > 0
             neg |= p < 0
     if nan or (pos and neg):
@@ -294,7 +296,7 @@ def element(a, b, sa, ea, sb, eb, c, bad, G, two_m, F0, carry_rule, late_c, c_em
     next block's addend (the chained order of one warp's MMA instructions). ``bad`` is 1 when
     the row or the column holds NaN or Inf."""
     K = sa.shape[0]
-    if bad == 1 or not np.isfinite(c):
+    if bad == 1 or not math.isfinite(c):
         sp, val = special_result(a, b, c, K)
         if sp == 1:
             return val
@@ -375,10 +377,10 @@ def matmul_tc(A, B, SA, EA, SB, EB, bad_rows, bad_cols, C, out, G, two_m, F0, ca
                 for j in range(N):
                     S[j] = _add(S[j], sa_k * sb[k, j], ea_k + eb[k, j] + Fs[j] - two_m - Es[j])
             for j in range(N):
-                if np.isfinite(d[j]):  # an infinite or NaN addend passes through
+                if math.isfinite(d[j]):  # an infinite or NaN addend passes through
                     d[j] = _finish(S[j], Es[j], Fs[j], PO, omode, olimit)
         for j in range(N):
-            if bad_rows[t, i] | bad_cols[t, j] or not np.isfinite(C[t, i, j]):
+            if bad_rows[t, i] | bad_cols[t, j] or not math.isfinite(C[t, i, j]):
                 sp, val = special_result(A[t, i], B[t, :, j], C[t, i, j], K)
                 if sp == 1:
                     d[j] = val
