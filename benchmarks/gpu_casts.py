@@ -6,7 +6,8 @@ torch and encoded by fpsim (round to nearest even, each overflow policy); the co
 compared, two NaNs matching whatever their codes. The policy with no mismatch is the one
 torch's cast follows. Reports counts, the first mismatching inputs in hex and the time.
 
-Run: ``PYTHONPATH=. python benchmarks/gpu_casts.py [--limit N] [--device cpu]``
+Run: ``PYTHONPATH=. python benchmarks/gpu_casts.py [--limit N] [--device cpu] [--formats ...]``
+(``--device cpu``: torch's CPU casts, which differ: see docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=1 << 32, help="patterns (default 2^32)")
     parser.add_argument("--start", type=int, default=0, help="first pattern (default 0)")
     parser.add_argument("--chunk", type=int, default=1 << 28)
-    parser.add_argument("--device", default="cuda", help="cpu: a check of this script only")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu (torch's CPU casts)")
+    parser.add_argument("--formats", default="float16,bfloat16,float8_e4m3fn,float8_e5m2")
     args = parser.parse_args(argv)
     import torch
 
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
           f"torch {torch.__version__}", flush=True)
     print("| torch cast | fpsim overflow | inputs | mismatches | first mismatching inputs | s |")
     print("|---|---|---|---|---|---|")
-    for name, dtype in dtypes.items():
+    for name in args.formats.split(","):
+        dtype = dtypes[name]
         width = torch.finfo(dtype).bits
         code_view = torch.uint8 if width == 8 else torch.int16
         for overflow in ("ieee", "saturate"):
