@@ -56,7 +56,7 @@ def case_ids() -> list[str]:
     return ids
 
 
-#: Formats of the PyTorch bridge's device cases (those of tests/test_torch.py).
+#: Formats of the PyTorch bridge's tests (tests/test_torch.py) and of its device cases.
 TORCH_FORMATS = ("fp16", "bfloat16", "e4m3", "e5m2", "e3m2", "e2m1", "e5m10b20", "int8", "q3.4",
                  "mxfp8_e4m3")
 

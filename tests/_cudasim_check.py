@@ -31,8 +31,8 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cudasim_cases import (MATMUL, MODES, OPS, QUANTIZE_FORMATS, TORCH_FORMATS,  # noqa: E402
-                            case_ids, torch_case_ids)
+from _cudasim_cases import (MATMUL, MODES, OPS, QUANTIZE_FORMATS, case_ids,  # noqa: E402
+                            torch_case_ids)
 
 
 def _bits(a):

@@ -18,10 +18,11 @@ torch = pytest.importorskip("torch", reason="the PyTorch bridge needs torch (the
 
 import fpsim  # noqa: E402
 import fpsim.torch as ft  # noqa: E402
+from _cudasim_cases import TORCH_FORMATS  # noqa: E402
 
 MODES = ("rne", "rna", "rtz", "rup", "rdn", "rto", "sr")
-FORMATS = ("fp16", "bfloat16", "e4m3", "e5m2", "e3m2", "e2m1", "e5m10b20", "int8", "q3.4",
-           "mxfp8_e4m3")
+#: Every format kind: float, fixed-point, scaled (shared with the GPU parity cases).
+FORMATS = TORCH_FORMATS
 #: Where the bit-for-bit tests run: CPU tensors always, CUDA tensors where torch has a GPU.
 DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")))
