@@ -1,6 +1,7 @@
 """``fpsim compare`` stopped by SIGINT / SIGTERM (real subprocesses), ``--resume`` finishing the
 study bit-identically to an uninterrupted one, and report directories that would lose data."""
 
+import contextlib
 import json
 import os
 import signal
@@ -46,11 +47,11 @@ def _wait_for_run(db, proc, run_id, timeout=180):
     while time.time() - t0 < timeout:
         assert proc.poll() is None, proc.communicate()
         if os.path.exists(db):
+            # (closed on every path: a connection dropped unclosed lives until the cyclic GC)
             try:
-                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-                rows = con.execute("SELECT status FROM runs WHERE id IN (?, ?) ORDER BY id",
-                                   (run_id - 1, run_id)).fetchall()
-                con.close()
+                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                    rows = con.execute("SELECT status FROM runs WHERE id IN (?, ?) ORDER BY id",
+                                       (run_id - 1, run_id)).fetchall()
                 if [r[0] for r in rows] == ["finished", "running"]:
                     return
             except sqlite3.OperationalError:  # the database is being created

@@ -206,6 +206,38 @@ def test_rows_are_queued_so_the_write_lock_is_held_only_at_commits(tmp_path):
         assert [n["message"] for n in r.notes(rid)] == ["queued"]
 
 
+
+def _in_another_process(db, sql: str) -> list:
+    """The rows of ``sql`` run (and committed) by a connection of another process."""
+    code = (f"import json, sqlite3; c = sqlite3.connect({str(db)!r}); "
+            f"r = c.execute({sql!r}).fetchall(); c.commit(); c.close(); print(json.dumps(r))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_opening_a_database_again_keeps_the_locks_of_this_processs_connections(tmp_path):
+    """A second RunDB of a database this process holds open must not drop the first one's
+    POSIX locks (closing any descriptor of a file drops them all): without them another
+    process's connection takes itself for the last, deletes the WAL as it closes, and the
+    first connection's commits go where nobody else can read them."""
+    db = tmp_path / "held.sqlite"
+    RunDB(db).close()
+    with RunDB(db) as held:
+        for readonly in (True, False):
+            RunDB(db, readonly=readonly).close()
+        _in_another_process(db, "SELECT count(*) FROM runs")
+        assert os.path.exists(f"{db}-wal")  # (held still open: nobody may delete its WAL)
+        held.new_run("mine", {}, 0, {})
+        assert _in_another_process(db, "SELECT name FROM runs") == [["mine"]]
+        _in_another_process(db, "INSERT INTO runs (name, config, seed, versions, status, "
+                                "created) VALUES ('theirs', '{}', 0, '{}', 'pending', 'now')")
+        held.new_run("mine again", {}, 0, {})
+    assert _in_another_process(db, "SELECT name FROM runs ORDER BY id") == [
+        ["mine"], ["theirs"], ["mine again"]]
+    assert _in_another_process(db, "PRAGMA integrity_check") == [["ok"]]
+
 # -- 6: resume under other settings ----------------------------------------------------------
 def _stop_after(monkeypatch, steps: int):
     """Make the training loop fail after ``steps`` steps (a crash: the run stays

@@ -186,6 +186,8 @@ def test_corrupt_or_foreign_database_is_refused_and_untouched(tmp_path, kind):
     assert _snapshot(path) == before
     assert cli.main(["train", "--db", str(path), "--epochs", "1"]) == 2
     assert _snapshot(path) == before
+    if kind != "truncated fpsim db":  # (read through SQLite: no journal file beside it)
+        assert os.listdir(tmp_path) == ["x.sqlite"]
 
 
 @pytest.mark.parametrize("cfg, message", [

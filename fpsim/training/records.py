@@ -68,7 +68,6 @@ import zipfile
 import numpy as np
 
 SCHEMA = 2
-_HEADER = b"SQLite format 3\x00"
 
 _TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,10 +199,10 @@ def _check_existing(path: str) -> list[str]:
     """Raise RecordError unless ``path`` is an fpsim database; never writes to it. Returns
     what ``PRAGMA quick_check`` reports (empty when the file is sound).
 
-    A reader that opens the file while another process recovers a killed writer's WAL can see
-    a transient "malformed" error (seen twice in the two-process tests, never reproduced with
-    the database passing quick_check afterwards); so damage counts only when a second look,
-    after :data:`_RECHECK_DELAY` seconds, finds it again.
+    Damage counts only when a second look, after :data:`_RECHECK_DELAY` seconds, finds it
+    again: a "malformed" error from a database that passes quick_check a moment later is a
+    view of another process's half-recovered WAL, not damage (the one such error traced to its
+    cause came from this process dropping its own locks, see :func:`_check_existing_once`).
     """
     try:
         found = _check_existing_once(path)
@@ -222,15 +221,17 @@ _RECHECK_DELAY = 0.5
 
 
 def _check_existing_once(path: str) -> list[str]:
-    """One look of :func:`_check_existing`."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(_HEADER))
-    except PermissionError:
-        raise RecordError(f"cannot read {path}: permission denied") from None
-    if head != _HEADER:
-        raise RecordError(f"{path} is not an SQLite database (corrupt or foreign file); "
-                          "choose another --db")
+    """One look of :func:`_check_existing`.
+
+    The file is read through SQLite only, never opened by Python: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, those of this process's open
+    connections included. Another process's connection then takes itself for the last one
+    and, as it closes, checkpoints and deletes the WAL and its index under the connections
+    still open here: their later commits go to a deleted file, and a new connection here
+    reads the deleted index ("database disk image is malformed"). SQLite's "How To Corrupt An
+    SQLite Database File" describes it; a separate read of the header once did this."""
+    if not os.access(path, os.R_OK):
+        raise RecordError(f"cannot read {path}: permission denied")
     try:
         con = _connect_ro(path)
         try:
@@ -241,7 +242,11 @@ def _check_existing_once(path: str) -> list[str]:
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
-        if getattr(e, "sqlite_errorname", "") == "SQLITE_CANTOPEN":
+        name = getattr(e, "sqlite_errorname", "")
+        if name == "SQLITE_NOTADB":
+            raise RecordError(f"{path} is not an SQLite database (corrupt or foreign file); "
+                              "choose another --db") from None
+        if name == "SQLITE_CANTOPEN":
             raise RecordError(f"cannot open {path}: {e} (check the permissions of the file "
                               "and its directory)") from e
         raise RecordError(f"{path} is a damaged SQLite database ({e}); choose another --db") from e
