@@ -123,6 +123,20 @@ def test_cast_round_equals_quantize(rounding, threads):
     _assert_same_stats(st, want_st, "Cast.round")
 
 
+
+@pytest.mark.parametrize("rounding, hashed", [("rne", 0), ("rtz", 0), ("sr", 2)])
+def test_only_stochastic_rounding_hashes_the_stream_key(monkeypatch, rounding, hashed):
+    """The key costs a CRC and a mix per call and only SR reads it (the equality with quantize
+    above, which keys every mode, shows the others do not depend on it)."""
+    looks = []
+    monkeypatch.setattr(CastContext, "key", property(
+        lambda ctx: looks.append(ctx.site) or stream_key(ctx.seed, ctx.stream)))
+    cast, x = Cast("float16", rounding), random_values("float32", 64, seed=5)
+    ctx = CastContext("layers.0", "activation", "forward", 7, SEED, True)
+    cast.round(x, ctx)
+    cast.round_many([x], [ctx])
+    assert len(looks) == hashed
+
 @dataclasses.dataclass(frozen=True)
 class PublicQuantizeCast:
     """The cast protocol through the public fpsim.quantize (the reference of the fast path)."""

@@ -100,6 +100,8 @@ class Cast:
         object.__setattr__(self, "_mode", int(RoundMode.parse(self.rounding)))
         object.__setattr__(self, "_overflow", int(policy))
         object.__setattr__(self, "_grid", grid is not None)
+        # (only stochastic rounding reads the stream key: the other modes skip its hashing)
+        object.__setattr__(self, "_keyed", self._mode == RoundMode.SR)
         object.__setattr__(self, "_prepared", None if grid is not None else PreparedQuantize(
             self.format, self._mode, self._overflow))
 
@@ -111,10 +113,11 @@ class Cast:
             raise TypeError(f"cast sites round float32/float64 arrays, got {x.dtype}")
         arr = x if x.flags.c_contiguous else np.ascontiguousarray(x)
         if self._grid:
-            y, st = fixed.quantize(arr, self.format, self._mode, self._overflow, ctx.key,
-                                   SR_BITS_MAX, ctx.stats)
+            y, st = fixed.quantize(arr, self.format, self._mode, self._overflow,
+                                   ctx.key if self._keyed else 0, SR_BITS_MAX, ctx.stats)
         else:
-            ((y, st),) = _quantize_prepared([arr], self._prepared, [ctx.key], ctx.stats)
+            ((y, st),) = _quantize_prepared([arr], self._prepared,
+                                            [ctx.key if self._keyed else 0], ctx.stats)
         return (y if y.dtype == x.dtype else y.astype(x.dtype)), st
 
     def round_many(self, xs: list, ctxs: list) -> list:
@@ -125,7 +128,8 @@ class Cast:
         if xs[0].dtype not in (np.float32, np.float64):
             raise TypeError(f"cast sites round float32/float64 arrays, got {xs[0].dtype}")
         arrs = [x if x.flags.c_contiguous else np.ascontiguousarray(x) for x in xs]
-        res = _quantize_prepared(arrs, self._prepared, [ctx.key for ctx in ctxs], ctxs[0].stats)
+        keys = [ctx.key if self._keyed else 0 for ctx in ctxs]
+        res = _quantize_prepared(arrs, self._prepared, keys, ctxs[0].stats)
         return [(y if y.dtype == x.dtype else y.astype(x.dtype), st) for x, (y, st) in zip(xs, res)]
 
     @classmethod
