@@ -9,7 +9,11 @@
    un-hooked torch model in float32 (target <= 2); and that hooked step under dynamic and
    under adaptive per-layer loss scaling (``fpsim.torch.LossScaling``; no target).
 
-Run: ``python benchmarks/bench_torch.py [--repeat 7] [--steps 50]``
+The steps of the four kinds run in alternating blocks of 20 (each block's mean step
+counted, medians reported), so that a machine whose speed drifts slows all of them alike
+while each step finds the caches as its own kind's last step left them.
+
+Run: ``python benchmarks/bench_torch.py [--repeat 7] [--steps 200]``
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_quantize import best_time, machine_line  # noqa: E402
+from bench_quantize import machine_line  # noqa: E402
+from bench_train import alternating_medians  # noqa: E402
 
 TARGET_QUANTIZE = 1.1
 TARGET_STEP = 2.0
@@ -36,29 +41,28 @@ def _cnn(torch):
         torch.nn.Linear(16 * 8 * 8, 10))
 
 
-def _steps(torch, model, x, y, n: int, record: bool, scaler=None, sites=None) -> float:
-    """Seconds per training step, best of three runs of ``n`` steps; with ``scaler``, the
-    step goes through ``fpsim.torch.LossScaling(scaler, optimizer, sites=sites)``."""
+def _step(torch, model, x, y, record: bool, scaler=None, sites=None):
+    """A function running one training step (forward, backward, SGD) of ``model``; with
+    ``scaler``, the step goes through ``fpsim.torch.LossScaling(scaler, optimizer,
+    sites=sites)``."""
     import fpsim
     import fpsim.torch as ft
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
     scaling = None if scaler is None else ft.LossScaling(scaler, opt, sites=sites)
 
-    def run():
-        for _ in range(n):
-            rec = fpsim.Recorder() if record else None
-            ctx = fpsim.recording(rec) if record else _null()
-            with ctx:
-                opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                if scaling is None:
-                    loss.backward()
-                    opt.step()
-                else:
-                    scaling.scale(loss).backward()
-                    scaling.step()
-    return best_time(run, 3) / n
+    def step():
+        rec = fpsim.Recorder() if record else None
+        with fpsim.recording(rec) if record else _null():
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            if scaling is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaling.scale(loss).backward()
+                scaling.step()
+    return step
 
 
 class _null:
@@ -72,7 +76,8 @@ class _null:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=7)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=200,
+                   help="timed steps of each kind (in alternating blocks of 20)")
     args = p.parse_args(argv)
     import torch
 
@@ -81,23 +86,28 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # (the step is small: threads only add noise)
     t = torch.randn(1 << 24) * 100
     arr = t.numpy()
-    numpy_path = best_time(lambda: fpsim.quantize(arr, "fp16"), args.repeat)
-    bridge = best_time(lambda: ft.quantize(t, "fp16"), args.repeat)
+    q = alternating_medians({"numpy": lambda: fpsim.quantize(arr, "fp16"),
+                             "bridge": lambda: ft.quantize(t, "fp16")}, args.repeat, warmup=2)
+    numpy_path, bridge = q["numpy"], q["bridge"]
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((64, 1, 8, 8), np.float32))
     y = torch.from_numpy(rng.integers(0, 10, 64))
-    plain = _steps(torch, _cnn(torch), x, y, args.steps, record=False)
+    steps = {"plain": _step(torch, _cnn(torch), x, y, record=False)}
     model = _cnn(torch)
     ft.apply_policy(model, "mixed_fp16")
-    hooked = _steps(torch, model, x, y, args.steps, record=True)
-    scaled = {}
+    steps["hooked"] = _step(torch, model, x, y, record=True)
     for spec in ("dynamic", "adaptive"):
         model = _cnn(torch)
         sites = ft.apply_policy(model, "mixed_fp16")
-        scaled[spec] = _steps(torch, model, x, y, args.steps, record=True, scaler=spec,
-                              sites=sites)
+        steps[spec] = _step(torch, model, x, y, record=True, scaler=spec, sites=sites)
+    # blocks of 20 steps of each kind in turn, medians: a machine whose speed drifts slows all
+    # of them alike, and each step finds the caches as its own kind's last step left them
+    t = alternating_medians(steps, max(args.steps // 20, 3), warmup=1, block=20)
+    plain, hooked = t["plain"], t["hooked"]
+    scaled = {spec: t[spec] for spec in ("dynamic", "adaptive")}
     q_ratio, s_ratio = bridge / numpy_path, hooked / plain
-    print(machine_line(1 << 24, args.repeat).replace("threads)", "threads; torch "
+    print(machine_line(1 << 24, args.repeat).replace("best of", "median of").replace(
+          "threads)", "threads; torch "
           f"{torch.__version__}, 1 thread)"))
     print()
     print("| task | time | ratio | target |")

@@ -67,28 +67,33 @@ def numpy_step(model, batch):
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def alternating_medians(steps: dict, n: int, clock=time.perf_counter, warmup: int = 5) -> dict:
+def alternating_medians(steps: dict, n: int, clock=time.perf_counter, warmup: int = 5,
+                        block: int = 1) -> dict:
     """Median seconds of each named step function, running them in turn ``n + warmup`` times
-    (the first ``warmup`` rounds are dropped: compilation, caches)."""
+    (the first ``warmup`` rounds are dropped: compilation, caches). With ``block`` > 1 each
+    turn runs ``block`` calls back to back and counts their mean: a step then finds the caches
+    as its own previous step left them, as in a training loop, not as another model's did."""
     times = {name: [] for name in steps}
     # as in fpsim train: BLAS pinned to one thread (fpsim.training.determinism)
     with determinism.pinned_blas():
         for _ in range(n + warmup):
             for name, fn in steps.items():
                 t0 = clock()
-                fn()
-                times[name].append(clock() - t0)
+                for _ in range(block):
+                    fn()
+                times[name].append((clock() - t0) / block)
     return {name: float(np.median(t[warmup:])) for name, t in times.items()}
 
 
-def measure(model, batch, n, clock=time.perf_counter) -> dict:
+def measure(model, batch, n, clock=time.perf_counter, block: int = 1) -> dict:
     """The step medians of one model: numpy (if it has a twin), fp32, mixed_fp16 with and
     without Stats; and the number of roundings a mixed_fp16 step reports."""
     steps = {"numpy": numpy_step(model, batch)} if model in NUMPY_NETS else {}
     steps["fp32"], _ = engine_step(model, "fp32", batch, True)
     steps["fp16"], rec = engine_step(model, "mixed_fp16", batch, True)
     steps["fp16n"], _ = engine_step(model, "mixed_fp16", batch, False)
-    t = alternating_medians(steps, n, clock)
+    t = alternating_medians(steps, max(n // block, 3), clock, warmup=max(5 // block, 1),
+                            block=block)
     probe = instrument.Recorder(keep=False)
     with instrument.recording(probe):
         steps["fp16"]()  # (its own recorder closes the step; the probe counts the same emits)
@@ -129,6 +134,9 @@ def main(argv=None) -> int:
                         help="comma-separated zoo models (default: all four)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or process CPU time (a machine shared with other jobs)")
+    parser.add_argument("--block", type=int, default=1,
+                        help="steps of one kind run back to back in each turn (1: alternate "
+                             "single steps)")
     parser.add_argument("--write", default=None)
     args = parser.parse_args(argv)
     chosen = args.models.split(",")
@@ -136,7 +144,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {sorted(unknown)}; choose from "
                      + ", ".join(m for m, _ in MODELS))
-    rows = [(model, batch, measure(model, batch, args.steps, CLOCKS[args.clock]))
+    rows = [(model, batch, measure(model, batch, args.steps, CLOCKS[args.clock], args.block))
             for model, batch in MODELS if model in chosen]
     body = table(rows, args.clock)
     print(body)
