@@ -116,6 +116,50 @@ def test_fast_path_equals_model_where_taken(model):
                          fpsim.matmul(A, B, "float16", rounding=rounding, fast=False, **model))
 
 
+
+def _exact_operands(rng, m, k, n):
+    """Multiples of 1/8 in [-1, 1): every float32 partial sum is exact (the fast path runs)."""
+    return rng.integers(-8, 8, (m, k)) / 8.0, rng.integers(-8, 8, (k, n)) / 8.0
+
+
+def test_fast_path_scratch_never_reaches_a_result(monkeypatch):
+    """The fast path's temporaries (float32 operand copies, the sgemm product) live in
+    per-thread scratch buffers: a result must not change when later calls reuse them, with
+    shapes growing and shrinking, and temporaries above the cap are allocated per call."""
+    rng = np.random.default_rng(7)
+    kw = dict(preset="fp16 inputs, fp32 accumulate")
+    cases = [_exact_operands(rng, *shape) for shape in
+             [(40, 30, 20), (64, 64, 64), (8, 70, 9), (64, 64, 64), (1, 1, 1)]]
+    got = [fpsim.matmul(A, B, **kw) for A, B in cases]
+    want = [fpsim.matmul(A, B, fast=False, **kw) for A, B in cases]
+    for A, B in cases:  # (the scratch written again by every shape)
+        fpsim.matmul(A, B, **kw)
+    for g, w, (A, B) in zip(got, want, cases):
+        assert acc.blas_exact(A, B, acc._model(None, None, None, "rne", "sequential", None,
+                                               False, kw["preset"], None, "ieee", 0, 0, None))\
+            is not None
+        assert_same_bits(g, w)
+    monkeypatch.setattr(acc, "SCRATCH_MAX_ELEMENTS", 100)
+    A, B = cases[1]
+    first, second = acc._scratch("product", (64, 64), np.float32), acc._scratch(
+        "product", (64, 64), np.float32)
+    assert not np.shares_memory(first, second)  # (above the cap: fresh each call)
+    assert_same_bits(fpsim.matmul(A, B, **kw), want[1])
+
+
+def test_fast_path_from_several_threads_equals_one_thread():
+    """Each thread has its own scratch: concurrent calls (BLAS releases the GIL) do not mix."""
+    import concurrent.futures
+    rng = np.random.default_rng(8)
+    kw = dict(preset="fp16 inputs, fp32 accumulate")
+    cases = [_exact_operands(rng, 48, 48, 48) for _ in range(8)]
+    want = [fpsim.matmul(A, B, fast=False, **kw) for A, B in cases]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda ab: fpsim.matmul(*ab, **kw), cases))
+            for g, w in zip(got, want):
+                assert_same_bits(g, w)
+
 def test_fast_path_refused_when_a_sum_is_inexact():
     rng = np.random.default_rng(2)
     A = fpsim.quantize(rng.standard_normal((8, 64)), "float16")
