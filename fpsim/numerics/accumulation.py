@@ -83,8 +83,9 @@ def _is_float64(f) -> bool:
 #: (128 KiB at first) is new pages each call, and their faults cost as much as the O(n^2)
 #: passes: 256^3 on exact data took 0.87-0.90 ms fresh against 0.44 ms with reused memory on
 #: one BLAS thread. Larger temporaries are allocated per call (their O(n^3) product dwarfs
-#: the faults), so no buffer of unbounded size is kept.
-SCRATCH_MAX_ELEMENTS = 1 << 22
+#: the faults), so no buffer of unbounded size is kept: a thread holds at most three of
+#: 2^20 elements (4 MiB each in float32; 1024 x 1024 operands still fit).
+SCRATCH_MAX_ELEMENTS = 1 << 20
 _SCRATCH = threading.local()
 
 
