@@ -260,10 +260,21 @@ def _legend_outside(fig, handles, title=None, ncol: int = 1):
                    title=title, title_fontsize=SMALL, ncol=ncol)
 
 
+#: Characters of a run or site label a figure shows (a title or legend entry); longer labels
+#: end in an ellipsis there (report.md names them in full). A 300-character run name would
+#: otherwise leave the axes no room (Matplotlib's constrained layout then gives up).
+SHOWN_LABEL = 60
+
+
+def shown(label: str) -> str:
+    """``label`` as a figure shows it: at most :data:`SHOWN_LABEL` characters."""
+    return label if len(label) <= SHOWN_LABEL else label[:SHOWN_LABEL - 1] + "\u2026"
+
+
 def _handle(label: str, **style):
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], label=label, lw=style.pop("lw", 1.6), **style)
+    return Line2D([], [], label=shown(label), lw=style.pop("lw", 1.6), **style)
 
 
 def _draw_band(ax, x, mean, lo, hi, style, label: str, *, markers: bool = False):
@@ -719,13 +730,13 @@ def draw_underflow(runs: list[RunData]):
         if peak < 0:
             _text_panel(ax, "every activation-gradient value\noverflowed at every step:\n"
                             "underflow is not measurable")
-            ax.set_title(label)
+            ax.set_title(shown(label))
             continue
         for site, (x, mean, lo, hi) in series.items():
             ok = np.isfinite(mean)
             ax.plot(x[ok], 100 * mean[ok], lw=1.1, label=site, gid=f"underflow:{site}",
                     marker="o" if shadow else None, ms=2.5, **sst[site])
-        ax.set(title=label, xlabel="step",
+        ax.set(title=shown(label), xlabel="step",
                ylabel="shadow underflow (%)" if shadow else
                ("flushed, kernel (%)" if k == 1 else f"flushed, kernel (%; mean of {k} steps)"))
         top = ax.get_ylim()[1]
@@ -808,7 +819,7 @@ def draw_overflow(runs: list[RunData]):
                     mfc="none", mew=1.0, lw=1.0, gid=f"{key}:{site}")
         ax.set_yscale("log")
         ax.set_ylim(top=150)  # a rate is at most 100%
-        ax.set(title=label, xlabel="step", ylabel="values rounded (%)")
+        ax.set(title=shown(label), xlabel="step", ylabel="values rounded (%)")
     handles = [_handle(s, color=sst[s]["color"], marker=marker[s], ms=5, mfc="none", lw=0)
                for s in sites]
     handles += [_handle("overflow", color="0.3", ls="-"), _handle("NaN", color="0.3", ls="--")]
@@ -979,7 +990,7 @@ def _draw_cell_histograms(r: RunData, label: str, name: str, hists):
     handles += [_handle(text, color=color, ls=ls, lw=1.3) for _, text, _, color, ls in lines]
     _legend(fig, slot, handles)
     fmt_name = "float32" if fmt is None else (fmt.name or fmt.spec)
-    fig.suptitle(f"{label} (seed {r.seed}): activation-gradient exponent histograms, inputs of "
+    fig.suptitle(f"{shown(label)} (seed {r.seed}): activation-gradient exponent histograms, inputs of "
                  f"the cast to {fmt_name}")
     steps = sorted({h["step"] for h in r.hists if h["role"] == GRAD_ROLE})
     rounding = _grad_rounding(r.config)

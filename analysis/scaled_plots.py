@@ -23,7 +23,7 @@ import numpy as np
 
 from fpsim.analysis.plots import (Figure, _figure, _grid, _handle, _legend, _legend_outside,
                                   _mean_over, _names, _palette, _seeds_text, _site_styles, align,
-                                  cell_styles, ratio, safe_log2, seed_stats)
+                                  cell_styles, ratio, safe_log2, seed_stats, shown)
 from fpsim.analysis.runs import RunData, groups
 
 #: Role groups, one row of panels each: what the forward pass casts, and the gradients.
@@ -335,7 +335,7 @@ def draw_scale_range(runs: list[RunData]):
         # the lowest point off the frame, at least a decade (labelled powers of ten); a
         # fraction is at most 100%
         ax.set_ylim(min(low / 3, 10.0), 150)
-        ax.set(title=label, xlabel="step", ylabel="tiles (%)")
+        ax.set(title=shown(label), xlabel="step", ylabel="tiles (%)")
         _step_range(ax, steps[label])
     handles = [_handle(role, color=colors[role], lw=2.5) for role in roles]
     handles += [_handle(kinds[k][0], color="0.3", ls=kinds[k][1], marker=kinds[k][2], ms=4,

@@ -463,6 +463,7 @@ def test_report_skips_a_crafted_run_naming_it_and_the_field(tmp_path, capsys, sq
     assert "| fp32 |" in md  # the sound run is reported
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # (the figures keep room for their axes)
 def test_report_of_a_run_with_a_300_character_name(tmp_path, capsys):
     db = tmp_path / "c.sqlite"
     train({**TINY, "hist_every": 4, "policy": "mixed_fp16", "name": LONG}, db=db)
