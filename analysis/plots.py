@@ -990,8 +990,8 @@ def _draw_cell_histograms(r: RunData, label: str, name: str, hists):
     handles += [_handle(text, color=color, ls=ls, lw=1.3) for _, text, _, color, ls in lines]
     _legend(fig, slot, handles)
     fmt_name = "float32" if fmt is None else (fmt.name or fmt.spec)
-    fig.suptitle(f"{shown(label)} (seed {r.seed}): activation-gradient exponent histograms, inputs of "
-                 f"the cast to {fmt_name}")
+    fig.suptitle(f"{shown(label)} (seed {r.seed}): activation-gradient exponent histograms, "
+                 f"inputs of the cast to {fmt_name}")
     steps = sorted({h["step"] for h in r.hists if h["role"] == GRAD_ROLE})
     rounding = _grad_rounding(r.config)
     no_scale = sum(d["no_scale"] for d in hists.values())

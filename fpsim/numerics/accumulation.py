@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import threading
 
 import numpy as np
@@ -92,9 +93,7 @@ _SCRATCH = threading.local()
 def _scratch(slot: str, shape: tuple, dtype) -> np.ndarray:
     """An uninitialised ``shape`` array of ``dtype`` for the temporary ``slot`` of one call
     on this thread (reused by the next call: never handed to a caller)."""
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     if n == 0 or n > SCRATCH_MAX_ELEMENTS:
         return np.empty(shape, dtype)
     bufs = _SCRATCH.__dict__.setdefault("bufs", {})

@@ -114,11 +114,14 @@ class Cast:
         arr = x if x.flags.c_contiguous else np.ascontiguousarray(x)
         if self._grid:
             y, st = fixed.quantize(arr, self.format, self._mode, self._overflow,
-                                   ctx.key if self._keyed else 0, SR_BITS_MAX, ctx.stats)
+                                   self._key(ctx), SR_BITS_MAX, ctx.stats)
         else:
-            ((y, st),) = _quantize_prepared([arr], self._prepared,
-                                            [ctx.key if self._keyed else 0], ctx.stats)
+            ((y, st),) = _quantize_prepared([arr], self._prepared, [self._key(ctx)], ctx.stats)
         return (y if y.dtype == x.dtype else y.astype(x.dtype)), st
+
+    def _key(self, ctx: CastContext) -> int:
+        """The stream key of ``ctx`` where the mode reads it (stochastic rounding), else 0."""
+        return ctx.key if self._keyed else 0
 
     def round_many(self, xs: list, ctxs: list) -> list:
         """``[self.round(x, ctx) for x, ctx in zip(xs, ctxs)]`` in one kernel call (Stats are
@@ -128,8 +131,8 @@ class Cast:
         if xs[0].dtype not in (np.float32, np.float64):
             raise TypeError(f"cast sites round float32/float64 arrays, got {xs[0].dtype}")
         arrs = [x if x.flags.c_contiguous else np.ascontiguousarray(x) for x in xs]
-        keys = [ctx.key if self._keyed else 0 for ctx in ctxs]
-        res = _quantize_prepared(arrs, self._prepared, keys, ctxs[0].stats)
+        res = _quantize_prepared(arrs, self._prepared, [self._key(ctx) for ctx in ctxs],
+                                 ctxs[0].stats)
         return [(y if y.dtype == x.dtype else y.astype(x.dtype), st) for x, (y, st) in zip(xs, res)]
 
     @classmethod
